@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create a throwaway virtualenv with upstream Seamless servers, outside the repo, so the
+# benchmarks can run them side by side with ours. Upstream is never a dependency.
+#   bench/upstream-venv.sh [DIR]     (default /tmp/seamless-upstream; prints DIR)
+set -euo pipefail
+dir=${1:-${SEAMLESS_UPSTREAM_VENV:-/tmp/seamless-upstream}}
+if [ ! -x "$dir/bin/hashserver" ]; then
+  python3 -m venv "$dir" >&2
+  "$dir/bin/pip" install -q hashserver==1.1.0 seamless-database==2.1.0 >&2
+fi
+echo "$dir"

@@ -1,0 +1,62 @@
+"""What every executable shares: one-line errors, exit codes, debug tracebacks.
+
+Exit codes: 0 ok, 1 error, 2 usage (argparse), 130 interrupted.
+"""
+
+import os
+import sys
+import traceback
+
+
+class UserError(Exception):
+    """An error the user can fix; its text is the whole message (say what and how)."""
+
+
+_debug = os.environ.get("SEAMLESS_DEBUG", "") not in ("", "0")
+
+
+def set_debug(flag: bool = True):
+    global _debug
+    _debug = _debug or flag
+
+
+def debug_enabled() -> bool:
+    return _debug
+
+
+def error_line(prog: str, message) -> None:
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    sys.stderr.flush()
+
+
+def run(main, prog: str | None = None):
+    """Call main(argv) and exit with its code, turning exceptions into one stderr line."""
+    prog = prog or os.path.basename(sys.argv[0])
+    try:
+        code = main(sys.argv[1:])
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): stop quietly, as Unix tools do
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        code = 1
+    except UserError as exc:
+        if _debug:
+            traceback.print_exc()
+        error_line(prog, exc)
+        code = 1
+    except OSError as exc:
+        if _debug:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        error_line(prog, f"{exc.strerror or exc}{where}")
+        code = 1
+    except Exception as exc:  # a bug: still one line unless debugging
+        if _debug:
+            traceback.print_exc()
+        error_line(prog, f"{type(exc).__name__}: {exc} (set SEAMLESS_DEBUG=1 for a traceback)")
+        code = 1
+    sys.exit(code or 0)

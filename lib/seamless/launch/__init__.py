@@ -1,0 +1,1 @@
+"""Starting and finding services: status files, ports, executors (local and ssh)."""

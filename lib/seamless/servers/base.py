@@ -1,0 +1,435 @@
+"""What seamless-hashserver, seamless-db and later servers share.
+
+* ThreadingHTTPServer with HTTP/1.1 keep-alive; every response has Content-Length.
+* A small request parser of our own (the stdlib's email-based header parsing is the
+  slowest part of http.server, and its 501/505 replies would be 5xx for client errors).
+* Port selection by actually binding (a fixed port, a random port of a range, or 0),
+  the status-file handshake, idle shutdown, optional bearer token, clean signal exit.
+"""
+
+import argparse
+import hmac
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from seamless.cli import UserError
+from seamless.launch.status import StatusFileError, wait_for_status_file, write_status
+
+MAX_LINE = 65536
+MAX_HEADERS = 100
+# an unread request body up to this size is drained to keep the connection; larger closes it
+DRAIN_LIMIT = 1 << 20
+DEFAULT_PORT_RANGE = (49152, 65535)
+IDLE_CONNECTION_SECONDS = 300
+
+
+class HTTPError(Exception):
+    """Ends a request with this status and a plain-text body."""
+
+    def __init__(self, status: int, message: str = "", close: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close
+
+
+class BodyReader:
+    """The request body as a stream with readinto/read, bounded by Content-Length or chunked."""
+
+    def __init__(self, rfile, length=None, chunked=False):
+        self.rfile = rfile
+        self.remaining = length  # bytes left in the body (or current chunk, if chunked)
+        self.chunked = chunked
+        self.done = not chunked and not length
+
+    def _next_chunk(self):
+        line = self.rfile.readline(MAX_LINE)
+        if not line.endswith(b"\n"):
+            raise HTTPError(400, "malformed chunked body", close=True)
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise HTTPError(400, "malformed chunk size", close=True) from None
+        if size == 0:
+            while self.rfile.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            self.done = True
+        self.remaining = size
+
+    def readinto(self, view) -> int:
+        if self.done:
+            return 0
+        if self.chunked and not self.remaining:
+            if self.remaining == 0:
+                self.rfile.readline(MAX_LINE)  # CRLF after the previous chunk
+            self._next_chunk()
+            if self.done:
+                return 0
+        want = min(len(view), self.remaining)
+        n = self.rfile.readinto(view[:want])
+        if not n:
+            raise HTTPError(400, "request body ended early", close=True)
+        self.remaining -= n
+        if not self.chunked and self.remaining == 0:
+            self.done = True
+        return n
+
+    def read(self, limit=None) -> bytes:
+        """Read the whole body, refusing more than `limit` bytes."""
+        if not self.chunked and self.remaining is not None:
+            if limit is not None and self.remaining > limit:
+                raise HTTPError(413, f"request body larger than {limit} bytes", close=True)
+            data = self.rfile.read(self.remaining) if self.remaining else b""
+            if len(data) < (self.remaining or 0):
+                raise HTTPError(400, "request body ended early", close=True)
+            self.remaining = 0
+            self.done = True
+            return data
+        parts = []
+        total = 0
+        buf = memoryview(bytearray(65536))
+        while n := self.readinto(buf):
+            total += n
+            if limit is not None and total > limit:
+                raise HTTPError(413, f"request body larger than {limit} bytes", close=True)
+            parts.append(bytes(buf[:n]))
+        return b"".join(parts)
+
+    def discard(self) -> bool:
+        """Skip what is left of the body; False if it is too large to be worth it."""
+        if self.done:
+            return True
+        if not self.chunked and self.remaining > DRAIN_LIMIT:
+            return False
+        buf = memoryview(bytearray(65536))
+        total = 0
+        try:
+            while n := self.readinto(buf):
+                total += n
+                if total > DRAIN_LIMIT:
+                    return False
+        except (HTTPError, OSError):
+            return False
+        return True
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Parses requests and dispatches to route(method, path); subclasses define route."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "seamless"
+    rbufsize = 1 << 16
+    timeout = IDLE_CONNECTION_SECONDS
+    allowed_methods = ("GET", "PUT", "HEAD")
+
+    def setup(self):
+        super().setup()
+        # responses go out as header + body writes: without this, Nagle's algorithm and
+        # delayed ACKs stall every keep-alive request by ~40 ms
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle_one_request(self):
+        self.close_connection = True
+        try:
+            line = self.rfile.readline(MAX_LINE + 1)
+        except (TimeoutError, ConnectionError):
+            return
+        if not line:
+            return
+        self.body = None
+        server = self.server
+        server.activity_begin()
+        try:
+            self._handle(line)
+        except HTTPError as exc:
+            if exc.close or self.body is None or not self.body.discard():
+                self.close_connection = True
+            self._try_error(exc.status, exc.message)
+        except (BrokenPipeError, ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception as exc:  # a bug: answer 500 and keep serving
+            server.log_exception(exc)
+            self.close_connection = True
+            self._try_error(500, f"internal server error: {type(exc).__name__}")
+        finally:
+            server.activity_end()
+
+    def _try_error(self, status, message):
+        try:
+            self.respond(status, message)
+        except OSError:
+            self.close_connection = True
+
+    def _handle(self, line: bytes):
+        self.body = None
+        self.command = None
+        self.close_connection = True  # until the request line and headers are known good
+        self.request_version = "HTTP/1.0"
+        if len(line) > MAX_LINE:
+            raise HTTPError(414, "request line too long", close=True)
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise HTTPError(400, "malformed request line", close=True)
+        self.command, self.path, self.request_version = parts
+        self.requestline = line.decode("latin-1").rstrip("\r\n")
+        headers = {}
+        while True:
+            raw = self.rfile.readline(MAX_LINE + 1)
+            if len(raw) > MAX_LINE:
+                raise HTTPError(431, "request header line too long", close=True)
+            if raw in (b"\r\n", b"\n"):
+                break
+            if not raw:
+                raise HTTPError(400, "connection closed inside the headers", close=True)
+            if len(headers) >= MAX_HEADERS:
+                raise HTTPError(431, "too many request headers", close=True)
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if not sep or not name or name != name.strip():
+                raise HTTPError(400, "malformed request header", close=True)
+            headers[name.lower()] = value.strip()
+        self.req_headers = headers
+        connection = headers.get("connection", "").lower()
+        if self.request_version == "HTTP/1.0":
+            self.close_connection = connection != "keep-alive"
+        else:
+            self.close_connection = connection == "close"
+        self.body = self._body_reader(headers)
+        self.server.check_auth(headers.get("authorization"))
+        if self.command not in self.allowed_methods:
+            raise HTTPError(405, "Method Not Allowed")
+        path, _, self.query = self.path.partition("?")
+        self.route(self.command, path)
+        if self.body is not None and not self.body.discard():
+            self.close_connection = True
+
+    def _body_reader(self, headers):
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return BodyReader(self.rfile, chunked=True)
+        length = headers.get("content-length")
+        if length is None:
+            return BodyReader(self.rfile, 0)
+        if not length.isdigit():
+            raise HTTPError(400, "invalid Content-Length", close=True)
+        return BodyReader(self.rfile, int(length))
+
+    def route(self, method, path):  # pragma: no cover - subclasses define it
+        raise HTTPError(404, "Not found")
+
+    # --- responses ----------------------------------------------------------------
+
+    def head_block(self, status, length, content_type, headers=()) -> bytes:
+        reason = _REASONS.get(status, "Unknown")
+        lines = [
+            f"HTTP/1.1 {status} {reason}",
+            f"Server: {self.server_version}",
+            f"Date: {_http_date()}",
+            f"Content-Length: {length}",
+        ]
+        if content_type:
+            lines.append(f"Content-Type: {content_type}")
+        lines.extend(f"{k}: {v}" for k, v in headers)
+        if self.close_connection:
+            lines.append("Connection: close")
+        elif self.request_version == "HTTP/1.0":
+            lines.append("Connection: keep-alive")
+        if status == 401:
+            lines.append('WWW-Authenticate: Bearer realm="seamless"')
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def respond(self, status, body=b"", content_type="text/plain; charset=utf-8", headers=()):
+        if isinstance(body, str):
+            body = body.encode()
+        head = self.head_block(status, len(body), content_type if body or status >= 400 else None, headers)
+        if self.command == "HEAD":
+            body = b""
+        self.wfile.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.wfile.write(body)
+
+    def respond_json(self, status, obj):
+        self.respond(status, json.dumps(obj), "application/json")
+
+    def log_message(self, format, *args):
+        if self.server.verbose:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_date_cache = [0, ""]
+
+
+def _http_date():
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, formatdate(now, usegmt=True)]
+    return _date_cache[1]
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, handler, *, token=None, verbose=False):
+        super().__init__(("127.0.0.1", 0), handler, bind_and_activate=False)
+        self.token = token
+        self.verbose = verbose
+        self._lock = threading.Lock()
+        self.active = 0
+        self.last_activity = time.monotonic()
+
+    def server_bind(self):
+        # skip HTTPServer.server_bind: its getfqdn() can hang on machines without DNS
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def activity_begin(self):
+        with self._lock:
+            self.active += 1
+            self.last_activity = time.monotonic()
+
+    def activity_end(self):
+        with self._lock:
+            self.active -= 1
+            self.last_activity = time.monotonic()
+
+    def idle_seconds(self) -> float:
+        with self._lock:
+            return 0.0 if self.active else time.monotonic() - self.last_activity
+
+    def check_auth(self, header):
+        if self.token is None:
+            return
+        if not header or not hmac.compare_digest(header.encode(), b"Bearer " + self.token.encode()):
+            raise HTTPError(401, "Unauthorized: send 'Authorization: Bearer <token>' (see --token-file)")
+
+    def log_exception(self, exc):
+        import traceback
+
+        sys.stderr.write(f"{type(self).__name__}: internal error\n")
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+
+    def bind_port(self, host, port=None, port_range=None):
+        """Bind to host:port, or to a random free port of port_range (by binding it)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if family != self.socket.family:
+            self.socket.close()
+            self.address_family = family
+            self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if port is not None:
+            candidates = [port]
+        else:
+            start, end = port_range or DEFAULT_PORT_RANGE
+            candidates = list(range(start, end + 1))
+            random.shuffle(candidates)
+        last = None
+        for candidate in candidates:
+            self.server_address = (host, candidate)
+            try:
+                self.server_bind()
+            except OSError as exc:
+                last = exc
+                continue
+            self.server_activate()
+            return self.server_address[1]
+        if port is not None:
+            raise UserError(f"cannot listen on {host}:{port}: {last.strerror if last else 'failed'} (choose another --port)")
+        raise UserError(f"no free port in {start}-{end} on {host} (widen --port-range)")
+
+
+def add_server_arguments(parser: argparse.ArgumentParser):
+    """The options every seamless server takes (launcher-compatible)."""
+    parser.add_argument("--writable", action="store_true", help="accept PUT requests")
+    ports = parser.add_mutually_exclusive_group()
+    ports.add_argument("--port", type=int, help="listen on this port (0: any free port)")
+    ports.add_argument("--port-range", type=int, nargs=2, metavar=("START", "END"),
+                       help="listen on a random free port of this inclusive range")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--status-file", metavar="FILE",
+                        help="launcher handshake: wait for FILE, then write port and status into it")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="exit after SECONDS without any request")
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="require 'Authorization: Bearer <token>' with the token in FILE")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request on stderr")
+
+
+def read_token(path):
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise UserError(f"cannot read token file {path}: {exc.strerror}") from None
+    if not token:
+        raise UserError(f"token file {path} is empty")
+    return token
+
+
+def serve(server: Server, args, describe: str, start=None):
+    """Bind, do the status-file handshake, serve until idle timeout or signal.
+
+    `start()` opens the service's resources after the status file is read, so that a
+    failure there is reported as status "failed". Returns the exit code.
+    """
+    base = {}
+    if args.status_file:
+        try:
+            base = wait_for_status_file(args.status_file)
+        except StatusFileError as exc:
+            raise UserError(str(exc)) from None
+    try:
+        if start is not None:
+            start()
+        port = server.bind_port(args.host, args.port, args.port_range)
+    except BaseException:
+        if args.status_file:
+            write_status(args.status_file, base, status="failed")
+        raise
+    if args.status_file:
+        write_status(args.status_file, base, port=port, status="running")
+    host = args.host if ":" not in args.host else f"[{args.host}]"
+    print(f"http://{host}:{port}", flush=True)
+    if args.verbose:
+        sys.stderr.write(f"{describe} on http://{host}:{port}\n")
+
+    stop = {"code": 0}
+
+    def shutdown(code):
+        stop["code"] = code
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    def on_signal(signum, frame):
+        shutdown(130 if signum == signal.SIGINT else 0)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+    if args.timeout:
+        def watch_idle():
+            while True:
+                time.sleep(min(1.0, args.timeout / 4))
+                if server.idle_seconds() >= args.timeout:
+                    if args.verbose:
+                        sys.stderr.write(f"idle for {args.timeout:g} s: exiting\n")
+                    shutdown(0)
+                    return
+
+        threading.Thread(target=watch_idle, daemon=True).start()
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+    return stop["code"]

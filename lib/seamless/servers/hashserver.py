@@ -1,0 +1,309 @@
+"""seamless-hashserver: a content-addressed buffer server, wire-compatible with upstream.
+
+GET/HEAD/PUT /<checksum>, PUT /promise/<checksum>, GET /has, /has-now, /buffer-length
+(JSON list bodies), GET /healthcheck. Buffers live in a DirectoryStore; extra
+directories are searched read-only.
+"""
+
+import argparse
+import json
+import os
+import threading
+import time
+
+from seamless.checksum import parse_checksum
+from seamless.cli import UserError, set_debug
+from seamless.servers.base import Handler, HTTPError, Server, add_server_arguments, read_token, serve
+from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError
+from seamless.store.directory import DirectoryStore, decompressor, open_decoded
+
+PROMISE_TTL = 600.0
+SMALL_FILE = 256 << 10  # served with read + write; larger files with sendfile
+# a JSON list of this many checksums is plenty (about 66 bytes each)
+MAX_LIST_BODY = 64 << 20
+
+
+class BufferService:
+    """The hashserver's state: stores, uploads in flight, promises."""
+
+    def __init__(self, directory, *, writable, layout, extra_dirs=(), lock_timeout=120.0):
+        self.store = DirectoryStore(directory, writable=writable, layout=layout)
+        self.extras = [DirectoryStore(d) for d in extra_dirs]
+        self.writable = writable
+        self.lock_timeout = lock_timeout
+        self.cond = threading.Condition()
+        self.uploading = set()
+        self.promises = {}  # checksum -> monotonic expiry
+
+    def stores(self):
+        return [self.store, *self.extras]
+
+    def promised(self, cs) -> float:
+        """Seconds left on an active promise (0 if none). Call with self.cond held."""
+        expiry = self.promises.get(cs)
+        if expiry is None:
+            return 0.0
+        left = expiry - time.monotonic()
+        if left <= 0:
+            del self.promises[cs]
+            return 0.0
+        return left
+
+    def promise(self, cs):
+        with self.cond:
+            self.promises[cs] = time.monotonic() + PROMISE_TTL
+
+    def present(self, cs, count_promises) -> bool:
+        with self.cond:
+            if cs in self.uploading or (count_promises and self.promised(cs)):
+                return True
+        return any(store.find(cs) is not None for store in self.stores())
+
+    def length(self, cs):
+        with self.cond:
+            while cs in self.uploading:
+                self.cond.wait()
+        for store in self.stores():
+            n = store.length(cs)
+            if n is not None:
+                return n
+        with self.cond:
+            return True if self.promised(cs) else 0  # upstream reports `true` for promised
+
+    def locate(self, cs):
+        """(store, path, encoding, stat) of a verified stored form; waits for uploads,
+        promises and external writers' lock files. None if absent."""
+        lock_deadline = time.monotonic() + self.lock_timeout
+        while True:
+            for store in self.stores():
+                try:
+                    found = store.verified(cs)
+                except CorruptBuffer:
+                    if store is self.store and self.writable:
+                        path = store.find(cs)
+                        if path:  # let a new upload repair it
+                            store.remove(path[0])
+                    raise
+                if found is not None:
+                    return (store, *found)
+            with self.cond:
+                if cs in self.uploading:
+                    self.cond.wait()
+                    continue
+                left = self.promised(cs)
+                if left:
+                    self.cond.wait(left)
+                    continue
+            if time.monotonic() < lock_deadline and self._locked(cs):
+                time.sleep(1.0)
+                continue
+            return None
+
+    def _locked(self, cs) -> bool:
+        now = time.time()
+        for store in self.stores():
+            target = store.target_dir(cs)
+            for lock in (os.path.join(target, ".LOCK"), os.path.join(target, cs) + ".LOCK"):
+                try:
+                    if now - os.stat(lock).st_mtime < self.lock_timeout:
+                        return True
+                except OSError:
+                    pass
+        return False
+
+    def begin_upload(self, cs, encoding) -> bool:
+        """Claim the upload of cs; False if that stored form is already there."""
+        with self.cond:
+            while cs in self.uploading:  # another client is sending it: wait for the outcome
+                self.cond.wait()
+            if self.store.find(cs, {None, encoding}) is not None:
+                self.promises.pop(cs, None)
+                self.cond.notify_all()
+                return False
+            self.uploading.add(cs)
+            return True
+
+    def end_upload(self, cs, stored):
+        with self.cond:
+            self.uploading.discard(cs)
+            if stored:
+                self.promises.pop(cs, None)
+            self.cond.notify_all()
+
+
+def _accepts(header: str, coding: str) -> bool:
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in (coding, "*", "x-" + coding):
+            q = params.strip().replace(" ", "")
+            return q not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+class HashserverHandler(Handler):
+    server_version = "seamless-hashserver"
+
+    def route(self, method, path):
+        service = self.server.service
+        if path == "/healthcheck" and method != "PUT":
+            return self.respond(200, "OK")
+        if method in ("GET", "HEAD") and path in ("/has", "/has-now", "/buffer-length"):
+            return self.batch(service, path)
+        if path.startswith("/promise/"):
+            if method != "PUT":
+                raise HTTPError(405, "Method Not Allowed")
+            self.require_writable(service)
+            cs = self.path_checksum(path[len("/promise/"):])
+            service.promise(cs)
+            return self.respond_json(202, {"checksum": cs, "expires_in": PROMISE_TTL})
+        cs = self.path_checksum(path[1:])
+        if method == "PUT":
+            self.require_writable(service)
+            return self.put(service, cs)
+        if method == "HEAD":
+            return self.head(service, cs)
+        return self.get(service, cs)
+
+    @staticmethod
+    def require_writable(service):
+        if not service.writable:
+            raise HTTPError(405, "Method Not Allowed: this hashserver is read-only (start it with --writable)")
+
+    @staticmethod
+    def path_checksum(text):
+        try:
+            return parse_checksum(text)
+        except ValueError as exc:
+            if "/" in text or not text:
+                raise HTTPError(404, "Not found") from None
+            raise HTTPError(400, f"Invalid checksum: {exc}") from None
+
+    def batch(self, service, path):
+        try:
+            items = json.loads(self.body.read(MAX_LIST_BODY) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPError(400, "body must be a JSON list of checksums") from None
+        if not isinstance(items, list):
+            raise HTTPError(400, "body must be a JSON list of checksums")
+        try:
+            checksums = [parse_checksum(item) for item in items]
+        except ValueError as exc:
+            raise HTTPError(400, f"Invalid checksum in list: {exc}") from None
+        if path == "/buffer-length":
+            result = [service.length(cs) for cs in checksums]
+        else:
+            promises = path == "/has"
+            result = [service.present(cs, promises) for cs in checksums]
+        self.respond_json(200, result)
+
+    def head(self, service, cs):
+        for store in service.stores():
+            found = store.find(cs)
+            if found:
+                path, encoding = found
+                headers = [("ETag", f'"{cs}"')]
+                if encoding:
+                    headers.append(("Content-Encoding", encoding))
+                size = os.stat(path).st_size
+                head = self.head_block(200, size, "application/octet-stream", headers)
+                return self.wfile.write(head)
+        self.respond(404, "Not found")
+
+    def get(self, service, cs):
+        try:
+            found = service.locate(cs)
+        except CorruptBuffer as exc:
+            raise HTTPError(400, f"File corruption: {exc}") from None
+        except StoreError as exc:
+            raise HTTPError(400, str(exc)) from None
+        if found is None:
+            return self.respond(404, "Not found")
+        store, path, encoding, st = found
+        accept = self.req_headers.get("accept-encoding", "")
+        headers = [("ETag", f'"{cs}"')]
+        if encoding is not None and not _accepts(accept, encoding):
+            return self.send_decoded(path, encoding, headers)
+        if encoding is not None:
+            headers.append(("Content-Encoding", encoding))
+        head = self.head_block(200, st.st_size, "application/octet-stream", headers)
+        with open(path, "rb") as f:
+            if st.st_size <= SMALL_FILE:  # one write for header and body
+                return self.wfile.write(head + f.read(st.st_size))
+            self.wfile.write(head)
+            sent = self.connection.sendfile(f, 0, st.st_size)
+            if sent != st.st_size:  # the file shrank under us: the client sees a short body
+                self.close_connection = True
+
+    def send_decoded(self, path, encoding, headers):
+        """Serve a compressed-only buffer to a client that does not accept its coding."""
+        try:
+            with open_decoded(path, encoding) as f:
+                data = f.read()
+        except StoreError as exc:
+            raise HTTPError(400, str(exc)) from None
+        self.respond(200, data, "application/octet-stream", headers)
+
+    def put(self, service, cs):
+        encoding = self.req_headers.get("content-encoding", "identity").strip().lower() or "identity"
+        encoding = {"identity": None, "gzip": "gzip", "x-gzip": "gzip", "zstd": "zstd"}.get(encoding, encoding)
+        if encoding not in (None, "gzip", "zstd"):
+            raise HTTPError(400, f"unsupported Content-Encoding {encoding!r} (use gzip, zstd or none)")
+        try:
+            decompressor(encoding)
+        except StoreError as exc:
+            raise HTTPError(400, str(exc)) from None
+        if not service.begin_upload(cs, encoding):
+            return self.respond(201)
+        stored = False
+        try:
+            size = None if self.body.chunked else self.body.remaining
+            service.store.put_stream(self.body, cs, encoding, size)
+            stored = True
+        except ChecksumMismatch:
+            raise HTTPError(400, "Incorrect checksum") from None
+        except NoSpace as exc:
+            raise HTTPError(507, str(exc)) from None
+        except StoreError as exc:
+            raise HTTPError(400, str(exc), close=True) from None
+        finally:
+            service.end_upload(cs, stored)
+        self.respond(200, "OK")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="seamless-hashserver",
+        description="Serve a directory of content-addressed buffers over HTTP "
+        "(protocol-compatible with upstream Seamless hashserver).",
+    )
+    parser.add_argument("directory", help="buffer directory (must exist)")
+    add_server_arguments(parser)
+    parser.add_argument("--layout", choices=("prefix", "flat"), default="prefix",
+                        help="where new buffers go: DIR/ab/abcd... (prefix, default) or DIR/abcd... (flat)")
+    parser.add_argument("--extra-dirs", metavar="D1:D2",
+                        help="more buffer directories to read from (':' or ';' separated)")
+    parser.add_argument("--lock-timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="wait for external writers' .LOCK files younger than this (default 120)")
+    return parser.parse_args(argv)
+
+
+def main(argv):
+    args = parse_args(argv)
+    set_debug(args.verbose)
+    if not os.path.isdir(args.directory):
+        raise UserError(f"buffer directory {args.directory} does not exist (create it first)")
+    extra = [d for d in (args.extra_dirs or "").replace(";", ":").split(":") if d]
+    for d in extra:
+        if not os.path.isdir(d):
+            raise UserError(f"extra directory {d} does not exist")
+    server = Server(HashserverHandler, token=read_token(args.token_file), verbose=args.verbose)
+
+    def start():
+        try:
+            server.service = BufferService(args.directory, writable=args.writable, layout=args.layout,
+                                           extra_dirs=extra, lock_timeout=args.lock_timeout)
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+
+    mode = "writable" if args.writable else "read-only"
+    return serve(server, args, f"serving {args.directory} ({mode})", start)

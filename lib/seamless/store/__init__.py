@@ -1,0 +1,27 @@
+"""Buffer stores and result databases.
+
+A buffer store answers has / get / put by checksum (DirectoryStore, HttpBufferStore).
+A result database maps transformation checksum -> result checksum, plus the reverse
+lookup and execution records (ResultDB on a seamless.db file, HttpResultDB over HTTP).
+Which ones are active comes from seamless.store.clients.
+"""
+
+
+class StoreError(Exception):
+    """A store could not do what was asked; the message says why."""
+
+
+class ChecksumMismatch(StoreError):
+    """The bytes do not hash to the checksum they were stored or sent under."""
+
+
+class CorruptBuffer(StoreError):
+    """A stored file no longer hashes to its name."""
+
+
+class ReadOnlyStore(StoreError):
+    """A write was attempted on a store opened read-only."""
+
+
+class NoSpace(StoreError):
+    """The disk (or quota) is full; nothing was stored."""

@@ -1,0 +1,161 @@
+"""Which buffer stores and result databases are active, in upstream's client shape.
+
+The shape is that of upstream's SEAMLESS_REMOTE_CLIENTS environment variable:
+
+    {"buffer":   [{"url": "http://h:5510", "directory": "/buf", "readonly": false}, ...],
+     "database": [{"url": "http://h:5520", "readonly": false}, ...]}
+
+Entry keys: url, directory, readonly (default true), remote_url, remote_directory
+(preferred inside workers: `in_remote=True`), and our token_file (a bearer token for
+servers started with --token-file; SEAMLESS_TOKEN_FILE is the default). A buffer
+entry with a directory reads it directly; with a url it talks to that hashserver;
+with both, it reads the directory and writes through the server (as upstream). A
+directory-only entry with readonly false is written directly (our extension, for
+workers that share a filesystem). Reads try stores in order; writes go to every
+writable one.
+"""
+
+import json
+import os
+
+from seamless.store import StoreError
+from seamless.store.directory import DirectoryStore
+
+ENV = "SEAMLESS_REMOTE_CLIENTS"
+
+
+class ClientsError(ValueError):
+    pass
+
+
+def _entry_fields(entry, where, in_remote):
+    if not isinstance(entry, dict):
+        raise ClientsError(f"{where}: each entry must be a JSON object, got {type(entry).__name__}")
+    for key in ("url", "directory", "remote_url", "remote_directory", "token_file"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise ClientsError(f"{where}: '{key}' must be a string")
+    readonly = entry.get("readonly", True)
+    if not isinstance(readonly, bool):
+        raise ClientsError(f"{where}: 'readonly' must be true or false")
+    url = directory = None
+    if in_remote:
+        url = entry.get("remote_url")
+        directory = entry.get("remote_directory")
+        if directory:
+            directory = os.path.expanduser(directory)
+    url = url or entry.get("url")
+    directory = directory or entry.get("directory")
+    return url, directory, readonly, entry.get("token_file")
+
+
+class StoreSet:
+    """The active stores: ordered read lists and the write lists."""
+
+    def __init__(self, buffer_read=(), buffer_write=(), db_read=(), db_write=(), entries=None):
+        self.buffer_read = list(buffer_read)
+        self.buffer_write = list(buffer_write)
+        self.db_read = list(db_read)
+        self.db_write = list(db_write)
+        self.entries = entries  # the JSON shape this set was built from, to pass on
+
+    @classmethod
+    def from_clients(cls, clients, in_remote=False):
+        """Build from the SEAMLESS_REMOTE_CLIENTS shape (a dict or its JSON text)."""
+        from seamless.store.httpdb import HttpResultDB
+        from seamless.store.httpstore import HttpBufferStore
+
+        if isinstance(clients, str):
+            try:
+                clients = json.loads(clients)
+            except ValueError as exc:
+                raise ClientsError(f"{ENV} is not valid JSON: {exc}") from None
+        if not isinstance(clients, dict):
+            raise ClientsError(f'{ENV} must be a JSON object like {{"buffer": [...], "database": [...]}}')
+        unknown = set(clients) - {"buffer", "database"}
+        if unknown:
+            raise ClientsError(f"{ENV}: unknown section(s) {', '.join(sorted(unknown))} (use 'buffer' and 'database')")
+        self = cls(entries=clients)
+        for i, entry in enumerate(_as_list(clients.get("buffer"), "buffer")):
+            where = f"{ENV} buffer entry {i}"
+            url, directory, readonly, token_file = _entry_fields(entry, where, in_remote)
+            if not url and not directory:
+                raise ClientsError(f"{where}: needs a 'url' (hashserver) or a 'directory'")
+            if directory:
+                try:
+                    store = DirectoryStore(directory, writable=not readonly and not url)
+                except StoreError as exc:
+                    raise ClientsError(f"{where}: {exc}") from None
+                self.buffer_read.append(store)
+                if store.writable:
+                    self.buffer_write.append(store)
+            if url:
+                server = HttpBufferStore(url, writable=not readonly, token_file=token_file)
+                self.buffer_read.append(server)
+                if not readonly:
+                    self.buffer_write.append(server)
+        for i, entry in enumerate(_as_list(clients.get("database"), "database")):
+            where = f"{ENV} database entry {i}"
+            url, _, readonly, token_file = _entry_fields(entry, where, in_remote)
+            if not url:
+                raise ClientsError(f"{where}: needs a 'url' (seamless-db server)")
+            db = HttpResultDB(url, writable=not readonly, token_file=token_file)
+            self.db_read.append(db)
+            if not readonly:
+                self.db_write.append(db)
+        # directories first: reading a file beats a round trip
+        self.buffer_read.sort(key=lambda s: not isinstance(s, DirectoryStore))
+        return self
+
+    @classmethod
+    def from_env(cls, environ=None):
+        """The stores named by SEAMLESS_REMOTE_CLIENTS, or None when it is unset."""
+        text = (environ if environ is not None else os.environ).get(ENV)
+        if not text:
+            return None
+        return cls.from_clients(text, in_remote=True)
+
+    def to_json(self) -> str:
+        return json.dumps(self.entries or {"buffer": [], "database": []})
+
+    # --- buffers ------------------------------------------------------------------------
+
+    def get_buffer(self, cs):
+        for store in self.buffer_read:
+            data = store.get(cs)
+            if data is not None:
+                return data
+        return None
+
+    def has_buffer(self, cs) -> bool:
+        return any(store.has(cs) for store in self.buffer_read)
+
+    def put_buffer(self, data, checksum=None) -> str:
+        if not self.buffer_write:
+            raise StoreError("no writable buffer store is configured")
+        cs = None
+        for store in self.buffer_write:
+            cs = store.put(data, checksum)
+        return cs
+
+    # --- results ------------------------------------------------------------------------
+
+    def get_transformation(self, tf):
+        for db in self.db_read:
+            result = db.get_transformation(tf)
+            if result is not None:
+                return result
+        return None
+
+    def set_transformation(self, tf, result):
+        if not self.db_write:
+            raise StoreError("no writable result database is configured")
+        for db in self.db_write:
+            db.set_transformation(tf, result)
+
+
+def _as_list(value, name):
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ClientsError(f"{ENV}: '{name}' must be a list of entries")
+    return value

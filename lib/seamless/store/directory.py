@@ -1,0 +1,375 @@
+"""A buffer directory in upstream hashserver's on-disk layout.
+
+prefix layout: <dir>/<cs[:2]>/<cs>, marked by <dir>/.HASHSERVER_PREFIX containing "1\\n".
+flat layout:   <dir>/<cs>.
+Compressed forms sit beside the plain one (<cs>.gz, <cs>.zst) with <cs>.BUFFERLENGTH
+holding the uncompressed size. Reads look at both layouts and every form; writes go to
+the store's layout. A write streams into <target dir>/<cs>-<random> while hashing,
+is chmod 0444 and renamed into place only when the hash matches, so no reader ever
+sees a partial or wrong buffer, and concurrent writers of one checksum are harmless.
+"""
+
+import errno
+import gzip
+import hashlib
+import os
+import tempfile
+import threading
+import zlib
+
+from seamless.checksum import CHUNK, calculate_checksum, checksum_stream, parse_checksum
+from seamless.files import atomic_write
+from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, ReadOnlyStore, StoreError
+
+PREFIX_SENTINEL = ".HASHSERVER_PREFIX"
+LENGTH_SUFFIX = ".BUFFERLENGTH"
+# stored form suffix -> HTTP content-coding
+ENCODINGS = {"": None, ".gz": "gzip", ".zst": "zstd"}
+SUFFIXES = {enc: suffix for suffix, enc in ENCODINGS.items()}
+DIR_MODE = 0o3775
+FILE_MODE = 0o444
+# verification stamps kept before the cache is reset (about 200 bytes each)
+MAX_STAMPS = 1_000_000
+
+
+def zstd_module():
+    """compression.zstd (Python >= 3.14), the only stdlib zstd codec."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        raise StoreError(
+            "this buffer is stored zstd-compressed (.zst), and reading zstd needs "
+            "Python >= 3.14; decompress it with `zstd -d` or store it uncompressed"
+        ) from None
+    return zstd
+
+
+def decompressor(encoding):
+    """An object with .decompress(bytes) for a content-coding (None: identity)."""
+    if encoding == "gzip":
+        return zlib.decompressobj(wbits=31)
+    if encoding == "zstd":
+        return zstd_module().ZstdDecompressor()
+    if encoding is None:
+        return None
+    raise StoreError(f"unsupported content encoding {encoding!r} (use gzip, zstd or none)")
+
+
+def open_decoded(path, encoding):
+    """Open a stored form for reading its uncompressed bytes."""
+    if encoding is None:
+        return open(path, "rb")
+    if encoding == "gzip":
+        return gzip.open(path, "rb")
+    return zstd_module().open(path, "rb")
+
+
+class DirectoryStore:
+    def __init__(self, directory, *, writable=False, layout=None, create=False):
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.writable = writable
+        if create and not os.path.isdir(self.directory):
+            os.makedirs(self.directory, exist_ok=True)
+        if not os.path.isdir(self.directory):
+            raise StoreError(f"buffer directory {self.directory} does not exist")
+        sentinel = os.path.join(self.directory, PREFIX_SENTINEL)
+        if layout is None:
+            # like upstream's direct writers: the sentinel decides; a new dir gets prefix
+            if os.path.exists(sentinel) or not _has_flat_buffers(self.directory):
+                layout = "prefix"
+            else:
+                layout = "flat"
+        if layout not in ("prefix", "flat"):
+            raise StoreError(f"unknown layout {layout!r} (use prefix or flat)")
+        self.layout = layout
+        if writable and layout == "prefix" and not os.path.exists(sentinel):
+            try:
+                with open(sentinel, "w") as f:
+                    f.write("1\n")
+            except OSError as exc:
+                raise StoreError(f"cannot write to buffer directory {self.directory}: {exc.strerror}") from None
+        self._stamps = {}
+        self._stamps_lock = threading.Lock()
+        self._made = set()  # prefix directories known to exist
+        self._counter = 0  # temp file names: <cs>-<pid>-<thread>-<n>
+
+    def __repr__(self):
+        return f"DirectoryStore({self.directory!r}, layout={self.layout!r}, writable={self.writable})"
+
+    # --- locating ---------------------------------------------------------------------
+
+    def target_dir(self, cs: str) -> str:
+        if self.layout == "prefix":
+            return os.path.join(self.directory, cs[:2])
+        return self.directory
+
+    def _bases(self, cs):
+        prefix = os.path.join(self.directory, cs[:2], cs)
+        flat = os.path.join(self.directory, cs)
+        return (prefix, flat) if self.layout == "prefix" else (flat, prefix)
+
+    def find(self, cs: str, encodings=(None, "zstd", "gzip")):
+        """(path, encoding) of the first stored form, in the preferred encoding order."""
+        bases = self._bases(cs)
+        for encoding in encodings:
+            suffix = SUFFIXES[encoding]
+            for base in bases:
+                path = base + suffix
+                if os.path.exists(path):
+                    return path, encoding
+        return None
+
+    def plain_path(self, cs: str):
+        """Path of the uncompressed file, if there is one (for linking into job dirs)."""
+        found = self.find(cs, (None,))
+        return found[0] if found else None
+
+    def has(self, cs: str) -> bool:
+        return self.find(parse_checksum(cs)) is not None
+
+    def has_many(self, checksums) -> list:
+        return [self.has(cs) for cs in checksums]
+
+    def length(self, cs: str):
+        """Uncompressed length, or None when absent."""
+        cs = parse_checksum(cs)
+        found = self.find(cs)
+        if found is None:
+            return None
+        path, encoding = found
+        if encoding is None:
+            return os.stat(path).st_size
+        base = path[: -len(SUFFIXES[encoding])]
+        try:
+            with open(base + LENGTH_SUFFIX) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            pass
+        total = 0
+        with open_decoded(path, encoding) as f:
+            while chunk := f.read(CHUNK):
+                total += len(chunk)
+        return total
+
+    # --- reading ----------------------------------------------------------------------
+
+    def get(self, cs: str, verify: bool = True):
+        """The buffer's bytes, or None when absent. Raises CorruptBuffer on a bad file."""
+        cs = parse_checksum(cs)
+        found = self.find(cs)
+        if found is None:
+            return None
+        path, encoding = found
+        try:
+            with open_decoded(path, encoding) as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorruptBuffer(f"{path}: cannot decompress: {exc}") from None
+        if verify and calculate_checksum(data) != cs:
+            raise CorruptBuffer(f"{path} does not have the correct sha-256 checksum")
+        return data
+
+    def verified(self, cs: str, encodings=(None, "gzip", "zstd")):
+        """(path, encoding, stat) of a stored form whose content is known to hash to cs.
+
+        A file is hashed the first time it is asked for; afterwards a stamp of its
+        inode, size, mtime and ctime vouches for it, so a large buffer is not re-hashed
+        on every read but any rewrite, truncation or replacement is noticed.
+        Returns None when absent; raises CorruptBuffer when the content is wrong.
+        """
+        found = self.find(cs, encodings)
+        if found is None:
+            return None
+        path, encoding = found
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        stamp = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self._stamps.get(cs) == stamp:
+            return path, encoding, st
+        try:
+            with open_decoded(path, encoding) as f:
+                actual = checksum_stream(f)[0]
+        except FileNotFoundError:
+            return None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorruptBuffer(f"{path}: cannot decompress: {exc}") from None
+        if actual != cs:
+            raise CorruptBuffer(f"{path} does not have the correct sha-256 checksum")
+        self._remember(cs, stamp)
+        return path, encoding, st
+
+    def _remember(self, cs, stamp):
+        with self._stamps_lock:
+            if len(self._stamps) >= MAX_STAMPS:
+                self._stamps.clear()
+            self._stamps[cs] = stamp
+
+    def forget(self, cs):
+        with self._stamps_lock:
+            self._stamps.pop(cs, None)
+
+    # --- writing ----------------------------------------------------------------------
+
+    def _check_writable(self):
+        if not self.writable:
+            raise ReadOnlyStore(f"buffer directory {self.directory} is read-only")
+
+    def put(self, data, checksum=None) -> str:
+        """Store a buffer; returns its checksum. Raises ChecksumMismatch if `checksum` is wrong."""
+        self._check_writable()
+        cs = calculate_checksum(data)
+        if checksum is not None and parse_checksum(checksum) != cs:
+            raise ChecksumMismatch(f"buffer hashes to {cs}, not {checksum}")
+        if self.find(cs, (None,)) is None:
+            self._ingest(cs, None, lambda f: (_write_all(f, data), (cs, len(data)))[1])
+        return cs
+
+    def put_stream(self, stream, checksum=None, encoding=None, length=None):
+        """Store a buffer read from a stream (possibly gzip/zstd-encoded), in constant memory.
+
+        `length` limits how many bytes are read (an HTTP body). With `checksum` None the
+        checksum is computed on the way. Returns (checksum, stored_path, uncompressed
+        length). Nothing becomes visible unless the uncompressed bytes hash correctly.
+        """
+        self._check_writable()
+        cs = None if checksum is None else parse_checksum(checksum)
+        dec = decompressor(encoding)
+
+        def copy(f):
+            h = hashlib.sha256()
+            total = 0
+            view = memoryview(bytearray(CHUNK if length is None else max(1, min(CHUNK, length))))
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = len(view) if remaining is None else min(len(view), remaining)
+                try:
+                    n = stream.readinto(view[:want])
+                except OSError as exc:
+                    raise StoreError(f"upload interrupted: {exc}") from None
+                if not n:
+                    if remaining:
+                        raise StoreError(f"upload ended after {length - remaining} of {length} bytes")
+                    break
+                chunk = view[:n]
+                _write_all(f, chunk)
+                plain = dec.decompress(chunk) if dec is not None else chunk
+                h.update(plain)
+                total += len(plain)
+                if remaining is not None:
+                    remaining -= n
+            if dec is not None and not getattr(dec, "eof", True):
+                raise StoreError(f"invalid {encoding} payload: the stream is truncated")
+            return h.hexdigest(), total
+
+        try:
+            return self._ingest(cs, encoding, copy)
+        except zlib.error as exc:
+            raise StoreError(f"invalid {encoding} payload: {exc}") from None
+
+    def put_file(self, path, checksum=None) -> str:
+        """Copy a file into the store in constant memory; returns its checksum."""
+        with open(path, "rb") as src:
+            return self.put_stream(src, checksum)[0]
+
+    def _target(self, cs) -> str:
+        """The directory for cs, created on first use."""
+        target = self.target_dir(cs)
+        if self.layout == "prefix" and target not in self._made:
+            _makedir(target)
+            self._made.add(target)
+        return target
+
+    def _ingest(self, expected, encoding, fill):
+        """Create <target>/<cs><suffix> atomically from fill(file) -> (cs, length).
+
+        Returns (cs, final path, length). The temp file lives in the target directory
+        when the checksum is known, else in the store root (same filesystem either way).
+        It is made read-only before the rename, so the buffer appears complete and 0444.
+        """
+        tmpdir = self.directory if expected is None else self._target(expected)
+        self._counter += 1
+        tmp = os.path.join(tmpdir, f"{expected or 'incoming'}-{os.getpid()}-{threading.get_ident()}-{self._counter}")
+        try:
+            f = open(tmp, "xb", buffering=0)
+        except OSError as exc:
+            raise _write_error(self.directory, exc) from None
+        renamed = False
+        try:
+            with f:
+                cs, length = fill(f)
+                if expected is not None and cs != expected:
+                    raise ChecksumMismatch("Incorrect checksum")
+                final = os.path.join(self._target(cs), cs + SUFFIXES[encoding])
+                os.fchmod(f.fileno(), FILE_MODE)
+                if not os.path.exists(final):
+                    os.replace(tmp, final)
+                    renamed = True
+                    st = os.fstat(f.fileno())  # written and hashed by us: vouch for it
+                    self._remember(cs, (final, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except OSError as exc:
+            raise _write_error(self.directory, exc) from None
+        finally:
+            if not renamed:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+        base = final[: len(final) - len(SUFFIXES[encoding])]
+        if encoding is None:
+            if renamed and os.path.exists(base + LENGTH_SUFFIX):
+                os.unlink(base + LENGTH_SUFFIX)
+        elif not os.path.exists(base):
+            atomic_write(base + LENGTH_SUFFIX, str(length), mode=FILE_MODE)
+        return cs, final, length
+
+    def remove(self, path):
+        """Remove a stored file (a corrupt one), if this store may write."""
+        self._check_writable()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _write_all(f, data):
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view):]
+
+
+def _makedir(path):
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    try:
+        os.chmod(path, DIR_MODE)
+    except OSError:
+        pass
+
+
+def _write_error(directory, exc):
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return exc
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"no space left to store the buffer in {directory}; nothing was stored")
+    return StoreError(f"cannot write to buffer directory {directory}: {exc.strerror}")
+
+
+def _has_flat_buffers(directory) -> bool:
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                if len(entry.name) >= 64 and entry.is_file():
+                    try:
+                        parse_checksum(entry.name[:64])
+                        return True
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return False

@@ -1,0 +1,143 @@
+"""A keep-alive HTTP/1.1 client for seamless servers (stdlib http.client).
+
+One connection per thread and server, reused across requests. Connection errors are
+retried (a dropped keep-alive connection at once, then with exponential backoff); an
+HTTP error status never is: a 4xx will not change by asking again.
+Timeouts follow upstream's environment variables SEAMLESS_REMOTE_CONNECT_TIMEOUT
+(default 10 s) and SEAMLESS_REMOTE_READ_TIMEOUT (default 1200 s).
+"""
+
+import errno
+import http.client
+import os
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+ATTEMPTS = 5
+BACKOFF = 0.1  # seconds before the second retry; doubles each time
+BLOCKSIZE = 1 << 20
+NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+
+
+def _retriable(exc) -> bool:
+    """A network failure (worth another try), not a local or protocol error."""
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, http.client.HTTPException)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in NETWORK_ERRNOS
+
+
+class ServerUnreachable(ConnectionError):
+    """All attempts to talk to a server failed."""
+
+
+def _timeout(name, default):
+    value = os.environ.get(name, "")
+    if value.lower() in ("none", "off", "false"):
+        return None
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        return default
+    return seconds if seconds > 0 else None
+
+
+def read_token_file(path):
+    if not path:
+        return None
+    with open(os.path.expanduser(path)) as f:
+        return f.read().strip() or None
+
+
+class HttpClient:
+    def __init__(self, url, token=None, token_file=None):
+        if "://" not in url:
+            url = "http://" + url
+        parts = urlsplit(url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http URL: {url}")
+        self.url = url.rstrip("/")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.base = parts.path
+        token = token or read_token_file(token_file or os.environ.get("SEAMLESS_TOKEN_FILE"))
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.connect_timeout = _timeout("SEAMLESS_REMOTE_CONNECT_TIMEOUT", 10.0)
+        self.read_timeout = _timeout("SEAMLESS_REMOTE_READ_TIMEOUT", 1200.0)
+        self._local = threading.local()
+
+    def __repr__(self):
+        return f"HttpClient({self.url!r})"
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        fresh = conn is None
+        if fresh:
+            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+            conn = cls(self.host, self.port, timeout=self.connect_timeout, blocksize=BLOCKSIZE)
+            conn.connect()
+            conn.sock.settimeout(self.read_timeout)
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._local.conn = conn
+        return conn, fresh
+
+    def close(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def call(self, method, path, body=None, headers=None, handle=None):
+        """Send a request; return handle(response), or (status, headers, bytes) by default.
+
+        `body` is bytes or a seekable binary file. `handle` must consume the response
+        and be safe to call again (a retry after a dropped connection calls it anew).
+        """
+        hdrs = {**self.auth, **(headers or {})}
+        if body is None:
+            body = b""
+        if hasattr(body, "seek"):
+            start = body.tell()
+            hdrs.setdefault("Content-Length", str(os.fstat(body.fileno()).st_size - start))
+        delay = BACKOFF
+        last = None
+        for attempt in range(ATTEMPTS):
+            reused = False
+            try:
+                conn, fresh = self._connection()
+                reused = not fresh
+                if hasattr(body, "seek"):
+                    body.seek(start)
+                conn.request(method, self.base + path, body=body, headers=hdrs)
+                response = conn.getresponse()
+                if handle is None:
+                    result = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+                else:
+                    result = handle(response)
+                    response.read()  # leave the connection clean for the next request
+                if response.will_close:
+                    self.close()
+                return result
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if not _retriable(exc):
+                    raise
+                last = exc
+                if reused and attempt == 0:
+                    continue  # the server closed an idle keep-alive connection: retry at once
+                if attempt < ATTEMPTS - 1:
+                    time.sleep(delay)
+                    delay *= 2
+            except BaseException:
+                self.close()
+                raise
+        raise ServerUnreachable(f"cannot reach {self.url}: {last or 'connection failed'}")
+
+    def healthcheck(self) -> bool:
+        try:
+            status, _, _ = self.call("GET", "/healthcheck")
+        except ConnectionError:
+            return False
+        return 200 <= status < 300
