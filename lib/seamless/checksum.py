@@ -197,8 +197,8 @@ def serialize(value, celltype: str) -> bytes:
     if celltype == "plain":
         return (plain_dumps(value) + "\n").encode()
     if celltype == "str":
-        if not isinstance(value, bool):  # upstream keeps a bool as a bool
-            value = str(_decoded(value))
+        if not isinstance(value, bool):  # upstream keeps a bool as a bool, and str()s bytes
+            value = str(value)
         return (plain_dumps(value) + "\n").encode()
     if celltype in ("int", "float", "bool"):
         cast = {"int": int, "float": float, "bool": bool}[celltype]

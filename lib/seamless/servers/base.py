@@ -26,7 +26,9 @@ from seamless.launch.status import StatusFileError, wait_for_status_file, write_
 
 MAX_LINE = 65536
 MAX_HEADERS = 100
-# an unread request body up to this size is drained to keep the connection; larger closes it
+# an unread request body up to this size is drained to keep the connection; larger closes
+# it. PUT bodies are always drained: clients send the whole body before reading the
+# answer, so closing early would turn a 201 or 4xx into a broken pipe on their side.
 DRAIN_LIMIT = 1 << 20
 DEFAULT_PORT_RANGE = (49152, 65535)
 IDLE_CONNECTION_SECONDS = 300
@@ -104,18 +106,18 @@ class BodyReader:
             parts.append(bytes(buf[:n]))
         return b"".join(parts)
 
-    def discard(self) -> bool:
-        """Skip what is left of the body; False if it is too large to be worth it."""
+    def discard(self, limit=DRAIN_LIMIT) -> bool:
+        """Skip what is left of the body; False if it is larger than `limit` (None: any)."""
         if self.done:
             return True
-        if not self.chunked and self.remaining > DRAIN_LIMIT:
+        if limit is not None and not self.chunked and self.remaining > limit:
             return False
         buf = memoryview(bytearray(65536))
         total = 0
         try:
             while n := self.readinto(buf):
                 total += n
-                if total > DRAIN_LIMIT:
+                if limit is not None and total > limit:
                     return False
         except (HTTPError, OSError):
             return False
@@ -151,7 +153,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self._handle(line)
         except HTTPError as exc:
-            if exc.close or self.body is None or not self.body.discard():
+            if exc.close or self.body is None or not self.body.discard(self._drain_limit()):
                 self.close_connection = True
             self._try_error(exc.status, exc.message)
         except (BrokenPipeError, ConnectionError, TimeoutError):
@@ -208,8 +210,11 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(405, "Method Not Allowed")
         path, _, self.query = self.path.partition("?")
         self.route(self.command, path)
-        if self.body is not None and not self.body.discard():
+        if self.body is not None and not self.body.discard(self._drain_limit()):
             self.close_connection = True
+
+    def _drain_limit(self):
+        return None if self.command == "PUT" else DRAIN_LIMIT
 
     def _body_reader(self, headers):
         if "chunked" in headers.get("transfer-encoding", "").lower():

@@ -11,7 +11,7 @@ import os
 
 from seamless.cli import UserError, set_debug
 from seamless.servers.base import Handler, HTTPError, Server, add_server_arguments, read_token, serve
-from seamless.store.sqlitedb import PROTOCOL, DBError, Malformed, ReadOnly, ResultDB
+from seamless.store.sqlitedb import METADATA_CONFLICT, PROTOCOL, Conflict, DBError, Malformed, ReadOnly, ResultDB
 
 MAX_BODY = 64 << 20
 
@@ -44,9 +44,14 @@ READS = {
     "rev_expression": lambda db, rq: db.get_rev_expression(_get(rq, "checksum")),
 }
 
+def _put_metadata(db, rq):
+    if not db.set_metadata(_get(rq, "checksum"), _get(rq, "result"), _get(rq, "value")):
+        raise Conflict("ERROR: " + METADATA_CONFLICT)  # upstream clients match this text
+
+
 WRITES = {
     "transformation": lambda db, rq: db.set_transformation(_get(rq, "checksum"), _get(rq, "value")),
-    "metadata": lambda db, rq: db.set_metadata(_get(rq, "checksum"), _get(rq, "result"), _get(rq, "value")),
+    "metadata": _put_metadata,
     "irreproducible": lambda db, rq: db.set_irreproducible(_get(rq, "checksum"), rq.get("result")),
     "bucket_probe": lambda db, rq: db.set_bucket_probe(
         rq.get("bucket_kind"), rq.get("label"), rq.get("bucket_checksum"), rq.get("captured_at"),

@@ -304,6 +304,8 @@ def main(argv):
                                            extra_dirs=extra, lock_timeout=args.lock_timeout)
         except StoreError as exc:
             raise UserError(str(exc)) from None
+        if args.writable:  # uploads cut off by a kill leave temp files: clear old ones
+            threading.Thread(target=server.service.store.sweep_temp, daemon=True).start()
 
     mode = "writable" if args.writable else "read-only"
     return serve(server, args, f"serving {args.directory} ({mode})", start)

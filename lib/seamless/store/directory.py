@@ -13,8 +13,9 @@ import errno
 import gzip
 import hashlib
 import os
-import tempfile
+import re
 import threading
+import time
 import zlib
 
 from seamless.checksum import CHUNK, calculate_checksum, checksum_stream, parse_checksum
@@ -28,6 +29,9 @@ ENCODINGS = {"": None, ".gz": "gzip", ".zst": "zstd"}
 SUFFIXES = {enc: suffix for suffix, enc in ENCODINGS.items()}
 DIR_MODE = 0o3775
 FILE_MODE = 0o444
+# a temp file untouched this long belongs to a killed writer (live ones write continuously)
+STALE_TEMP_SECONDS = 900
+_TEMP_NAME = re.compile(r"^([0-9a-f]{64}|incoming)-\d+-\d+-\d+$")
 # verification stamps kept before the cache is reset (about 200 bytes each)
 MAX_STAMPS = 1_000_000
 
@@ -325,6 +329,30 @@ class DirectoryStore:
         elif not os.path.exists(base):
             atomic_write(base + LENGTH_SUFFIX, str(length), mode=FILE_MODE)
         return cs, final, length
+
+    def sweep_temp(self, max_age=STALE_TEMP_SECONDS) -> int:
+        """Delete temp files left by killed writers (untouched for max_age seconds)."""
+        now = time.time()
+        removed = 0
+        dirs = [self.directory]
+        with os.scandir(self.directory) as it:
+            dirs += [e.path for e in it if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+        for d in dirs:
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for entry in entries:
+                name = entry.name
+                if not _TEMP_NAME.match(name):
+                    continue
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError:
+                    pass
+        return removed
 
     def remove(self, path):
         """Remove a stored file (a corrupt one), if this store may write."""

@@ -118,12 +118,23 @@ class ResultDB:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
         else:
-            uri = "file:" + _uri_path(self.path) + "?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False)
+            conn = self._open_readonly("?mode=ro")
+            try:
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            except sqlite3.OperationalError:
+                # a WAL file in a directory we cannot write, with no -wal/-shm to share:
+                # no writer is active, so read it as an immutable snapshot
+                if os.path.exists(self.path + "-wal"):
+                    raise
+                conn.close()
+                conn = self._open_readonly("?mode=ro&immutable=1")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-64000")
         return conn
+
+    def _open_readonly(self, query):
+        return sqlite3.connect("file:" + _uri_path(self.path) + query, uri=True, timeout=self.timeout,
+                               isolation_level=None, check_same_thread=False)
 
     def _check_schema(self, conn):
         try:
@@ -218,7 +229,7 @@ class ResultDB:
                 if row[0] != result:
                     raise Conflict("ERROR: Execution record result does not match stored metadata result")
                 if json.loads(row[1]) != value:
-                    raise Conflict("ERROR: " + METADATA_CONFLICT)
+                    return False
             else:
                 c.execute('INSERT INTO "meta_data" (checksum, result, metadata) VALUES (?, ?, ?)',
                           (tf, result, text))
@@ -255,8 +266,8 @@ class ResultDB:
             if meta is not None and meta[0] != result:
                 raise Conflict("ERROR: Execution record result does not match the irreproducible result")
             text = meta[1] if meta is not None else '""'
-            if not c.execute('SELECT 1 FROM "irreproducible_transformation" WHERE checksum=? AND result=? AND metadata=?',
-                             (tf, result, text)).fetchone():
+            if not c.execute('SELECT 1 FROM "irreproducible_transformation" WHERE checksum=? AND result=?',
+                             (tf, result)).fetchone():  # once per (tf, result); upstream repeats rows
                 c.execute('INSERT INTO "irreproducible_transformation" (result, checksum, metadata) VALUES (?, ?, ?)',
                           (result, tf, text))
             c.execute('DELETE FROM "transformation" WHERE checksum=?', (tf,))

@@ -1,0 +1,101 @@
+"""Fixtures: real servers on free loopback ports, started through the status-file handshake."""
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+
+class Service:
+    def __init__(self, argv, status_file, env=None):
+        self.argv = argv
+        self.status_file = status_file
+        with open(status_file, "w") as f:
+            json.dump({"purpose": "test"}, f)
+        self.proc = subprocess.Popen(argv + ["--status-file", str(status_file)], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.status = self._wait()
+        if self.status.get("status") != "running":
+            out, err = self.proc.communicate(timeout=10)
+            raise RuntimeError(f"{argv} failed to start: {self.status} {err.decode()}")
+        self.port = self.status["port"]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _wait(self, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(self.status_file) as f:
+                    data = json.load(f)
+                if data.get("status") in ("running", "failed"):
+                    return data
+            except (OSError, ValueError):
+                pass
+            if self.proc.poll() is not None:
+                return {"status": "exited", "code": self.proc.returncode}
+            time.sleep(0.02)
+        return {"status": "timeout"}
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def tool(name):
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not on PATH: install the project first (tests/run.sh does)")
+    return path
+
+
+@pytest.fixture
+def start_service(tmp_path):
+    services = []
+    counter = [0]
+
+    def start(name, *args, env=None):
+        counter[0] += 1
+        status = tmp_path / f"status-{counter[0]}.json"
+        argv = [tool(name), *map(str, args)]
+        if "--port" not in argv and "--port-range" not in argv:
+            argv += ["--port", "0"]
+        service = Service(argv, status, env=env)
+        services.append(service)
+        return service
+
+    yield start
+    for service in services:
+        service.stop()
+
+
+@pytest.fixture
+def bufferdir(tmp_path):
+    d = tmp_path / "buffers"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def hashserver(start_service, bufferdir):
+    return start_service("seamless-hashserver", bufferdir, "--writable")
+
+
+@pytest.fixture
+def dbserver(start_service, tmp_path):
+    return start_service("seamless-db", tmp_path / "seamless.db", "--writable")
+

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs pytest and the bats suite.
+# Exit status is non-zero if anything fails (pytest's "no tests collected" counts as failure).
+#   tests/run.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: bats (bats-core) and curl for the shell tests, when we may install them.
+need=()
+command -v bats >/dev/null || need+=(bats)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "tests/run.sh: error: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+    exit 1
+  fi
+fi
+
+# The project and its test dependencies, in a virtualenv of their own.
+venv=${SEAMLESS_TEST_VENV:-.venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+export PATH="$PWD/$venv/bin:$PATH"
+unset SEAMLESS_REMOTE_CLIENTS SEAMLESS_CACHE SEAMLESS_TOKEN_FILE
+
+status=0
+python -m pytest -q "$@" || status=$?
+if [ "$status" = 5 ]; then
+  echo "tests/run.sh: error: pytest collected no tests" >&2
+fi
+bats tests/bats || status=$((status ? status : 1))
+exit "$status"

@@ -1,0 +1,290 @@
+"""seamless-db and the seamless.db file: upstream protocol, schema and state machine."""
+
+import hashlib
+import http.client
+import json
+import multiprocessing
+import sqlite3
+import subprocess
+
+import pytest
+
+from seamless.store.httpdb import HttpResultDB
+from seamless.store.sqlitedb import SCHEMA, Conflict, DBError, Malformed, ReadOnly, ResultDB
+
+
+def h(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+TF, RES, RES2 = h("tf"), h("result"), h("other result")
+
+
+def record(tf=TF, result=RES, **extra):
+    return {"schema_version": 1, "tf_checksum": tf, "result_checksum": result, **extra}
+
+
+@pytest.fixture(params=["file", "http"])
+def db(request, tmp_path):
+    """The same interface, on the file directly and through seamless-db."""
+    if request.param == "file":
+        yield ResultDB(tmp_path / "seamless.db", writable=True)
+    else:
+        server = request.getfixturevalue("dbserver")
+        yield HttpResultDB(server.url, writable=True)
+
+
+def call(server, method, body):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request(method, "/", body=body if isinstance(body, bytes) else json.dumps(body).encode())
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+# --- the interface, file and HTTP alike ------------------------------------------------
+
+
+def test_transformation_roundtrip(db):
+    assert db.get_transformation(TF) is None
+    db.set_transformation(TF, RES)
+    assert db.get_transformation(TF) == RES
+    assert db.get_rev_transformations(RES) == [TF]
+
+
+def test_no_duplicate_reverse_rows(db):
+    for _ in range(3):
+        db.set_transformation(TF, RES)
+    assert db.get_rev_transformations(RES) == [TF]
+    # overwrite (last writer wins, as upstream) leaves no stale reverse row
+    db.set_transformation(TF, RES2)
+    assert db.get_transformation(TF) == RES2
+    assert db.get_rev_transformations(RES) is None
+    assert db.get_rev_transformations(RES2) == [TF]
+
+
+def test_metadata_write_once(db):
+    assert db.get_metadata(TF) is None
+    assert db.set_metadata(TF, RES, record(wall_time_seconds=1.5)) is True
+    assert db.get_metadata(TF) == record(wall_time_seconds=1.5)
+    assert db.get_transformation(TF) == RES  # the record creates the result row
+    assert db.set_metadata(TF, RES, record(wall_time_seconds=1.5)) is True  # same body: fine
+    assert db.set_metadata(TF, RES, record(wall_time_seconds=9.0)) is False  # different: refused
+
+
+def test_metadata_conflicts(db):
+    db.set_transformation(TF, RES2)
+    with pytest.raises(Conflict, match="does not match"):
+        db.set_metadata(TF, RES, record())
+    with pytest.raises(Malformed):
+        db.set_metadata(TF, RES, {"schema_version": "1", "tf_checksum": TF, "result_checksum": RES})
+    with pytest.raises(Malformed):
+        db.set_metadata(TF, RES, record(tf=h("elsewhere")))
+
+
+def test_irreproducible(db):
+    db.set_metadata(TF, RES, record())
+    with pytest.raises(Conflict):
+        db.set_irreproducible(TF, RES2)
+    db.set_irreproducible(TF, RES)
+    db.set_irreproducible(TF, RES)  # no duplicate row
+    rows = db.get_irreproducible(TF)
+    assert rows == [{"checksum": TF, "result": RES, "metadata": record()}]
+    assert db.get_irreproducible(TF, RES2) is None
+    assert db.get_transformation(TF) is None and db.get_metadata(TF) is None
+    with pytest.raises(Conflict, match="irreproducible"):
+        db.set_metadata(TF, RES, record())
+    # a tf without any row can be marked too; metadata is then ""
+    db.set_irreproducible(h("fresh"), RES)
+    assert db.get_irreproducible(h("fresh"))[0]["metadata"] == ""
+
+
+def test_bucket_probe(db):
+    assert db.get_bucket_probe("node", "n1") is None
+    db.set_bucket_probe("node", "n1", RES, "2026-11-21T10:00:00", {"kernel": "6.1"})
+    db.set_bucket_probe("node", "n1", RES2, "2026-11-21T11:00:00", {})
+    assert db.get_bucket_probe("node", "n1") == {
+        "bucket_kind": "node", "label": "n1", "bucket_checksum": RES2,
+        "captured_at": "2026-11-21T11:00:00", "freshness_tokens": {}}
+    with pytest.raises(Malformed):
+        db.set_bucket_probe("planet", "n1", RES, "now", {})
+    with pytest.raises(Malformed):
+        db.set_bucket_probe("node", "n1", RES, "", {})
+
+
+def test_buffer_info_merges(db):
+    db.set_buffer_info(RES, {"length": 5, "is_utf8": True})
+    db.set_buffer_info(RES, {"is_json": False})
+    assert db.get_buffer_info(RES) == {"length": 5, "is_utf8": True, "is_json": False}
+    with pytest.raises(Malformed):
+        db.set_buffer_info(RES, {"length": -1})
+
+
+def test_invalid_checksums_are_malformed(db):
+    for bad in ("abc", "z" * 64, 12):
+        with pytest.raises(Malformed):
+            db.get_transformation(bad)
+        with pytest.raises(Malformed):
+            db.set_transformation(TF, bad)
+
+
+# --- the wire ------------------------------------------------------------------------------
+
+
+def test_protocol_and_bare_hex(dbserver):
+    assert call(dbserver, "GET", {"type": "protocol"}) == (200, '["seamless", "database", "2.2"]')
+    assert call(dbserver, "PUT", {"type": "transformation", "checksum": TF, "value": RES}) == (200, "OK")
+    assert call(dbserver, "GET", {"type": "transformation", "checksum": TF}) == (200, RES)
+    assert call(dbserver, "GET", {"type": "transformation", "checksum": RES}) == (404, "ERROR: Unknown key")
+    assert call(dbserver, "GET", {"type": "rev_transformations", "checksum": RES}) == (200, json.dumps([TF]))
+
+
+def test_exact_conflict_text(dbserver):
+    call(dbserver, "PUT", {"type": "metadata", "checksum": TF, "result": RES, "value": record()})
+    status, text = call(dbserver, "PUT", {"type": "metadata", "checksum": TF, "result": RES,
+                                          "value": json.dumps(record(extra=1))})
+    assert (status, text) == (409, "ERROR: Execution record already exists with different metadata")
+
+
+@pytest.mark.parametrize("method,body", [
+    ("GET", b"not json"), ("PUT", b"not json"), ("GET", b"[1, 2]"), ("PUT", b'"text"'), ("GET", b""),
+    ("GET", {"type": "nonsense"}), ("GET", {}), ("GET", {"type": "transformation"}),
+    ("GET", {"type": "transformation", "checksum": "ab"}),
+    ("GET", {"type": "transformation", "checksum": "ab" * 33}),
+    ("PUT", {"type": "transformation", "checksum": TF, "value": "nope"}),
+    ("PUT", {"type": "transformation", "checksum": TF}),
+    ("PUT", {"type": "protocol"}),
+    ("PUT", {"type": "metadata", "checksum": TF, "result": RES, "value": {"schema_version": 1}}),
+    ("PUT", {"type": "metadata", "checksum": TF, "result": RES, "value": record(x=float("nan"))}),
+    ("GET", {"type": "bucket_probe"}),
+    ("GET", {"type": "expression", "checksum": TF, "path": ["x" * 200], "celltype": "plain",
+             "target_celltype": "plain"}),
+])
+def test_malformed_requests_are_400(dbserver, method, body):
+    if isinstance(body, dict):
+        body = json.dumps(body, allow_nan=True).encode()
+    status, text = call(dbserver, method, body)
+    assert status == 400, text
+    assert text.startswith("ERROR: Malformed")
+
+
+def test_readonly_server_starts_and_reads(start_service, tmp_path):
+    path = tmp_path / "ro.db"
+    writer = ResultDB(path, writable=True)
+    writer.set_transformation(TF, RES)
+    writer.close()
+    server = start_service("seamless-db", path)
+    assert call(server, "GET", {"type": "transformation", "checksum": TF}) == (200, RES)
+    assert call(server, "PUT", {"type": "transformation", "checksum": TF, "value": RES2}) == (
+        405, "ERROR: Database server is read-only")
+    with pytest.raises(ReadOnly):
+        HttpResultDB(server.url, writable=True).set_transformation(TF, RES2)
+
+
+def test_readonly_server_needs_the_file(tmp_path):
+    from conftest import tool
+
+    proc = subprocess.run([tool("seamless-db"), str(tmp_path / "missing.db"), "--port", "0"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "does not exist" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_schema_is_upstreams(tmp_path):
+    """The DDL text in sqlite_master is byte-identical to upstream seamless-database 2.1.0."""
+    path = tmp_path / "s.db"
+    ResultDB(path, writable=True).close()
+    conn = sqlite3.connect(path)
+    stored = [row[0] for row in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")]
+    assert stored == SCHEMA
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_upstream_created_file_is_used(tmp_path):
+    """A file made with upstream's DDL (journal DELETE, duplicate rev rows) works here."""
+    path = tmp_path / "upstream.db"
+    conn = sqlite3.connect(path)
+    for sql in SCHEMA:
+        conn.execute(sql)
+    conn.execute('INSERT INTO "transformation" VALUES (?, ?)', (TF, RES))
+    conn.execute('INSERT INTO "rev_transformation" (result, checksum) VALUES (?, ?)', (RES, TF))
+    conn.execute('INSERT INTO "rev_transformation" (result, checksum) VALUES (?, ?)', (RES, TF))
+    conn.execute('INSERT INTO "meta_data" VALUES (?, ?, ?)', (TF, RES, json.dumps(record())))
+    conn.commit()
+    conn.close()
+    db = ResultDB(path)
+    assert db.get_transformation(TF) == RES
+    assert db.get_rev_transformations(RES) == [TF]
+    assert db.get_metadata(TF) == record()
+
+
+def test_legacy_meta_data_table(tmp_path):
+    path = tmp_path / "legacy.db"
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE "meta_data" ("checksum" CHAR(64) NOT NULL PRIMARY KEY, "metadata" TEXT NOT NULL)')
+    conn.commit()
+    conn.close()
+    ResultDB(path, writable=True)  # empty legacy table: dropped and recreated
+    conn = sqlite3.connect(path)
+    conn.execute('INSERT INTO "meta_data" VALUES (?, ?, ?)', (TF, RES, "{}"))
+    conn.commit()
+    conn.execute('DROP TABLE "meta_data"')
+    conn.execute('CREATE TABLE "meta_data" ("checksum" CHAR(64) NOT NULL PRIMARY KEY, "metadata" TEXT NOT NULL)')
+    conn.execute('INSERT INTO "meta_data" VALUES (?, ?)', (TF, "{}"))
+    conn.commit()
+    conn.close()
+    with pytest.raises(DBError, match="legacy"):
+        ResultDB(path, writable=True)
+
+
+def test_not_a_database(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(DBError, match="not a seamless database|cannot open"):
+        ResultDB(path, writable=True)
+
+
+# --- many writers at once ---------------------------------------------------------------
+
+
+def _direct_writer(path, worker, n, queue):
+    try:
+        db = ResultDB(path, writable=True)
+        for i in range(n):
+            tf = h(f"direct {worker} {i}")
+            db.set_transformation(tf, h(f"res {i}"))
+            assert db.get_transformation(tf) == h(f"res {i}")
+        queue.put(None)
+    except Exception as exc:  # report, do not hang
+        queue.put(repr(exc))
+
+
+def _http_writer(url, worker, n, queue):
+    try:
+        db = HttpResultDB(url, writable=True)
+        for i in range(n):
+            tf = h(f"http {worker} {i}")
+            db.set_transformation(tf, h(f"res {i}"))
+            assert db.get_transformation(tf) == h(f"res {i}")
+        queue.put(None)
+    except Exception as exc:
+        queue.put(repr(exc))
+
+
+def test_server_and_direct_users_write_together(dbserver, tmp_path):
+    path = tmp_path / "seamless.db"
+    queue = multiprocessing.Queue()
+    n = 150
+    procs = [multiprocessing.Process(target=_direct_writer, args=(path, w, n, queue)) for w in range(4)]
+    procs += [multiprocessing.Process(target=_http_writer, args=(dbserver.url, w, n, queue)) for w in range(4)]
+    for p in procs:
+        p.start()
+    errors = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join()
+    assert errors == [None] * len(procs)
+    conn = sqlite3.connect(path)
+    assert conn.execute('SELECT COUNT(*) FROM "transformation"').fetchone()[0] == 8 * n
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
