@@ -1,6 +1,7 @@
 """Fixtures: real servers on free loopback ports, started through the status-file handshake."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -71,7 +72,7 @@ def start_service(tmp_path):
     def start(name, *args, env=None):
         counter[0] += 1
         status = tmp_path / f"status-{counter[0]}.json"
-        argv = [tool(name), *map(str, args)]
+        argv = [name if os.path.isabs(name) else tool(name), *map(str, args)]
         if "--port" not in argv and "--port-range" not in argv:
             argv += ["--port", "0"]
         service = Service(argv, status, env=env)

@@ -26,6 +26,16 @@ venv=${SEAMLESS_TEST_VENV:-.venv}
 export PATH="$PWD/$venv/bin:$PATH"
 unset SEAMLESS_REMOTE_CLIENTS SEAMLESS_CACHE SEAMLESS_TOKEN_FILE
 
+# Upstream Seamless in a throwaway virtualenv outside the repo, only as the other side of
+# the compatibility tests (SEAMLESS_TEST_UPSTREAM=0 skips them).
+if [ "${SEAMLESS_TEST_UPSTREAM:-1}" != 0 ] && [ -z "${SEAMLESS_UPSTREAM_VENV:-}" ]; then
+  if SEAMLESS_UPSTREAM_VENV=$(bench/upstream-venv.sh); then
+    export SEAMLESS_UPSTREAM_VENV
+  else
+    echo "tests/run.sh: warning: could not build the upstream virtualenv; compatibility tests are skipped" >&2
+  fi
+fi
+
 status=0
 python -m pytest -q "$@" || status=$?
 if [ "$status" = 5 ]; then

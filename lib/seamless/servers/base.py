@@ -174,6 +174,7 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self, line: bytes):
         self.body = None
         self.command = None
+        self.requestline = line[:200].decode("latin-1").rstrip("\r\n")
         self.close_connection = True  # until the request line and headers are known good
         self.request_version = "HTTP/1.0"
         if len(line) > MAX_LINE:
@@ -182,7 +183,6 @@ class Handler(BaseHTTPRequestHandler):
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise HTTPError(400, "malformed request line", close=True)
         self.command, self.path, self.request_version = parts
-        self.requestline = line.decode("latin-1").rstrip("\r\n")
         headers = {}
         while True:
             raw = self.rfile.readline(MAX_LINE + 1)
@@ -232,6 +232,8 @@ class Handler(BaseHTTPRequestHandler):
     # --- responses ----------------------------------------------------------------
 
     def head_block(self, status, length, content_type, headers=()) -> bytes:
+        if self.server.verbose:
+            self.log_request(status, length)
         reason = _REASONS.get(status, "Unknown")
         lines = [
             f"HTTP/1.1 {status} {reason}",

@@ -1,0 +1,88 @@
+"""Upstream Seamless against our servers, and our clients against upstream's servers.
+
+These need upstream installed in a throwaway virtualenv outside the repo, made by
+bench/upstream-venv.sh; tests/run.sh builds it and names it in SEAMLESS_UPSTREAM_VENV
+(SEAMLESS_TEST_UPSTREAM=0 opts out). Without it they are skipped.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+from seamless.store.clients import StoreSet
+
+VENV = os.environ.get("SEAMLESS_UPSTREAM_VENV", "")
+pytestmark = pytest.mark.skipif(not (VENV and os.path.exists(os.path.join(VENV, "bin", "hashserver"))),
+                                reason="no upstream virtualenv (SEAMLESS_UPSTREAM_VENV; tests/run.sh builds one)")
+CLIENT = pathlib.Path(__file__).parent / "compat" / "upstream_client.py"
+
+
+def upstream(name):
+    return os.path.join(VENV, "bin", name)
+
+
+def run_upstream_client(hashserver_url, db_url):
+    proc = subprocess.run([upstream("python"), str(CLIENT), "--hashserver", hashserver_url, "--database", db_url],
+                          capture_output=True, text=True, timeout=300)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0 and result["ok"], (result["errors"], proc.stderr[-2000:])
+    return result
+
+
+def test_upstream_client_against_our_servers(hashserver, dbserver):
+    result = run_upstream_client(hashserver.url, dbserver.url)
+    assert len(result["checks"]) >= 30
+
+
+def test_our_client_against_upstream_servers(start_upstream):
+    hs, db = start_upstream
+    stores = StoreSet.from_clients({"buffer": [{"url": hs, "readonly": False}],
+                                    "database": [{"url": db, "readonly": False}]})
+    big = os.urandom(5 << 20)
+    checksums = [stores.put_buffer(data) for data in (b"small", big)]
+    assert [stores.get_buffer(cs) for cs in checksums] == [b"small", big]
+    assert stores.buffer_read[0].has_many(checksums + ["00" * 32]) == [True, True, False]
+    tf = hashlib.sha256(b"a transformation").hexdigest()
+    stores.set_transformation(tf, checksums[0])
+    assert stores.get_transformation(tf) == checksums[0]
+    db = stores.db_read[0]
+    db.check_protocol()
+    assert db.get_rev_transformations(checksums[0]) == [tf]
+    record = {"schema_version": 1, "tf_checksum": tf, "result_checksum": checksums[0]}
+    assert db.set_metadata(tf, checksums[0], record) is True
+    assert db.set_metadata(tf, checksums[0], {**record, "x": 1}) is False
+    assert db.get_metadata(tf) == record
+
+
+def test_shared_directory_and_database_file(tmp_path, start_service):
+    """Upstream's servers and ours serve the same buffer directory and seamless.db."""
+    bufferdir, dbfile = tmp_path / "shared", tmp_path / "seamless.db"
+    bufferdir.mkdir()
+    ours_hs = start_service("seamless-hashserver", bufferdir, "--writable")
+    ours_db = start_service("seamless-db", dbfile, "--writable")
+    run_upstream_client(ours_hs.url, ours_db.url)  # fills both through our servers
+    ours_db.stop()
+    ours_hs.stop()
+    hs, db = start_upstream_pair(start_service, bufferdir, dbfile)
+    run_upstream_client(hs, db)  # upstream's servers on the files ours wrote
+    stores = StoreSet.from_clients({"buffer": [{"directory": str(bufferdir)}]})
+    files = [f for _, _, fs in os.walk(bufferdir) for f in fs if len(f) == 64]
+    assert files and all(stores.get_buffer(f) is not None for f in files)
+
+
+def start_upstream_pair(start_service, bufferdir, dbfile):
+    """Upstream's hashserver and database, started through the same status-file handshake."""
+    ports = ("--port-range", 20000, 40000)
+    hs = start_service(upstream("hashserver"), bufferdir, "--writable", *ports)
+    db = start_service(upstream("seamless-database"), dbfile, "--writable", "--host", "127.0.0.1", *ports)
+    return hs.url, db.url
+
+
+@pytest.fixture
+def start_upstream(tmp_path, start_service):
+    (tmp_path / "up").mkdir()
+    return start_upstream_pair(start_service, tmp_path / "up", tmp_path / "up.db")
