@@ -8,7 +8,6 @@
 import hashlib
 import http.client
 import json
-import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -21,7 +20,7 @@ CLIENTS = 4
 PER_CLIENT = int(os.environ.get("BENCH_DB_REQUESTS", "1500"))
 
 
-def _worker(port, seed, method, queue):
+def _worker(port, method, seed, queue):
     conn = http.client.HTTPConnection("127.0.0.1", port)
     rows = []
     for i in range(PER_CLIENT):
@@ -45,16 +44,8 @@ def _worker(port, seed, method, queue):
 
 
 def run(port, method):
-    queue = mp.Queue()
-    procs = [mp.Process(target=_worker, args=(port, i, method, queue)) for i in range(CLIENTS)]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        queue.get()
-    results = [queue.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return round(CLIENTS * PER_CLIENT / max(r[0] for r in results)), sum(r[1] for r in results)
+    seconds, errors = common.run_clients(_worker, CLIENTS, port, method)
+    return round(CLIENTS * PER_CLIENT / seconds), errors
 
 
 def measure(argv_for):

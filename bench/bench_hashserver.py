@@ -9,7 +9,6 @@ rss:   server peak RSS growth while serving 1 GiB (16 x 64 MiB GETs).
 import hashlib
 import http.client
 import json
-import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ LARGE = 64 << 20
 LARGE_REPEAT = 16
 
 
-def _small_worker(port, seed, method, queue):
+def _small_worker(port, method, seed, queue):
     conn = http.client.HTTPConnection("127.0.0.1", port)
     bufs = [seed.to_bytes(4, "little") + i.to_bytes(4, "little") + bytes(SMALL - 8) for i in range(PER_CLIENT)]
     css = [hashlib.sha256(b).hexdigest() for b in bufs]
@@ -45,17 +44,8 @@ def _small_worker(port, seed, method, queue):
 
 
 def small(port, method):
-    queue = mp.Queue()
-    procs = [mp.Process(target=_small_worker, args=(port, i, method, queue)) for i in range(CLIENTS)]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        queue.get()
-    results = [queue.get() for _ in procs]
-    for p in procs:
-        p.join()
-    wall = max(r[0] for r in results)
-    return round(CLIENTS * PER_CLIENT / wall), sum(r[1] for r in results)
+    seconds, errors = common.run_clients(_small_worker, CLIENTS, port, method)
+    return round(CLIENTS * PER_CLIENT / seconds), errors
 
 
 def large_get(port, cs, repeat):

@@ -58,6 +58,26 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
+def run_clients(worker, n, *args):
+    """Run worker(*args, index, queue) in n client processes; time them together.
+
+    Each worker prepares, puts "ready", works, then puts (seconds, errors).
+    Returns (seconds of the slowest worker, total errors).
+    """
+    import multiprocessing as mp
+
+    queue = mp.Queue()
+    procs = [mp.Process(target=worker, args=(*args, i, queue)) for i in range(n)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        queue.get()
+    results = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return max(r[0] for r in results), sum(r[1] for r in results)
+
+
 class RssSampler:
     """Peak RSS (KiB) of a process while the block runs, sampled every 5 ms."""
 

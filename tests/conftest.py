@@ -16,12 +16,14 @@ class Service:
         self.status_file = status_file
         with open(status_file, "w") as f:
             json.dump({"purpose": "test"}, f)
-        self.proc = subprocess.Popen(argv + ["--status-file", str(status_file)], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.log = f"{status_file}.log"  # a file, not a pipe: a chatty server never blocks
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(argv + ["--status-file", str(status_file)], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=log)
         self.status = self._wait()
         if self.status.get("status") != "running":
-            out, err = self.proc.communicate(timeout=10)
-            raise RuntimeError(f"{argv} failed to start: {self.status} {err.decode()}")
+            self.stop()
+            raise RuntimeError(f"{argv} failed to start: {self.status} {open(self.log).read()}")
         self.port = self.status["port"]
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -48,9 +50,6 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
 
     def kill9(self):
         self.proc.kill()

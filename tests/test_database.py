@@ -249,11 +249,15 @@ def test_not_a_database(tmp_path):
 # --- many writers at once ---------------------------------------------------------------
 
 
-def _direct_writer(path, worker, n, queue):
+def _writer(target, worker, n, queue):
+    """Write and read back n rows through a db file path or a server URL."""
     try:
-        db = ResultDB(path, writable=True)
+        if str(target).startswith("http"):
+            db = HttpResultDB(target, writable=True)
+        else:
+            db = ResultDB(target, writable=True)
         for i in range(n):
-            tf = h(f"direct {worker} {i}")
+            tf = h(f"{target} {worker} {i}")
             db.set_transformation(tf, h(f"res {i}"))
             assert db.get_transformation(tf) == h(f"res {i}")
         queue.put(None)
@@ -261,24 +265,12 @@ def _direct_writer(path, worker, n, queue):
         queue.put(repr(exc))
 
 
-def _http_writer(url, worker, n, queue):
-    try:
-        db = HttpResultDB(url, writable=True)
-        for i in range(n):
-            tf = h(f"http {worker} {i}")
-            db.set_transformation(tf, h(f"res {i}"))
-            assert db.get_transformation(tf) == h(f"res {i}")
-        queue.put(None)
-    except Exception as exc:
-        queue.put(repr(exc))
-
-
 def test_server_and_direct_users_write_together(dbserver, tmp_path):
     path = tmp_path / "seamless.db"
     queue = multiprocessing.Queue()
     n = 150
-    procs = [multiprocessing.Process(target=_direct_writer, args=(path, w, n, queue)) for w in range(4)]
-    procs += [multiprocessing.Process(target=_http_writer, args=(dbserver.url, w, n, queue)) for w in range(4)]
+    procs = [multiprocessing.Process(target=_writer, args=(target, w, n, queue))
+             for target in (path, dbserver.url) for w in range(4)]
     for p in procs:
         p.start()
     errors = [queue.get(timeout=120) for _ in procs]

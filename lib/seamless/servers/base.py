@@ -209,7 +209,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.command not in self.allowed_methods:
             raise HTTPError(405, "Method Not Allowed")
         path, _, self.query = self.path.partition("?")
-        self.route(self.command, path)
+        if path == "/healthcheck" and self.command != "PUT":
+            self.respond(200, "OK")  # launchers and client keep-alives poll this
+        else:
+            self.route(self.command, path)
         if self.body is not None and not self.body.discard(self._drain_limit()):
             self.close_connection = True
 

@@ -95,8 +95,6 @@ class DatabaseHandler(Handler):
     server_version = "seamless-db"
 
     def route(self, method, path):
-        if path == "/healthcheck" and method != "PUT":
-            return self.respond(200, "OK")
         status, text, ctype = answer(self.server.db, method, self.body.read(MAX_BODY))
         self.respond(status, text, ctype or "text/plain; charset=utf-8")
 

@@ -145,8 +145,6 @@ class HashserverHandler(Handler):
 
     def route(self, method, path):
         service = self.server.service
-        if path == "/healthcheck" and method != "PUT":
-            return self.respond(200, "OK")
         if method in ("GET", "HEAD") and path in ("/has", "/has-now", "/buffer-length"):
             return self.batch(service, path)
         if path.startswith("/promise/"):
