@@ -320,7 +320,8 @@ class Server(ThreadingHTTPServer):
         if self.token is None:
             return
         if not header or not hmac.compare_digest(header.encode(), b"Bearer " + self.token.encode()):
-            raise HTTPError(401, "Unauthorized: send 'Authorization: Bearer <token>' (see --token-file)")
+            # close rather than drain: a stranger's upload is not worth reading
+            raise HTTPError(401, "Unauthorized: send 'Authorization: Bearer <token>' (see --token-file)", close=True)
 
     def log_exception(self, exc):
         import traceback

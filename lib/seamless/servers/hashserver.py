@@ -10,6 +10,7 @@ import json
 import os
 import threading
 import time
+import zlib
 
 from seamless.checksum import parse_checksum
 from seamless.cli import UserError, set_debug
@@ -220,7 +221,7 @@ class HashserverHandler(Handler):
         accept = self.req_headers.get("accept-encoding", "")
         headers = [("ETag", f'"{cs}"')]
         if encoding is not None and not _accepts(accept, encoding):
-            return self.send_decoded(path, encoding, headers)
+            return self.send_decoded(store, cs, path, encoding, headers)
         if encoding is not None:
             headers.append(("Content-Encoding", encoding))
         head = self.head_block(200, st.st_size, "application/octet-stream", headers)
@@ -232,14 +233,22 @@ class HashserverHandler(Handler):
             if sent != st.st_size:  # the file shrank under us: the client sees a short body
                 self.close_connection = True
 
-    def send_decoded(self, path, encoding, headers):
-        """Serve a compressed-only buffer to a client that does not accept its coding."""
+    def send_decoded(self, store, cs, path, encoding, headers):
+        """Stream a compressed-only buffer, decompressed, to a client that does not accept
+        its coding (the content was verified just before)."""
         try:
+            length = store.length(cs)
             with open_decoded(path, encoding) as f:
-                data = f.read()
+                self.wfile.write(self.head_block(200, length, "application/octet-stream", headers))
+                if self.command == "HEAD":
+                    return
+                try:
+                    while chunk := f.read(SMALL_FILE):
+                        self.wfile.write(chunk)
+                except (OSError, EOFError, zlib.error):
+                    self.close_connection = True  # headers are out: a short body tells the client
         except StoreError as exc:
             raise HTTPError(400, str(exc)) from None
-        self.respond(200, data, "application/octet-stream", headers)
 
     def put(self, service, cs):
         encoding = self.req_headers.get("content-encoding", "identity").strip().lower() or "identity"
