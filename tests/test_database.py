@@ -280,3 +280,31 @@ def test_server_and_direct_users_write_together(dbserver, tmp_path):
     conn = sqlite3.connect(path)
     assert conn.execute('SELECT COUNT(*) FROM "transformation"').fetchone()[0] == 8 * n
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 200000,
+    b'{"type": "bucket_probe", "bucket_kind": "node", "label": "\\ud800"}',
+    b'{"type": "semantic_to_syntactic", "checksum": "' + b"ab" * 32 + b'", "celltype": "\\ud800", "subcelltype": "x"}',
+], ids=["deep-nesting", "surrogate-label", "surrogate-celltype"])
+def test_hostile_json_is_400(dbserver, body):
+    status, text = call(dbserver, "GET", body)
+    assert status == 400, text
+    assert call(dbserver, "GET", {"type": "protocol"})[0] == 200
+
+
+def test_readonly_never_reads_a_crashed_writers_journal(tmp_path):
+    """A hot rollback journal means uncommitted data in the file: no immutable fallback."""
+    path = tmp_path / "rollback.db"
+    conn = sqlite3.connect(path)
+    for sql in SCHEMA:
+        conn.execute(sql)
+    conn.commit()
+    conn.close()
+    (tmp_path / "rollback.db-journal").write_bytes(b"\0" * 512)
+    db = ResultDB.__new__(ResultDB)
+    db.path = str(path)
+    assert db._quiescent_wal() is False
+    ResultDB(path, writable=True).close()  # now WAL, no journal
+    (tmp_path / "rollback.db-journal").unlink(missing_ok=True)  # recovery removed it
+    assert db._quiescent_wal() is True

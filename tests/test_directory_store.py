@@ -6,6 +6,7 @@ import io
 import multiprocessing
 import os
 import stat
+import sys
 import threading
 
 import pytest
@@ -57,16 +58,63 @@ def test_gz_sibling_and_length(tmp_path):
     assert store.length(cs) == len(data)
 
 
-def test_zst_without_codec_is_a_clear_error(tmp_path):
-    try:
-        from compression import zstd  # noqa: F401
-        pytest.skip("this Python can read zstd")
-    except ImportError:
-        pass
+def test_zst_roundtrip(tmp_path):
+    from seamless.store.directory import zstd_module
+
+    zstd = zstd_module()
+    store = DirectoryStore(tmp_path, writable=True)
+    data = b"zstandard " * 5000
+    cs, path, length = store.put_stream(io.BytesIO(zstd.compress(data)), cs_of(data), "zstd")
+    assert path.endswith(".zst") and length == len(data)
+    assert store.get(cs) == data and store.length(cs) == len(data)
+
+
+def test_zst_without_codec_is_a_clear_error(tmp_path, monkeypatch):
+    for name in ("compression", "compression.zstd", "backports", "backports.zstd"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes the import fail
     cs = cs_of(b"z")
     (tmp_path / (cs + ".zst")).write_bytes(b"\x28\xb5\x2f\xfd junk")
     with pytest.raises(StoreError, match="zstd"):
         DirectoryStore(tmp_path).get(cs)
+
+
+def test_concatenated_gzip_is_refused(tmp_path):
+    """Every stored byte is hashed: a second gzip member would be served unverified."""
+    store = DirectoryStore(tmp_path, writable=True)
+    data = b"first member"
+    payload = gzip.compress(data) + gzip.compress(b"EVIL EXTRA MEMBER")
+    with pytest.raises(StoreError, match="after the end"):
+        store.put_stream(io.BytesIO(payload), cs_of(data), "gzip")
+    assert not store.has(cs_of(data))
+
+
+def test_decompression_is_bounded(tmp_path):
+    """A small gzip bomb is decoded piece by piece, never whole in memory."""
+    from seamless.store.directory import Decoder
+
+    bomb = gzip.compress(bytes(200 << 20), compresslevel=9)
+    assert len(bomb) < 1 << 20
+    pieces = Decoder("gzip").feed(bomb)
+    assert max(len(p) for p in pieces) <= 1 << 20
+
+
+def test_io_errors_are_not_corruption(tmp_path, monkeypatch):
+    """Running out of file descriptors must not make a good buffer look corrupt."""
+    import errno
+
+    from seamless.store import directory
+
+    store = DirectoryStore(tmp_path, writable=True)
+    cs = store.put(b"good")
+    store.forget(cs)
+
+    def fail(path, encoding):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(directory, "open_decoded", fail)
+    with pytest.raises(OSError) as info:
+        store.verified(cs)
+    assert not isinstance(info.value, CorruptBuffer)
 
 
 def test_wrong_checksum_stores_nothing(tmp_path):
@@ -116,7 +164,8 @@ def test_readonly_store_refuses_writes(tmp_path):
 def test_corruption_is_detected_and_stamp_avoids_rehash(tmp_path):
     store = DirectoryStore(tmp_path, writable=True)
     cs = store.put(b"original")
-    path, encoding, _ = store.verified(cs)
+    path, encoding, _, length = store.verified(cs)
+    assert length == len(b"original")
     os.chmod(path, 0o644)
     with open(path, "r+b") as f:
         f.write(b"tampered")  # same size; mtime/ctime change

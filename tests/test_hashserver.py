@@ -342,3 +342,114 @@ def test_client_survives_server_closing_keepalive(start_service, bufferdir):
     again = start_service("seamless-hashserver", bufferdir, "--writable", "--port", server.port)
     assert again.port == server.port
     assert store.get(cs) == b"before restart"  # the stale connection is replaced transparently
+
+
+def test_gzip_bomb_does_not_blow_up_the_server(hashserver):
+    bomb = gzip.compress(bytes(1 << 30), compresslevel=9)  # 1 GiB of zeros in ~1 MB
+    before = _peak_rss_kib(hashserver.proc.pid)
+    status, _, _ = request(hashserver, "PUT", "/" + "ab" * 32, bomb, {"Content-Encoding": "gzip"})
+    assert status == 400
+    assert _peak_rss_kib(hashserver.proc.pid) - before < 100 * 1024
+
+
+def _peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_concatenated_gzip_upload_is_refused(hashserver, bufferdir):
+    data = b"first member"
+    payload = gzip.compress(data) + gzip.compress(b"EVIL EXTRA MEMBER")
+    status, _, body = request(hashserver, "PUT", "/" + cs_of(data), payload, {"Content-Encoding": "gzip"})
+    assert status == 400 and b"after the end" in body
+    assert request(hashserver, "GET", "/" + cs_of(data))[0] == 404
+
+
+def test_head_matches_get_for_compressed_buffers(hashserver):
+    data = b"x" * 1000
+    cs = cs_of(data)
+    request(hashserver, "PUT", "/" + cs, gzip.compress(data), {"Content-Encoding": "gzip"})
+    for accept in ({}, {"Accept-Encoding": "gzip"}, {"Accept-Encoding": "identity"}):
+        _, head_headers, head_body = request(hashserver, "HEAD", "/" + cs, headers=accept)
+        _, get_headers, get_body = request(hashserver, "GET", "/" + cs, headers=accept)
+        assert head_body == b""
+        assert head_headers["content-length"] == get_headers["content-length"] == str(len(get_body))
+        assert head_headers.get("content-encoding") == get_headers.get("content-encoding")
+
+
+def test_corrupt_gz_is_removed_and_zst_sibling_served(hashserver, bufferdir):
+    from seamless.store.directory import zstd_module
+
+    data = b"two forms " * 100
+    cs = cs_of(data)
+    (bufferdir / cs[:2]).mkdir()
+    (bufferdir / cs[:2] / (cs + ".gz")).write_bytes(gzip.compress(b"something else"))
+    (bufferdir / cs[:2] / (cs + ".zst")).write_bytes(zstd_module().compress(data))
+    assert request(hashserver, "GET", "/" + cs)[0] == 400
+    assert not (bufferdir / cs[:2] / (cs + ".gz")).exists()
+    assert (bufferdir / cs[:2] / (cs + ".zst")).exists()
+    assert request(hashserver, "GET", "/" + cs)[2] == data
+
+
+def test_zstd_put_and_get(hashserver, bufferdir):
+    from seamless.store.directory import zstd_module
+
+    zstd = zstd_module()
+    data = b"zstd upload " * 1000
+    cs = cs_of(data)
+    assert request(hashserver, "PUT", "/" + cs, zstd.compress(data), {"Content-Encoding": "zstd"})[0] == 200
+    assert (bufferdir / cs[:2] / (cs + ".zst")).exists()
+    _, headers, body = request(hashserver, "GET", "/" + cs, headers={"Accept-Encoding": "zstd"})
+    assert headers["content-encoding"] == "zstd" and zstd.decompress(body) == data
+    assert request(hashserver, "GET", "/" + cs)[2] == data
+
+
+def test_buffer_length_of_a_corrupt_gz_is_400(hashserver, bufferdir):
+    cs = cs_of(b"whatever")
+    (bufferdir / cs[:2]).mkdir()
+    (bufferdir / cs[:2] / (cs + ".gz")).write_bytes(b"\x1f\x8b not really gzip")
+    status, _, body = request(hashserver, "GET", "/buffer-length", json.dumps([cs]).encode())
+    assert status == 400 and cs.encode() in body
+
+
+def test_expect_100_continue(hashserver):
+    data = os.urandom(2 << 20)
+    cs = cs_of(data)
+    with socket.create_connection(("127.0.0.1", hashserver.port), timeout=10) as sock:
+        sock.sendall(f"PUT /{cs} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        sock.settimeout(0.5)
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.settimeout(10)
+        sock.sendall(data)
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 OK")
+    # already stored: the final answer comes at once, without asking for the body
+    with socket.create_connection(("127.0.0.1", hashserver.port), timeout=10) as sock:
+        sock.sendall(f"PUT /{cs} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 201 Created")
+
+
+def test_unauthorized_large_upload_reports_unauthorized(start_service, bufferdir, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret")
+    server = start_service("seamless-hashserver", bufferdir, "--writable", "--token-file", token_file)
+    with pytest.raises(StoreError, match="unauthorized"):
+        HttpBufferStore(server.url, writable=True).put(os.urandom(8 << 20))
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--host", "nosuchhost.invalid"], 1, "cannot listen on host"),
+    (["--port", "70000"], 2, "not in 0-65535"),
+    (["--timeout", "-1"], 2, "positive number of seconds"),
+])
+def test_bad_server_options_fail_fast(bufferdir, args, code, message):
+    import subprocess
+
+    from conftest import tool
+
+    start = time.monotonic()
+    proc = subprocess.run([tool("seamless-hashserver"), str(bufferdir), *args], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == code and message in proc.stderr
+    assert time.monotonic() - start < 10

@@ -203,8 +203,12 @@ def healthy(port):
     (b"GET /healthcheck HTTP/1.1\r\nbad header line\r\n\r\n", 400),
     (b"PUT /" + b"a" * 64 + b" HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400),
     (b"PUT /" + b"a" * 64 + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    (b"PUT /" + b"a" * 64 + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-2\r\nxx\r\n0\r\n\r\n", 400),
+    (b"PUT /" + b"a" * 64 + b" HTTP/1.1\r\nContent-Length: \xb2\r\n\r\nx", 400),
+    (b"PUT /" + b"a" * 64 + b" HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx", 400),
+    (b"GET /has HTTP/1.1\r\nContent-Length: 200000\r\n\r\n" + b"[" * 200000, 400),
 ], ids=["long-request-line", "long-header", "too-many-headers", "http2", "garbage", "bad-header",
-        "negative-length", "bad-chunk"])
+        "negative-length", "bad-chunk", "negative-chunk", "unicode-digit-length", "two-lengths", "deep-json"])
 @pytest.mark.parametrize("kind", ["hashserver", "dbserver"])
 def test_malformed_http(request, kind, payload, expected):
     server = request.getfixturevalue(kind)

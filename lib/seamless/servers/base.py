@@ -8,10 +8,12 @@
 """
 
 import argparse
+import errno
 import hmac
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -21,7 +23,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from seamless.cli import UserError
+from seamless.cli import UserError, debug_enabled
 from seamless.launch.status import StatusFileError, wait_for_status_file, write_status
 
 MAX_LINE = 65536
@@ -31,6 +33,7 @@ MAX_HEADERS = 100
 # answer, so closing early would turn a 201 or 4xx into a broken pipe on their side.
 DRAIN_LIMIT = 1 << 20
 DEFAULT_PORT_RANGE = (49152, 65535)
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 IDLE_CONNECTION_SECONDS = 300
 
 
@@ -47,20 +50,27 @@ class HTTPError(Exception):
 class BodyReader:
     """The request body as a stream with readinto/read, bounded by Content-Length or chunked."""
 
-    def __init__(self, rfile, length=None, chunked=False):
+    def __init__(self, rfile, length=None, chunked=False, continue_to=None):
         self.rfile = rfile
         self.remaining = length  # bytes left in the body (or current chunk, if chunked)
         self.chunked = chunked
         self.done = not chunked and not length
+        # "Expect: 100-continue": the client waits for this before sending the body
+        self.continue_to = None if self.done else continue_to
+
+    def _go_ahead(self):
+        if self.continue_to is not None:
+            self.continue_to.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.continue_to = None
 
     def _next_chunk(self):
         line = self.rfile.readline(MAX_LINE)
         if not line.endswith(b"\n"):
             raise HTTPError(400, "malformed chunked body", close=True)
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise HTTPError(400, "malformed chunk size", close=True) from None
+        digits = line.split(b";", 1)[0].strip()
+        if not _HEX.fullmatch(digits):
+            raise HTTPError(400, "malformed chunk size", close=True)
+        size = int(digits, 16)
         if size == 0:
             while self.rfile.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
                 pass  # trailers
@@ -70,6 +80,7 @@ class BodyReader:
     def readinto(self, view) -> int:
         if self.done:
             return 0
+        self._go_ahead()
         if self.chunked and not self.remaining:
             if self.remaining == 0:
                 self.rfile.readline(MAX_LINE)  # CRLF after the previous chunk
@@ -90,6 +101,8 @@ class BodyReader:
         if not self.chunked and self.remaining is not None:
             if limit is not None and self.remaining > limit:
                 raise HTTPError(413, f"request body larger than {limit} bytes", close=True)
+            if not self.done:
+                self._go_ahead()
             data = self.rfile.read(self.remaining) if self.remaining else b""
             if len(data) < (self.remaining or 0):
                 raise HTTPError(400, "request body ended early", close=True)
@@ -110,6 +123,8 @@ class BodyReader:
         """Skip what is left of the body; False if it is larger than `limit` (None: any)."""
         if self.done:
             return True
+        if self.continue_to is not None:
+            return False  # the client still waits for our go-ahead: it sends nothing more
         if limit is not None and not self.chunked and self.remaining > limit:
             return False
         buf = memoryview(bytearray(65536))
@@ -153,7 +168,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self._handle(line)
         except HTTPError as exc:
-            if exc.close or self.body is None or not self.body.discard(self._drain_limit()):
+            if exc.close or self.body is None or not self.body.discard(self._drain_limit(exc.status)):
                 self.close_connection = True
             self._try_error(exc.status, exc.message)
         except (BrokenPipeError, ConnectionError, TimeoutError):
@@ -197,7 +212,10 @@ class Handler(BaseHTTPRequestHandler):
             name, sep, value = raw.decode("latin-1").partition(":")
             if not sep or not name or name != name.strip():
                 raise HTTPError(400, "malformed request header", close=True)
-            headers[name.lower()] = value.strip()
+            name, value = name.lower(), value.strip()
+            if name == "content-length" and headers.get(name, value) != value:
+                raise HTTPError(400, "conflicting Content-Length headers", close=True)
+            headers[name] = value
         self.req_headers = headers
         connection = headers.get("connection", "").lower()
         if self.request_version == "HTTP/1.0":
@@ -216,18 +234,21 @@ class Handler(BaseHTTPRequestHandler):
         if self.body is not None and not self.body.discard(self._drain_limit()):
             self.close_connection = True
 
-    def _drain_limit(self):
-        return None if self.command == "PUT" else DRAIN_LIMIT
+    def _drain_limit(self, status=200):
+        # a stranger's upload is not worth reading in full: drain a little, then close
+        return None if self.command == "PUT" and status != 401 else DRAIN_LIMIT
 
     def _body_reader(self, headers):
+        expect = headers.get("expect", "").lower() == "100-continue"
+        go_ahead = self.wfile if expect else None
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            return BodyReader(self.rfile, chunked=True)
+            return BodyReader(self.rfile, chunked=True, continue_to=go_ahead)
         length = headers.get("content-length")
         if length is None:
             return BodyReader(self.rfile, 0)
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise HTTPError(400, "invalid Content-Length", close=True)
-        return BodyReader(self.rfile, int(length))
+        return BodyReader(self.rfile, int(length), continue_to=go_ahead)
 
     def route(self, method, path):  # pragma: no cover - subclasses define it
         raise HTTPError(404, "Not found")
@@ -320,18 +341,21 @@ class Server(ThreadingHTTPServer):
         if self.token is None:
             return
         if not header or not hmac.compare_digest(header.encode(), b"Bearer " + self.token.encode()):
-            # close rather than drain: a stranger's upload is not worth reading
-            raise HTTPError(401, "Unauthorized: send 'Authorization: Bearer <token>' (see --token-file)", close=True)
+            raise HTTPError(401, "Unauthorized: send 'Authorization: Bearer <token>' (see --token-file)")
 
     def log_exception(self, exc):
-        import traceback
+        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n")
+        if self.verbose or debug_enabled():
+            import traceback
 
-        sys.stderr.write(f"{type(self).__name__}: internal error\n")
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
 
     def bind_port(self, host, port=None, port_range=None):
         """Bind to host:port, or to a random free port of port_range (by binding it)."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        except socket.gaierror as exc:
+            raise UserError(f"cannot listen on host {host!r}: {exc.strerror} (check --host)") from None
         if family != self.socket.family:
             self.socket.close()
             self.address_family = family
@@ -343,33 +367,47 @@ class Server(ThreadingHTTPServer):
             start, end = port_range or DEFAULT_PORT_RANGE
             candidates = list(range(start, end + 1))
             random.shuffle(candidates)
-        last = None
         for candidate in candidates:
-            self.server_address = (host, candidate)
+            self.server_address = (address[0], candidate, *address[2:])
             try:
                 self.server_bind()
             except OSError as exc:
-                last = exc
-                continue
+                if exc.errno == errno.EADDRINUSE and port is None:
+                    continue
+                where = f"{host}:{candidate}" if port is not None else host
+                hint = "choose another --port" if exc.errno == errno.EADDRINUSE else "check --host"
+                raise UserError(f"cannot listen on {where}: {exc.strerror} ({hint})") from None
             self.server_activate()
             return self.server_address[1]
-        if port is not None:
-            raise UserError(f"cannot listen on {host}:{port}: {last.strerror if last else 'failed'} (choose another --port)")
         raise UserError(f"no free port in {start}-{end} on {host} (widen --port-range)")
+
+
+def _port(text):
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not in 0-65535")
+    return value
+
+
+def _seconds(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 def add_server_arguments(parser: argparse.ArgumentParser):
     """The options every seamless server takes (launcher-compatible)."""
     parser.add_argument("--writable", action="store_true", help="accept PUT requests")
     ports = parser.add_mutually_exclusive_group()
-    ports.add_argument("--port", type=int, help="listen on this port (0: any free port)")
-    ports.add_argument("--port-range", type=int, nargs=2, metavar=("START", "END"),
+    ports.add_argument("--port", type=_port, help="listen on this port (0: any free port)")
+    ports.add_argument("--port-range", type=_port, nargs=2, metavar=("START", "END"),
                        help="listen on a random free port of this inclusive range")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--status-file", metavar="FILE",
                         help="launcher handshake: wait for FILE, then write port and status into it")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+    parser.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                         help="exit after SECONDS without any request")
     parser.add_argument("--token-file", metavar="FILE",
                         help="require 'Authorization: Bearer <token>' with the token in FILE")

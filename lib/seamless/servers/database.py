@@ -67,7 +67,7 @@ def answer(db: ResultDB, method: str, body: bytes):
     """(status, body text, content type) for one database request."""
     try:
         rq = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return 400, "ERROR: Malformed request: the body must be a JSON object", None
     if not isinstance(rq, dict):
         return 400, "ERROR: Malformed request: the body must be a JSON object", None
@@ -82,6 +82,8 @@ def answer(db: ResultDB, method: str, body: bytes):
         result = table[kind](db, rq)
     except DBError as exc:
         return exc.status, exc.message, None
+    except UnicodeEncodeError:  # a lone surrogate from JSON cannot be stored as text
+        return 400, "ERROR: Malformed request: strings must be valid Unicode", None
     if table is WRITES:
         return 200, "OK", None
     if result is None:

@@ -10,13 +10,12 @@ import json
 import os
 import threading
 import time
-import zlib
 
 from seamless.checksum import parse_checksum
 from seamless.cli import UserError, set_debug
 from seamless.servers.base import Handler, HTTPError, Server, add_server_arguments, read_token, serve
 from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError
-from seamless.store.directory import DirectoryStore, decompressor, open_decoded
+from seamless.store.directory import Decoder, DirectoryStore, decode_errors, open_decoded
 
 PROMISE_TTL = 600.0
 SMALL_FILE = 256 << 10  # served with read + write; larger files with sendfile
@@ -65,28 +64,35 @@ class BufferService:
             while cs in self.uploading:
                 self.cond.wait()
         for store in self.stores():
-            n = store.length(cs)
+            try:
+                n = store.length(cs)
+            except (StoreError, OSError, *decode_errors()) as exc:
+                raise HTTPError(400, f"cannot tell the length of {cs}: {exc}") from None
             if n is not None:
                 return n
         with self.cond:
             return True if self.promised(cs) else 0  # upstream reports `true` for promised
 
-    def locate(self, cs):
-        """(store, path, encoding, stat) of a verified stored form; waits for uploads,
-        promises and external writers' lock files. None if absent."""
+    def locate(self, cs, wait=True):
+        """(store, path, encoding, stat, length) of a verified stored form, or None.
+
+        With `wait`, a missing buffer is waited for while it is being uploaded, while it
+        is promised, and while an external writer's lock file is young.
+        """
         lock_deadline = time.monotonic() + self.lock_timeout
+        last_look = False
         while True:
             for store in self.stores():
                 try:
                     found = store.verified(cs)
-                except CorruptBuffer:
-                    if store is self.store and self.writable:
-                        path = store.find(cs)
-                        if path:  # let a new upload repair it
-                            store.remove(path[0])
+                except CorruptBuffer as exc:
+                    if store is self.store and self.writable and exc.path:
+                        store.remove(exc.path)  # exactly the bad file: a new upload can repair it
                     raise
                 if found is not None:
                     return (store, *found)
+            if not wait or last_look:
+                return None
             with self.cond:
                 if cs in self.uploading:
                     self.cond.wait()
@@ -98,7 +104,7 @@ class BufferService:
             if time.monotonic() < lock_deadline and self._locked(cs):
                 time.sleep(1.0)
                 continue
-            return None
+            last_look = True  # an upload may have landed between the look and the lock
 
     def _locked(self, cs) -> bool:
         now = time.time()
@@ -159,8 +165,6 @@ class HashserverHandler(Handler):
         if method == "PUT":
             self.require_writable(service)
             return self.put(service, cs)
-        if method == "HEAD":
-            return self.head(service, cs)
         return self.get(service, cs)
 
     @staticmethod
@@ -180,7 +184,7 @@ class HashserverHandler(Handler):
     def batch(self, service, path):
         try:
             items = json.loads(self.body.read(MAX_LIST_BODY) or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             raise HTTPError(400, "body must be a JSON list of checksums") from None
         if not isinstance(items, list):
             raise HTTPError(400, "body must be a JSON list of checksums")
@@ -195,37 +199,32 @@ class HashserverHandler(Handler):
             result = [service.present(cs, promises) for cs in checksums]
         self.respond_json(200, result)
 
-    def head(self, service, cs):
-        for store in service.stores():
-            found = store.find(cs)
-            if found:
-                path, encoding = found
-                headers = [("ETag", f'"{cs}"')]
-                if encoding:
-                    headers.append(("Content-Encoding", encoding))
-                size = os.stat(path).st_size
-                head = self.head_block(200, size, "application/octet-stream", headers)
-                return self.wfile.write(head)
-        self.respond(404, "Not found")
-
     def get(self, service, cs):
+        """GET and HEAD of a buffer (HEAD does not wait for uploads or promises)."""
         try:
-            found = service.locate(cs)
+            found = service.locate(cs, wait=self.command != "HEAD")
         except CorruptBuffer as exc:
             raise HTTPError(400, f"File corruption: {exc}") from None
         except StoreError as exc:
             raise HTTPError(400, str(exc)) from None
+        except OSError as exc:  # cannot read it now (permissions, out of descriptors)
+            raise HTTPError(503, f"cannot read the buffer: {exc.strerror or exc}") from None
         if found is None:
             return self.respond(404, "Not found")
-        store, path, encoding, st = found
-        accept = self.req_headers.get("accept-encoding", "")
+        store, path, encoding, st, length = found
         headers = [("ETag", f'"{cs}"')]
-        if encoding is not None and not _accepts(accept, encoding):
-            return self.send_decoded(store, cs, path, encoding, headers)
+        if encoding is not None and not _accepts(self.req_headers.get("accept-encoding", ""), encoding):
+            return self.send_decoded(path, encoding, length, headers)
         if encoding is not None:
             headers.append(("Content-Encoding", encoding))
         head = self.head_block(200, st.st_size, "application/octet-stream", headers)
-        with open(path, "rb") as f:
+        if self.command == "HEAD":
+            return self.wfile.write(head)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:  # removed since it was verified
+            return self.respond(404, "Not found")
+        with f:
             if st.st_size <= SMALL_FILE:  # one write for header and body
                 return self.wfile.write(head + f.read(st.st_size))
             self.wfile.write(head)
@@ -233,32 +232,38 @@ class HashserverHandler(Handler):
             if sent != st.st_size:  # the file shrank under us: the client sees a short body
                 self.close_connection = True
 
-    def send_decoded(self, store, cs, path, encoding, headers):
+    def send_decoded(self, path, encoding, length, headers):
         """Stream a compressed-only buffer, decompressed, to a client that does not accept
-        its coding (the content was verified just before)."""
+        its coding (the content and its length were verified just before)."""
+        head = self.head_block(200, length, "application/octet-stream", headers)
+        if self.command == "HEAD":
+            return self.wfile.write(head)
         try:
-            length = store.length(cs)
-            with open_decoded(path, encoding) as f:
-                self.wfile.write(self.head_block(200, length, "application/octet-stream", headers))
-                if self.command == "HEAD":
-                    return
-                try:
-                    while chunk := f.read(SMALL_FILE):
-                        self.wfile.write(chunk)
-                except (OSError, EOFError, zlib.error):
-                    self.close_connection = True  # headers are out: a short body tells the client
-        except StoreError as exc:
-            raise HTTPError(400, str(exc)) from None
+            f = open_decoded(path, encoding)
+        except FileNotFoundError:
+            return self.respond(404, "Not found")
+        with f:
+            self.wfile.write(head)
+            sent = 0
+            try:
+                while sent < length and (chunk := f.read(min(SMALL_FILE, length - sent))):
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            except (OSError, *decode_errors()):
+                pass
+            if sent != length:  # headers are out: a short body and a closed connection tell
+                self.close_connection = True
 
     def put(self, service, cs):
         encoding = self.req_headers.get("content-encoding", "identity").strip().lower() or "identity"
         encoding = {"identity": None, "gzip": "gzip", "x-gzip": "gzip", "zstd": "zstd"}.get(encoding, encoding)
         if encoding not in (None, "gzip", "zstd"):
             raise HTTPError(400, f"unsupported Content-Encoding {encoding!r} (use gzip, zstd or none)")
-        try:
-            decompressor(encoding)
-        except StoreError as exc:
-            raise HTTPError(400, str(exc)) from None
+        if encoding is not None:
+            try:
+                Decoder(encoding)  # is the codec available here?
+            except StoreError as exc:
+                raise HTTPError(400, str(exc)) from None
         if not service.begin_upload(cs, encoding):
             return self.respond(201)
         stored = False

@@ -16,7 +16,11 @@ class ChecksumMismatch(StoreError):
 
 
 class CorruptBuffer(StoreError):
-    """A stored file no longer hashes to its name."""
+    """A stored file no longer hashes to its name (or does not decompress)."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
 
 
 class ReadOnlyStore(StoreError):

@@ -37,26 +37,74 @@ MAX_STAMPS = 1_000_000
 
 
 def zstd_module():
-    """compression.zstd (Python >= 3.14), the only stdlib zstd codec."""
+    """The zstd codec: compression.zstd (stdlib, Python >= 3.14), else backports.zstd if
+    installed (the same module for older Pythons); else a clear error."""
     try:
         from compression import zstd  # type: ignore[import-not-found]
     except ImportError:
-        raise StoreError(
-            "this buffer is stored zstd-compressed (.zst), and reading zstd needs "
-            "Python >= 3.14; decompress it with `zstd -d` or store it uncompressed"
-        ) from None
+        try:
+            from backports import zstd  # type: ignore[import-not-found]
+        except ImportError:
+            raise StoreError(
+                "this buffer is zstd-compressed (.zst), and reading zstd needs Python >= 3.14 "
+                "(or the backports.zstd package); decompress it with `zstd -d` or store it uncompressed"
+            ) from None
     return zstd
 
 
-def decompressor(encoding):
-    """An object with .decompress(bytes) for a content-coding (None: identity)."""
-    if encoding == "gzip":
-        return zlib.decompressobj(wbits=31)
-    if encoding == "zstd":
-        return zstd_module().ZstdDecompressor()
-    if encoding is None:
-        return None
-    raise StoreError(f"unsupported content encoding {encoding!r} (use gzip, zstd or none)")
+def decode_errors():
+    """Exceptions that mean "this compressed data is damaged" (not an I/O failure)."""
+    errors = (EOFError, zlib.error, gzip.BadGzipFile)
+    try:
+        return errors + (zstd_module().ZstdError,)
+    except StoreError:
+        return errors
+
+
+class Decoder:
+    """Decode one gzip member or zstd frame in pieces of at most CHUNK bytes.
+
+    Output is bounded whatever the input (a small "zip bomb" cannot exhaust memory),
+    and data after the end of the stream is refused: every stored byte gets hashed.
+    """
+
+    def __init__(self, encoding):
+        if encoding not in ("gzip", "zstd"):
+            raise StoreError(f"unsupported content encoding {encoding!r} (use gzip, zstd or none)")
+        self.encoding = encoding
+        self._d = zlib.decompressobj(wbits=31) if encoding == "gzip" else zstd_module().ZstdDecompressor()
+
+    def feed(self, data):
+        """Yield the decoded pieces of `data`."""
+        d = self._d
+        if d.eof:
+            if data:
+                raise self._trailing()
+            return
+        more = True
+        while more:
+            if self.encoding == "gzip":
+                out = d.decompress(data, CHUNK)
+                data = d.unconsumed_tail
+                more = bool(data) or len(out) == CHUNK
+            else:
+                out = d.decompress(data, CHUNK)
+                data = b""
+                more = not d.needs_input
+            if out:
+                yield out
+            if d.eof:
+                if d.unused_data or data:
+                    raise self._trailing()
+                return
+
+    def finish(self):
+        if not self._d.eof:
+            raise StoreError(f"invalid {self.encoding} payload: the stream is truncated")
+
+    def _trailing(self):
+        return StoreError(f"invalid {self.encoding} payload: data after the end of the stream "
+                          "(concatenated streams are not accepted)")
 
 
 def open_decoded(path, encoding):
@@ -169,19 +217,20 @@ class DirectoryStore:
                 data = f.read()
         except FileNotFoundError:
             return None
-        except (OSError, EOFError, zlib.error) as exc:
-            raise CorruptBuffer(f"{path}: cannot decompress: {exc}") from None
+        except decode_errors() as exc:
+            raise CorruptBuffer(f"{path}: cannot decompress: {exc}", path) from None
         if verify and calculate_checksum(data) != cs:
-            raise CorruptBuffer(f"{path} does not have the correct sha-256 checksum")
+            raise CorruptBuffer(f"{path} does not have the correct sha-256 checksum", path)
         return data
 
     def verified(self, cs: str, encodings=(None, "gzip", "zstd")):
-        """(path, encoding, stat) of a stored form whose content is known to hash to cs.
+        """(path, encoding, stat, length) of a stored form known to hash to cs.
 
-        A file is hashed the first time it is asked for; afterwards a stamp of its
-        inode, size, mtime and ctime vouches for it, so a large buffer is not re-hashed
-        on every read but any rewrite, truncation or replacement is noticed.
-        Returns None when absent; raises CorruptBuffer when the content is wrong.
+        `length` is the uncompressed size. A file is hashed the first time it is asked
+        for; afterwards a stamp of its inode, size, mtime and ctime vouches for it, so a
+        large buffer is not re-hashed on every read but any rewrite, truncation or
+        replacement is noticed. Returns None when absent; raises CorruptBuffer when the
+        content is wrong or does not decompress, OSError when it cannot be read.
         """
         found = self.find(cs, encodings)
         if found is None:
@@ -192,25 +241,26 @@ class DirectoryStore:
         except FileNotFoundError:
             return None
         stamp = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if self._stamps.get(cs) == stamp:
-            return path, encoding, st
+        known = self._stamps.get(cs)
+        if known is not None and known[0] == stamp:
+            return path, encoding, st, known[1]
         try:
             with open_decoded(path, encoding) as f:
-                actual = checksum_stream(f)[0]
+                actual, length = checksum_stream(f)
         except FileNotFoundError:
             return None
-        except (OSError, EOFError, zlib.error) as exc:
-            raise CorruptBuffer(f"{path}: cannot decompress: {exc}") from None
+        except decode_errors() as exc:
+            raise CorruptBuffer(f"{path}: cannot decompress: {exc}", path) from None
         if actual != cs:
-            raise CorruptBuffer(f"{path} does not have the correct sha-256 checksum")
-        self._remember(cs, stamp)
-        return path, encoding, st
+            raise CorruptBuffer(f"{path} does not have the correct sha-256 checksum", path)
+        self._remember(cs, stamp, length)
+        return path, encoding, st, length
 
-    def _remember(self, cs, stamp):
+    def _remember(self, cs, stamp, length):
         with self._stamps_lock:
             if len(self._stamps) >= MAX_STAMPS:
                 self._stamps.clear()
-            self._stamps[cs] = stamp
+            self._stamps[cs] = (stamp, length)
 
     def forget(self, cs):
         with self._stamps_lock:
@@ -241,7 +291,7 @@ class DirectoryStore:
         """
         self._check_writable()
         cs = None if checksum is None else parse_checksum(checksum)
-        dec = decompressor(encoding)
+        dec = Decoder(encoding) if encoding is not None else None
 
         def copy(f):
             h = hashlib.sha256()
@@ -260,18 +310,18 @@ class DirectoryStore:
                     break
                 chunk = view[:n]
                 _write_all(f, chunk)
-                plain = dec.decompress(chunk) if dec is not None else chunk
-                h.update(plain)
-                total += len(plain)
+                for plain in dec.feed(chunk) if dec is not None else (chunk,):
+                    h.update(plain)
+                    total += len(plain)
                 if remaining is not None:
                     remaining -= n
-            if dec is not None and not getattr(dec, "eof", True):
-                raise StoreError(f"invalid {encoding} payload: the stream is truncated")
+            if dec is not None:
+                dec.finish()
             return h.hexdigest(), total
 
         try:
             return self._ingest(cs, encoding, copy)
-        except zlib.error as exc:
+        except decode_errors() as exc:
             raise StoreError(f"invalid {encoding} payload: {exc}") from None
 
     def put_file(self, path, checksum=None) -> str:
@@ -313,7 +363,7 @@ class DirectoryStore:
                     os.replace(tmp, final)
                     renamed = True
                     st = os.fstat(f.fileno())  # written and hashed by us: vouch for it
-                    self._remember(cs, (final, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                    self._remember(cs, (final, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), length)
         except OSError as exc:
             raise _write_error(self.directory, exc) from None
         finally:

@@ -89,6 +89,18 @@ class HttpClient:
             conn.close()
             self._local.conn = None
 
+    @staticmethod
+    def _send(conn, method, url, body, headers):
+        try:
+            conn.request(method, url, body=body, headers=headers)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # the server may have answered early (401, 413...) and closed: read its answer
+            try:
+                return conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                raise exc from None
+        return conn.getresponse()
+
     def call(self, method, path, body=None, headers=None, handle=None):
         """Send a request; return handle(response), or (status, headers, bytes) by default.
 
@@ -110,8 +122,7 @@ class HttpClient:
                 reused = not fresh
                 if hasattr(body, "seek"):
                     body.seek(start)
-                conn.request(method, self.base + path, body=body, headers=hdrs)
-                response = conn.getresponse()
+                response = self._send(conn, method, self.base + path, body, hdrs)
                 if handle is None:
                     result = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
                 else:

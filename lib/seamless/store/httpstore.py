@@ -4,11 +4,10 @@ import hashlib
 import json
 import os
 import tempfile
-import zlib
 
 from seamless.checksum import CHUNK, calculate_checksum, checksum_file, parse_checksum
 from seamless.store import ChecksumMismatch, CorruptBuffer, ReadOnlyStore, StoreError
-from seamless.store.directory import decompressor
+from seamless.store.directory import Decoder, decode_errors
 from seamless.store.httpclient import HttpClient
 
 
@@ -87,14 +86,15 @@ class HttpBufferStore:
             if response.status != 200:
                 return response.status, response.read()
             encoding = response.getheader("Content-Encoding")
-            dec = decompressor(encoding) if encoding and encoding != "identity" else None
+            dec = Decoder(encoding) if encoding and encoding != "identity" else None
             h = hashlib.sha256()
             with open(tmp, "wb") as f:
                 while chunk := response.read(CHUNK):
-                    if dec is not None:
-                        chunk = dec.decompress(chunk)
-                    h.update(chunk)
-                    f.write(chunk)
+                    for piece in dec.feed(chunk) if dec is not None else (chunk,):
+                        h.update(piece)
+                        f.write(piece)
+            if dec is not None:
+                dec.finish()
             return 200, h.hexdigest()
 
         try:
@@ -146,7 +146,9 @@ class HttpBufferStore:
 
 def _decode(data, encoding):
     try:
-        dec = decompressor(encoding)
-        return dec.decompress(data)
-    except zlib.error as exc:
+        dec = Decoder(encoding)
+        data = b"".join(dec.feed(data))
+        dec.finish()
+        return data
+    except decode_errors() as exc:
         raise CorruptBuffer(f"cannot decompress a {encoding} buffer: {exc}") from None

@@ -122,15 +122,26 @@ class ResultDB:
             try:
                 conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
             except sqlite3.OperationalError:
-                # a WAL file in a directory we cannot write, with no -wal/-shm to share:
-                # no writer is active, so read it as an immutable snapshot
-                if os.path.exists(self.path + "-wal"):
+                if not self._quiescent_wal():
                     raise
+                # a WAL database in a directory we cannot write, with no -wal to share:
+                # no writer is or was mid-transaction, so read it as an immutable snapshot
                 conn.close()
                 conn = self._open_readonly("?mode=ro&immutable=1")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-64000")
         return conn
+
+    def _quiescent_wal(self) -> bool:
+        """WAL mode in the file header, and no -wal or -journal beside it."""
+        if os.path.exists(self.path + "-wal") or os.path.exists(self.path + "-journal"):
+            return False
+        try:
+            with open(self.path, "rb") as f:
+                header = f.read(20)
+        except OSError:
+            return False
+        return header.startswith(b"SQLite format 3\x00") and header[18:20] == b"\x02\x02"
 
     def _open_readonly(self, query):
         return sqlite3.connect("file:" + _uri_path(self.path) + query, uri=True, timeout=self.timeout,
