@@ -11,7 +11,6 @@ import argparse
 import errno
 import hmac
 import json
-import os
 import random
 import re
 import signal

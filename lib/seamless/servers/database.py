@@ -10,7 +10,7 @@ import json
 import os
 
 from seamless.cli import UserError, set_debug
-from seamless.servers.base import Handler, HTTPError, Server, add_server_arguments, read_token, serve
+from seamless.servers.base import Handler, Server, add_server_arguments, read_token, serve
 from seamless.store.sqlitedb import METADATA_CONFLICT, PROTOCOL, Conflict, DBError, Malformed, ReadOnly, ResultDB
 
 MAX_BODY = 64 << 20

@@ -62,7 +62,7 @@ class HttpBufferStore:
     def get(self, cs):
         """The verified bytes, or None when the server does not have them."""
         cs = parse_checksum(cs)
-        for attempt in range(2):  # one more try if the bytes come back wrong
+        for _ in range(2):  # one more try if the bytes come back wrong
             status, headers, data = self.client.call("GET", "/" + cs, headers={"Accept-Encoding": "gzip"})
             if status == 404:
                 return None
