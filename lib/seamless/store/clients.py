@@ -114,6 +114,19 @@ class StoreSet:
             return None
         return cls.from_clients(text, in_remote=True)
 
+    @classmethod
+    def local_cache(cls, root):
+        """The zero-config cache: a prefix-layout buffer directory and a seamless.db in
+        <root>/__TOPLEVEL__, as upstream's SEAMLESS_CACHE lays them out."""
+        from seamless.store.sqlitedb import ResultDB
+
+        top = os.path.join(os.path.abspath(os.path.expanduser(root)), "__TOPLEVEL__")
+        store = DirectoryStore(top, writable=True, layout="prefix", create=True)
+        db = ResultDB(os.path.join(top, "seamless.db"), writable=True)
+        self = cls([store], [store], [db], [db], entries={"buffer": [{"directory": top, "readonly": False}]})
+        self.root = os.path.dirname(top)
+        return self
+
     def to_json(self) -> str:
         return json.dumps(self.entries or {"buffer": [], "database": []})
 
@@ -130,12 +143,45 @@ class StoreSet:
         return any(store.has(cs) for store in self.buffer_read)
 
     def put_buffer(self, data, checksum=None) -> str:
-        if not self.buffer_write:
-            raise StoreError("no writable buffer store is configured")
         cs = None
-        for store in self.buffer_write:
+        for store in self._writers():
             cs = store.put(data, checksum)
         return cs
+
+    def put_file(self, path, checksum=None) -> str:
+        """Store a file's bytes (streamed) in every writable store; returns the checksum."""
+        cs = checksum
+        for store in self._writers():
+            cs = store.put_file(path, cs)
+        return cs
+
+    def _writers(self):
+        if not self.buffer_write:
+            raise StoreError("no writable buffer store is configured")
+        return self.buffer_write
+
+    def local_path(self, cs):
+        """A readable local file holding the buffer uncompressed (to link into jobs), or None."""
+        for store in self.buffer_read:
+            if isinstance(store, DirectoryStore):
+                path = store.plain_path(cs)
+                if path is not None:
+                    return path
+        return None
+
+    def get_to_file(self, cs, dest) -> bool:
+        """Write the buffer to `dest` (atomically, verified); False if no store has it."""
+        for store in self.buffer_read:
+            if isinstance(store, DirectoryStore):
+                data = store.get(cs)
+                if data is not None:
+                    from seamless.files import atomic_write
+
+                    atomic_write(dest, data)
+                    return True
+            elif store.get_to_file(cs, dest):
+                return True
+        return False
 
     # --- results ------------------------------------------------------------------------
 
@@ -147,10 +193,25 @@ class StoreSet:
         return None
 
     def set_transformation(self, tf, result):
+        for db in self._db_writers():
+            db.set_transformation(tf, result)
+
+    def set_metadata(self, tf, result, record):
+        for db in self._db_writers():
+            db.set_metadata(tf, result, record)
+
+    def get_rev_transformations(self, result):
+        found = []
+        for db in self.db_read:
+            for tf in db.get_rev_transformations(result) or []:
+                if tf not in found:
+                    found.append(tf)
+        return found
+
+    def _db_writers(self):
         if not self.db_write:
             raise StoreError("no writable result database is configured")
-        for db in self.db_write:
-            db.set_transformation(tf, result)
+        return self.db_write
 
 
 def _as_list(value, name):

@@ -1,0 +1,286 @@
+"""Just enough of the bash grammar to find a command line's words, with the standard library.
+
+seamless-run needs, from a command string: the words of each simple command (quote-
+removed, with their positions so they can be rewritten), the redirections (a `> out.txt`
+target becomes a result), and how commands group into pipelines (`|`) and lists
+(`;`, `&&`, `||`, `&`, newlines). Quotes, backslashes, `$(...)`, `${...}`, backticks,
+comments, here-strings and fd duplications (`2>&1`, `>&2`) are understood; nothing is
+expanded or executed. Compound commands are flattened: `(` `)` `{` `}` only delimit.
+"""
+
+from dataclasses import dataclass, field
+
+OPERATORS = ("&&", "||", ";;", "|&", "|", "&", ";", "(", ")")
+REDIRECT_OPS = ("&>>", "&>", ">>", ">|", ">&", "<<<", "<<-", "<<", "<&", "<>", ">", "<")
+RESERVED = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "in",
+            "case", "esac", "select", "function", "{", "}", "!", "time", "[[", "]]"}
+
+
+class ShellSyntaxError(ValueError):
+    pass
+
+
+@dataclass
+class Word:
+    value: str  # quotes and backslashes removed; no expansion
+    start: int  # span of the raw text in the command string
+    end: int
+    raw_text: str = ""  # as written
+    has_expansion: bool = False  # contains $..., backticks or glob characters
+    quoted: bool = False  # contains quotes or backslashes
+
+
+@dataclass
+class Redirect:
+    op: str  # the operator as written, without the fd number: > >> < &> >& <&  ...
+    fd: int | None  # the explicit fd before the operator (2> -> 2), else None
+    target: Word  # the file, or the fd/"-" for >& and <&
+
+    @property
+    def is_dup(self):
+        """An fd duplication (2>&1, >&2, <&0): no file involved."""
+        return self.op in (">&", "<&") and (self.target.value.isdigit() or self.target.value == "-")
+
+
+
+@dataclass
+class Command:
+    words: list = field(default_factory=list)  # Word; assignments before the command excluded
+    assignments: list = field(default_factory=list)
+    redirects: list = field(default_factory=list)
+    group_redirect: bool = False  # the redirects follow a ( ... ) group ending here
+
+
+@dataclass
+class Pipeline:
+    commands: list = field(default_factory=list)
+
+
+def parse(text: str) -> list:
+    """Parse a command string into a list of pipelines (the top-level list flattened)."""
+    tokens = _tokenize(text)
+    pipelines = [Pipeline()]
+    current = Command()
+    depth = 0
+    expect_target = None  # a redirect operator waiting for its word
+
+    def finish_command():
+        nonlocal current
+        if current.words or current.assignments or current.redirects:
+            pipelines[-1].commands.append(current)
+        current = Command()
+
+    def finish_pipeline():
+        finish_command()
+        if pipelines[-1].commands:
+            pipelines.append(Pipeline())
+
+    for kind, value, fd in tokens:
+        if expect_target is not None:
+            if kind != "word":
+                raise ShellSyntaxError(f"syntax error: a file name must follow '{expect_target[0]}'")
+            op, opfd = expect_target
+            current.redirects.append(Redirect(op, opfd, value))
+            expect_target = None
+            continue
+        if kind == "word":
+            if not current.words and _is_assignment(value.raw_text):
+                current.assignments.append(value)
+            elif not current.words and value.value in RESERVED and not value.quoted:
+                continue  # keywords of compound commands: not arguments
+            else:
+                current.words.append(value)
+        elif kind == "redirect":
+            expect_target = (value, fd)
+        elif value == "(":
+            if current.words:
+                continue  # a function definition f() ...: ignore the parentheses
+            finish_command()
+            depth += 1
+        elif value == ")":
+            depth -= 1
+            if depth < 0:
+                raise ShellSyntaxError("syntax error: unmatched ')'")
+            finish_command()
+            # redirects right after a group apply to the whole group
+            current.group_redirect = True
+        elif value in ("|", "|&"):
+            finish_command()
+        else:  # ; & && || ;; newline
+            if depth == 0:
+                finish_pipeline()
+            else:
+                finish_command()
+    if expect_target is not None:
+        raise ShellSyntaxError(f"syntax error: a file name must follow '{expect_target[0]}'")
+    if depth != 0:
+        raise ShellSyntaxError("syntax error: unmatched '('")
+    finish_command()
+    if current.redirects and pipelines[-1].commands:
+        pipelines[-1].commands[-1].redirects.extend(current.redirects)
+    return [p for p in pipelines if p.commands]
+
+
+def _is_assignment(raw: str) -> bool:
+    name, sep, _ = raw.partition("=")
+    return bool(sep) and name.replace("_", "a").isalnum() and not name[0].isdigit() and name.isascii()
+
+
+def _tokenize(text: str):
+    """Yield (kind, value, fd) with kind 'word' (a Word), 'op' or 'redirect'."""
+    tokens = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t":
+            i += 1
+            continue
+        if c == "\\" and text.startswith("\\\n", i):
+            i += 2  # line continuation
+            continue
+        if c == "\n":
+            tokens.append(("op", "\n", None))
+            i += 1
+            continue
+        if c == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        # an fd number glued to a redirect operator: 2>file, 2>&1
+        j = i
+        while j < n and text[j].isdigit():
+            j += 1
+        if j > i and j < n and text[j] in "<>":
+            op = _match(text, j, REDIRECT_OPS)
+            tokens.append(("redirect", op, int(text[i:j])))
+            i = j + len(op)
+            continue
+        op = _match(text, i, REDIRECT_OPS)
+        if op:
+            tokens.append(("redirect", op, None))
+            i += len(op)
+            continue
+        op = _match(text, i, OPERATORS)
+        if op:
+            tokens.append(("op", op, None))
+            i += len(op)
+            continue
+        word, i = _read_word(text, i)
+        tokens.append(("word", word, None))
+    return tokens
+
+
+def _match(text, i, choices):
+    for op in choices:
+        if text.startswith(op, i):
+            return op
+    return ""
+
+
+_WORD_END = set(" \t\n;&|()<>")
+
+
+def _read_word(text, i):
+    start = i
+    n = len(text)
+    out = []
+    expansion = False
+    quoted = False
+    while i < n and text[i] not in _WORD_END:
+        c = text[i]
+        if c == "\\":
+            if i + 1 < n:
+                out.append(text[i + 1])
+                i += 2
+            else:
+                i += 1
+            quoted = True
+        elif c == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                raise ShellSyntaxError("syntax error: unterminated single quote")
+            out.append(text[i + 1:end])
+            i = end + 1
+            quoted = True
+        elif c == '"':
+            i, part, exp = _read_double_quoted(text, i + 1)
+            out.append(part)
+            expansion = expansion or exp
+            quoted = True
+        elif c == "$" and i + 1 < n and text[i + 1] in "({":
+            end = _skip_balanced(text, i + 1)
+            out.append(text[i:end])
+            i = end
+            expansion = True
+        elif c == "`":
+            end = text.find("`", i + 1)
+            if end < 0:
+                raise ShellSyntaxError("syntax error: unterminated backquote")
+            out.append(text[i:end + 1])
+            i = end + 1
+            expansion = True
+        else:
+            if c in "$*?[" or (c == "~" and i == start):
+                expansion = expansion or c != "~"
+            out.append(c)
+            i += 1
+    word = Word("".join(out), start, i, text[start:i], expansion, quoted)
+    return word, i
+
+
+def _read_double_quoted(text, i):
+    n = len(text)
+    out = []
+    expansion = False
+    while i < n:
+        c = text[i]
+        if c == '"':
+            return i + 1, "".join(out), expansion
+        if c == "\\" and i + 1 < n and text[i + 1] in '"\\$`\n':
+            out.append(text[i + 1])
+            i += 2
+        elif c == "$" and i + 1 < n and text[i + 1] in "({":
+            end = _skip_balanced(text, i + 1)
+            out.append(text[i:end])
+            i = end
+            expansion = True
+        elif c == "`":
+            end = text.find("`", i + 1)
+            if end < 0:
+                raise ShellSyntaxError("syntax error: unterminated backquote")
+            out.append(text[i:end + 1])
+            i = end + 1
+            expansion = True
+        else:
+            expansion = expansion or c == "$"
+            out.append(c)
+            i += 1
+    raise ShellSyntaxError("syntax error: unterminated double quote")
+
+
+def _skip_balanced(text, i):
+    """From an opening ( or { at i, return the index after its match (quotes respected)."""
+    pairs = {"(": ")", "{": "}"}
+    stack = [pairs[text[i]]]
+    i += 1
+    n = len(text)
+    while i < n and stack:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "'":
+            end = text.find("'", i + 1)
+            i = n if end < 0 else end + 1
+            continue
+        if c == '"':
+            i = _read_double_quoted(text, i + 1)[0]
+            continue
+        if c in pairs:
+            stack.append(pairs[c])
+        elif c == stack[-1]:
+            stack.pop()
+        i += 1
+    if stack:
+        raise ShellSyntaxError("syntax error: unbalanced $( or ${")
+    return i
