@@ -12,14 +12,12 @@ Only the standard library is imported here: this module is on seamless-run's hot
 """
 
 import hashlib
-import json
 import math
-from json.encoder import py_encode_basestring
 
-try:  # the C version is faster; both escape exactly like orjson
+try:  # the C escaper, exactly like orjson; importing json itself costs ms on the hot path
     from _json import encode_basestring as _encode_str
 except ImportError:  # pragma: no cover
-    _encode_str = py_encode_basestring
+    from json.encoder import py_encode_basestring as _encode_str
 
 CHUNK = 1 << 20
 
@@ -180,6 +178,8 @@ def plain_dumps(value) -> str:
 
 
 def mixed_dumps(value) -> str:
+    import json
+
     return json.dumps(value, sort_keys=True, indent=2)
 
 
@@ -228,6 +228,8 @@ def serialize(value, celltype: str) -> bytes:
 
 def deserialize(buffer: bytes, celltype: str):
     """The value upstream Seamless reads from `buffer` for `celltype`."""
+    import json
+
     if celltype in _PLAIN_ALIASES:
         celltype = "plain"
     if celltype in TEXT_CELLTYPES:

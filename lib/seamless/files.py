@@ -1,11 +1,12 @@
 """Small file helpers: atomic replacement, so readers never see half a file."""
 
 import os
-import tempfile
 
 
 def atomic_write(path, data: bytes | str, mode: int = 0o644) -> None:
     """Write `data` to `path` through a temp file in the same directory and a rename."""
+    import tempfile
+
     if isinstance(data, str):
         data = data.encode()
     path = os.fspath(path)

@@ -5,7 +5,6 @@ Exit codes: 0 ok, 1 error, 2 usage (argparse), 130 interrupted.
 
 import os
 import sys
-import traceback
 
 
 class UserError(Exception):
@@ -29,6 +28,12 @@ def error_line(prog: str, message) -> None:
     sys.stderr.flush()
 
 
+def _traceback():
+    import traceback
+
+    traceback.print_exc()
+
+
 def run(main, prog: str | None = None):
     """Call main(argv) and exit with its code, turning exceptions into one stderr line."""
     prog = prog or os.path.basename(sys.argv[0])
@@ -45,18 +50,18 @@ def run(main, prog: str | None = None):
         code = 1
     except UserError as exc:
         if _debug:
-            traceback.print_exc()
+            _traceback()
         error_line(prog, exc)
         code = 1
     except OSError as exc:
         if _debug:
-            traceback.print_exc()
+            _traceback()
         where = f": {exc.filename}" if exc.filename else ""
         error_line(prog, f"{exc.strerror or exc}{where}")
         code = 1
     except Exception as exc:  # a bug: still one line unless debugging
         if _debug:
-            traceback.print_exc()
+            _traceback()
         error_line(prog, f"{type(exc).__name__}: {exc} (set SEAMLESS_DEBUG=1 for a traceback)")
         code = 1
     sys.exit(code or 0)

@@ -13,7 +13,6 @@ point outside the job directory (../x, an absolute path) is refused, not linked 
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 
 from seamless.checksum import parse_checksum
 
@@ -27,18 +26,22 @@ class ArgtypeError(ValueError):
     pass
 
 
-@dataclass
 class Input:
-    """A file or directory input: where it is and what it is called in the job."""
+    """A file or directory input: where it is and what it is called in the job.
 
-    source: str  # absolute path as given (the file or directory itself, maybe absent)
-    kind: str  # "file" | "directory"
-    name: str = ""  # pin name: path inside the job directory
-    checksum: str | None = None  # from a sidecar, or computed later
-    index: dict | None = None  # directory: relpath -> checksum (from a .INDEX sidecar)
-    executable: bool = False
-    words: list = field(default_factory=list)  # command words that refer to it
-    files: dict = field(default_factory=dict)  # directory: index key -> file on disk
+    source: absolute path as given (maybe absent, when a sidecar stands for it);
+    kind: "file" or "directory"; name: the pin name, its path inside the job;
+    checksum: from a sidecar, or computed later; index: a directory's {relpath:
+    checksum}; words: the command words that refer to it; files: a directory's
+    {index key: file on disk}.
+    """
+
+    def __init__(self, source, kind, checksum=None, index=None, executable=False):
+        self.source, self.kind = source, kind
+        self.name = ""
+        self.checksum, self.index, self.executable = checksum, index, executable
+        self.words = []
+        self.files = {}
 
 
 def strip_compression(path: str) -> str:

@@ -9,9 +9,7 @@ printed or written; on a miss the command runs in a fresh job directory first.
 """
 
 import argparse
-import json
 import os
-import re
 import sys
 
 from seamless.checksum import calculate_checksum, serialize
@@ -21,7 +19,6 @@ from seamless.run.argtyping import ArgtypeError
 from seamless.run.command import analyze, bash_code, targets_of
 
 PROG = "seamless-run"
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 VERSION = "seamless-toolbox 0.1.0"
 
 
@@ -91,6 +88,11 @@ def parser():
     return p
 
 
+def is_name(text):
+    """A shell variable name: [A-Za-z_][A-Za-z0-9_]* (without importing re)."""
+    return text.isascii() and text.replace("_", "a").isalnum() and not text[0].isdigit() if text else False
+
+
 def say(args, level, message):
     if not args.quiet and args.verbose >= level:
         sys.stderr.write(f"{PROG}: {message}\n")
@@ -138,7 +140,7 @@ def parse_assignments(items, flag):
         name, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"{flag} {item!r}: expected NAME=VALUE")
-        if not NAME.match(name):
+        if not is_name(name):
             raise UserError(f"{flag} {item!r}: the name must match [A-Za-z_][A-Za-z0-9_]*")
         if flag == "--metavar" and name.startswith("META__"):
             raise UserError(f"{flag} {item!r}: the name must not start with META__")
@@ -232,6 +234,8 @@ def prepare(args, command):
 
 
 def dry_run(args, spec):
+    import json
+
     transformation, tf_cs = spec["transformation"], spec["checksum"]
     if args.write_remote_job:
         return write_remote_job(args, spec)
@@ -285,7 +289,7 @@ def write_remote_job(args, spec):
         job.materialize(pins_of(transformation, stores), spec["code"])
         for name, value in _metavars(transformation, spec).items():
             job.env[name] = value
-        exports = "".join(f"export {k}={_quote(v)}\n" for k, v in sorted(job.env.items()) if NAME.match(k))
+        exports = "".join(f"export {k}={_quote(v)}\n" for k, v in sorted(job.env.items()) if is_name(k))
         script = "#!/bin/bash\n" + exports + HEADER + spec["code"]
         path = os.path.join(job.dir, "transform.sh")
         with open(path, "w") as f:

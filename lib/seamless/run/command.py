@@ -7,8 +7,6 @@ rewritten in place, quoted when needed.
 """
 
 import os
-import shlex
-from dataclasses import dataclass, field
 
 from seamless.run import shell
 from seamless.run.argtyping import ArgtypeError, Input, classify, find_executable, map_names
@@ -17,21 +15,20 @@ FORBIDDEN_PINS = ("code", "bashcode", "pins_")
 STDOUT_OPS = (">", ">>", ">|", "&>", "&>>")
 
 
-@dataclass
 class Target:
     """A result: `server` is its path in the job directory, `local` where it lands."""
 
-    server: str
-    local: str
+    def __init__(self, server, local):
+        self.server, self.local = server, local
 
 
-@dataclass
 class Analysis:
-    command: str
-    inputs: list = field(default_factory=list)
-    redirect: str | None = None  # the last command's stdout file, a result target
-    executables: list = field(default_factory=list)  # pin names that need chmod +x
-    path_export: bool = False  # a script called by bare name: ./ must be on PATH
+    def __init__(self, command, inputs):
+        self.command = command
+        self.inputs = inputs
+        self.redirect = None  # the last command's output file, a result target
+        self.executables = []  # pin names that need chmod +x
+        self.path_export = False  # a script called by bare name: ./ must be on PATH
 
 
 def analyze(command: str, *, primary=1, rule1=True, rule2=True, workdir=".", mapping="literal",
@@ -89,6 +86,12 @@ def _add(inputs, found):
     return found
 
 
+def _quote(text):
+    import shlex
+
+    return shlex.quote(text)
+
+
 def _rewrite(command, inputs, analysis):
     edits = []
     for item in inputs:
@@ -97,7 +100,7 @@ def _rewrite(command, inputs, analysis):
             analysis.path_export = analysis.path_export or "/" not in item.name
         for word in item.words:
             if word.value != item.name:
-                edits.append((word.start, word.end, shlex.quote(item.name)))
+                edits.append((word.start, word.end, _quote(item.name)))
     for start, end, text in sorted(edits, reverse=True):
         command = command[:start] + text + command[end:]
     return command
@@ -175,14 +178,14 @@ def bash_code(analysis, targets, metavars=()) -> str:
         d = "RESULT/" + (os.path.dirname(server) if server != "STDOUT" else "")
         if d not in dirs:
             dirs.append(d)
-    lines.append("mkdir -p " + " ".join(shlex.quote(d) for d in dirs))
+    lines.append("mkdir -p " + " ".join(_quote(d) for d in dirs))
     if "STDOUT" in moved:
         lines += ["(", command, ") > STDOUT"]
     else:
         lines.append(command)
     for server in moved:
         d = "RESULT/" + (os.path.dirname(server) if server != "STDOUT" else "")
-        lines.append(f"mv {shlex.quote(server)} {shlex.quote(d)}")
+        lines.append(f"mv {_quote(server)} {_quote(d)}")
     return "\n".join(lines) + "\n"
 
 

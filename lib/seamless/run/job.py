@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 
 HEADER = "set -u -e\ntrap 'jobs -p | xargs -r kill' EXIT\n"
 STDERR_TAIL = 8192
@@ -36,16 +35,14 @@ class JobError(Exception):
         self.stderr_tail = stderr_tail
 
 
-@dataclass
 class Pin:
-    """One input of a job: a file, a directory (deep index) or a value."""
+    """One input of a job: a file, a directory (with its deep index {relpath: checksum})
+    or a value; kind is "file", "directory" or "value"."""
 
-    name: str
-    kind: str  # "file" | "directory" | "value"
-    checksum: str | None = None
-    index: dict = field(default_factory=dict)  # directory: relpath -> checksum
-    value: str | None = None  # value pins
-    executable: bool = False
+    def __init__(self, name, kind, checksum=None, index=None, value=None, executable=False):
+        self.name, self.kind, self.checksum = name, kind, checksum
+        self.index = index or {}
+        self.value, self.executable = value, executable
 
 
 def chmod_targets(code) -> set:

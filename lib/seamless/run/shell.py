@@ -8,8 +8,6 @@ comments, here-strings and fd duplications (`2>&1`, `>&2`) are understood; nothi
 expanded or executed. Compound commands are flattened: `(` `)` `{` `}` only delimit.
 """
 
-from dataclasses import dataclass, field
-
 OPERATORS = ("&&", "||", ";;", "|&", "|", "&", ";", "(", ")")
 REDIRECT_OPS = ("&>>", "&>", ">>", ">|", ">&", "<<<", "<<-", "<<", "<&", "<>", ">", "<")
 RESERVED = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "in",
@@ -20,21 +18,26 @@ class ShellSyntaxError(ValueError):
     pass
 
 
-@dataclass
 class Word:
-    value: str  # quotes and backslashes removed; no expansion
-    start: int  # span of the raw text in the command string
-    end: int
-    raw_text: str = ""  # as written
-    has_expansion: bool = False  # contains $..., backticks or glob characters
-    quoted: bool = False  # contains quotes or backslashes
+    """A word: its value with quotes and backslashes removed (nothing expanded), its span
+    [start, end) in the command string and the raw text there; whether it contains
+    $..., backticks or glob characters, and whether it was quoted."""
+
+    __slots__ = ("value", "start", "end", "raw_text", "has_expansion", "quoted")
+
+    def __init__(self, value, start, end, raw_text="", has_expansion=False, quoted=False):
+        self.value, self.start, self.end = value, start, end
+        self.raw_text, self.has_expansion, self.quoted = raw_text, has_expansion, quoted
 
 
-@dataclass
 class Redirect:
-    op: str  # the operator as written, without the fd number: > >> < &> >& <&  ...
-    fd: int | None  # the explicit fd before the operator (2> -> 2), else None
-    target: Word  # the file, or the fd/"-" for >& and <&
+    """`op` as written without its fd number (> >> < &> >& <& ...), the explicit `fd`
+    before it (2> gives 2) or None, and the `target` word: a file, or an fd for >& <&."""
+
+    __slots__ = ("op", "fd", "target")
+
+    def __init__(self, op, fd, target):
+        self.op, self.fd, self.target = op, fd, target
 
     @property
     def is_dup(self):
@@ -43,17 +46,19 @@ class Redirect:
 
 
 
-@dataclass
 class Command:
-    words: list = field(default_factory=list)  # Word; assignments before the command excluded
-    assignments: list = field(default_factory=list)
-    redirects: list = field(default_factory=list)
-    group_redirect: bool = False  # the redirects follow a ( ... ) group ending here
+    """A simple command: its words (leading assignments kept apart) and redirections."""
+
+    def __init__(self):
+        self.words = []
+        self.assignments = []
+        self.redirects = []
+        self.group_redirect = False  # the redirects follow a ( ... ) group ending here
 
 
-@dataclass
 class Pipeline:
-    commands: list = field(default_factory=list)
+    def __init__(self):
+        self.commands = []
 
 
 def parse(text: str) -> list:

@@ -15,7 +15,6 @@ workers that share a filesystem). Reads try stores in order; writes go to every
 writable one.
 """
 
-import json
 import os
 
 from seamless.store import StoreError
@@ -63,6 +62,8 @@ class StoreSet:
         """Build from the SEAMLESS_REMOTE_CLIENTS shape (a dict or its JSON text)."""
         from seamless.store.httpdb import HttpResultDB
         from seamless.store.httpstore import HttpBufferStore
+
+        import json
 
         if isinstance(clients, str):
             try:
@@ -128,6 +129,8 @@ class StoreSet:
         return self
 
     def to_json(self) -> str:
+        import json
+
         return json.dumps(self.entries or {"buffer": [], "database": []})
 
     # --- buffers ------------------------------------------------------------------------

@@ -10,10 +10,8 @@ sees a partial or wrong buffer, and concurrent writers of one checksum are harml
 """
 
 import errno
-import gzip
 import hashlib
 import os
-import re
 import threading
 import time
 import zlib
@@ -31,7 +29,7 @@ DIR_MODE = 0o3775
 FILE_MODE = 0o444
 # a temp file untouched this long belongs to a killed writer (live ones write continuously)
 STALE_TEMP_SECONDS = 900
-_TEMP_NAME = re.compile(r"^([0-9a-f]{64}|incoming)-\d+-\d+-\d+$")
+_TEMP_NAME = r"^([0-9a-f]{64}|incoming)-\d+-\d+-\d+$"
 # verification stamps kept before the cache is reset (about 200 bytes each)
 MAX_STAMPS = 1_000_000
 
@@ -54,6 +52,8 @@ def zstd_module():
 
 def decode_errors():
     """Exceptions that mean "this compressed data is damaged" (not an I/O failure)."""
+    import gzip
+
     errors = (EOFError, zlib.error, gzip.BadGzipFile)
     try:
         return errors + (zstd_module().ZstdError,)
@@ -112,6 +112,8 @@ def open_decoded(path, encoding):
     if encoding is None:
         return open(path, "rb")
     if encoding == "gzip":
+        import gzip
+
         return gzip.open(path, "rb")
     return zstd_module().open(path, "rb")
 
@@ -382,6 +384,9 @@ class DirectoryStore:
 
     def sweep_temp(self, max_age=STALE_TEMP_SECONDS) -> int:
         """Delete temp files left by killed writers (untouched for max_age seconds)."""
+        import re
+
+        temp_name = re.compile(_TEMP_NAME)
         now = time.time()
         removed = 0
         dirs = [self.directory]
@@ -394,7 +399,7 @@ class DirectoryStore:
                 continue
             for entry in entries:
                 name = entry.name
-                if not _TEMP_NAME.match(name):
+                if not temp_name.match(name):
                     continue
                 try:
                     if now - entry.stat(follow_symlinks=False).st_mtime > max_age:

@@ -10,7 +10,6 @@ The same class is used by seamless-db (one connection per server thread) and by 
 that open the file directly. Errors carry an HTTP status so the server is a thin mapping.
 """
 
-import json
 import os
 import sqlite3
 import threading
@@ -66,6 +65,19 @@ class NotFound(DBError):
 
 class ReadOnly(DBError):
     status = 405
+
+
+class _LazyJson:
+    """json, imported on first use: most opens of the file never need it."""
+
+    def __getattr__(self, name):
+        import json as module
+
+        globals()["json"] = module
+        return getattr(module, name)
+
+
+json = _LazyJson()
 
 
 def checksum_arg(value, what="checksum"):
