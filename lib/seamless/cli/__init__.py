@@ -34,6 +34,19 @@ def _traceback():
     traceback.print_exc()
 
 
+def open_stores(destination=None):
+    """The stores a tool works with, any configuration problem as a UserError."""
+    from seamless.store import StoreError
+    from seamless.store.active import stores_at
+    from seamless.store.clients import ClientsError
+    from seamless.store.sqlitedb import DBError
+
+    try:
+        return stores_at(destination)
+    except (StoreError, ClientsError, DBError) as exc:
+        raise UserError(str(exc)) from None
+
+
 def run(main, prog: str | None = None):
     """Call main(argv) and exit with its code, turning exceptions into one stderr line."""
     prog = prog or os.path.basename(sys.argv[0])

@@ -13,7 +13,7 @@ import os
 import sys
 
 from seamless.checksum import calculate_checksum, serialize
-from seamless.cli import UserError, set_debug
+from seamless.cli import UserError, open_stores, set_debug
 from seamless.identity import identity_buffer, transformation_checksum
 from seamless.run.argtyping import ArgtypeError
 from seamless.run.command import analyze, bash_code, targets_of
@@ -240,7 +240,7 @@ def dry_run(args, spec):
     if args.write_remote_job:
         return write_remote_job(args, spec)
     if args.upload:
-        stores = open_stores(args)
+        stores = open_stores()
         upload(stores, spec)
     if args.write_job:
         os.makedirs(args.write_job)
@@ -279,7 +279,7 @@ def write_remote_job(args, spec):
     from seamless.run.execute import pins_of
     from seamless.run.job import HEADER, Job
 
-    stores = open_stores(args)
+    stores = open_stores()
     upload(stores, spec)
     transformation = spec["transformation"]
     target = os.path.abspath(os.path.expanduser(args.write_remote_job))
@@ -321,22 +321,10 @@ def _quote(value):
 # --- the real thing --------------------------------------------------------------------
 
 
-def open_stores(args):
-    from seamless.store import StoreError
-    from seamless.store.active import active_stores
-    from seamless.store.clients import ClientsError
-    from seamless.store.sqlitedb import DBError
-
-    try:
-        return active_stores()
-    except (StoreError, ClientsError, DBError) as exc:
-        raise UserError(str(exc)) from None
-
-
 def execute_or_reuse(args, spec):
     from seamless.run.results import print_result
 
-    stores = open_stores(args)
+    stores = open_stores()
     tf_cs = spec["checksum"]
     with single_flight(stores, tf_cs, args):
         result = reuse(args, spec, stores)

@@ -19,6 +19,16 @@ def cache_root(environ=None) -> str:
     return os.path.join(base, "seamless")
 
 
+def stores_at(destination=None) -> StoreSet:
+    """A buffer directory to write into directly, or else the active stores."""
+    if destination:
+        from seamless.store.directory import DirectoryStore
+
+        store = DirectoryStore(destination, writable=True, create=True)
+        return StoreSet([store], [store])
+    return active_stores()
+
+
 def active_stores(environ=None) -> StoreSet:
     environ = os.environ if environ is None else environ
     if not environ.get("SEAMLESS_CACHE"):

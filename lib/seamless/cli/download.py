@@ -1,0 +1,115 @@
+"""seamless-download: bring files and directories back from the buffer store.
+
+An ITEM is a path with sidecars (ITEM.CHECKSUM, plus ITEM.INDEX for a directory), a
+sidecar path itself, or a raw checksum. Files are verified and written atomically.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from seamless.checksum import is_checksum, parse_checksum
+from seamless.cli import UserError, error_line, open_stores
+from seamless.run.argtyping import ArgtypeError, read_sidecar
+from seamless.run.command import Target
+from seamless.run.inputs import index_checksum
+from seamless.run.results import ResultError, deliver
+from seamless.transfer import Progress, confirm
+
+PROG = "seamless-download"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("items", nargs="+", metavar="ITEM", help="path with sidecars, sidecar, or checksum")
+    p.add_argument("-o", "--output", action="append", default=[], metavar="PATH",
+                   help="where to write the item in the same position (repeatable)")
+    p.add_argument("--stdout", action="store_true", help="write the (single, file) item to stdout")
+    p.add_argument("--directory", action="store_true", help="raw checksums are directory indexes")
+    p.add_argument("--index", dest="download", action="store_false",
+                   help="only write sidecars (.CHECKSUM, .INDEX), not the contents")
+    answer = p.add_mutually_exclusive_group()
+    answer.add_argument("-y", "--yes", dest="answer", action="store_const", const=True,
+                        help="download large amounts without asking")
+    answer.add_argument("-n", "--no", dest="answer", action="store_const", const=False,
+                        help="refuse large downloads without asking")
+    p.add_argument("--destination", metavar="DIR", help="read from this buffer directory only")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per item on stderr")
+    p.add_argument("--project", help="project whose storage to use (configuration)")
+    p.add_argument("--stage", help="stage whose storage to use (configuration)")
+    return p.parse_args(argv)
+
+
+def what(item, directory_flag):
+    """(kind, checksum, index or None, default destination) for an ITEM."""
+    if not os.path.exists(item) and is_checksum(item):
+        return ("directory" if directory_flag else "file"), parse_checksum(item), None, item.lower()
+    base = item
+    for suffix in (".CHECKSUM", ".INDEX"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    found = read_sidecar(base)
+    if found is None:
+        raise UserError(f"{item}: no {base}.CHECKSUM sidecar (upload it first, or give a checksum)")
+    kind, cs, index = found
+    if index is not None and index_checksum(index) != cs:
+        index = None  # stale .INDEX: take the stored one
+    return kind, cs, index, base
+
+
+def main(argv):
+    args = parse_args(argv)
+    if len(args.output) > len(args.items):
+        raise UserError("more -o/--output paths than items")
+    if args.stdout and (len(args.items) != 1 or args.output):
+        raise UserError("--stdout takes exactly one item and no -o")
+    stores = open_stores(args.destination)
+    plans = []
+    for i, item in enumerate(args.items):
+        try:
+            kind, cs, index, dest = what(item, args.directory)
+        except ArgtypeError as exc:
+            raise UserError(str(exc)) from None
+        if i < len(args.output):
+            dest = args.output[i]
+        if kind == "directory" and index is None:
+            data = stores.get_buffer(cs)
+            if data is None:
+                raise UserError(f"{item}: the directory index {cs} is not in any store")
+            index = json.loads(data)
+        plans.append((item, kind, cs, index, dest))
+    if args.stdout:
+        item, kind, cs, _, _ = plans[0]
+        if kind != "file":
+            raise UserError(f"{item} is a directory: --stdout needs a file")
+        data = stores.get_buffer(cs)
+        if data is None:
+            raise UserError(f"{item}: buffer {cs} is not in any store")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    count = sum(len(index) if kind == "directory" else 1 for _, kind, _, index, _ in plans)
+    if not confirm("download", count, 0, args.answer, PROG):
+        raise UserError(f"download of {count} files not confirmed (-y to allow)")
+    progress = Progress(count, "download", PROG)
+    failed = False
+    try:
+        for item, kind, cs, index, dest in plans:
+            result = {"x": cs} if kind == "file" else {f"x/{rel}": c for rel, c in index.items()}
+            try:
+                missing = deliver(stores, result, [Target("x", dest)], download=args.download)
+            except ResultError as exc:
+                error_line(PROG, f"{item}: {exc}")
+                failed = True
+                continue
+            if missing:
+                error_line(PROG, f"{item}: not in any store: {', '.join(m[2:] or dest for m in missing)}")
+                failed = True
+            elif args.verbose:
+                sys.stderr.write(f"{PROG}: {item} -> {dest}\n")
+            progress.advance(len(index) if kind == "directory" else 1)
+    finally:
+        progress.close()
+    return 1 if failed else 0
+

@@ -1,0 +1,93 @@
+"""seamless-upload: put files and directories in the buffer store, leaving sidecars.
+
+Each FILE gets FILE.CHECKSUM (a compressed x.gz gets x.CHECKSUM, of its uncompressed
+bytes); each DIR gets DIR.INDEX and DIR.CHECKSUM. seamless-run then accepts the sidecar
+in place of the file, and seamless-download brings the contents back.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+
+from seamless.checksum import serialize
+from seamless.cli import UserError, error_line, open_stores
+from seamless.files import atomic_write
+from seamless.run.argtyping import Input, strip_compression
+from seamless.run.inputs import resolve, store_input
+from seamless.transfer import Progress, confirm, human
+
+PROG = "seamless-upload"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files and directories to upload")
+    p.add_argument("-m", "-mv", "--move", action="store_true",
+                   help="delete each file or directory once it is stored (its sidecars stay)")
+    p.add_argument("--destination", metavar="DIR",
+                   help="store into this buffer directory instead of the configured stores")
+    answer = p.add_mutually_exclusive_group()
+    answer.add_argument("-y", "--yes", dest="answer", action="store_const", const=True,
+                        help="upload large amounts without asking")
+    answer.add_argument("-n", "--no", dest="answer", action="store_const", const=False,
+                        help="refuse large uploads without asking")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per item on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="nothing on stderr but errors")
+    p.add_argument("--project", help="project whose storage to use (configuration)")
+    p.add_argument("--stage", help="stage whose storage to use (configuration)")
+    return p.parse_args(argv)
+
+
+def remote(stores):
+    from seamless.store.directory import DirectoryStore
+
+    return any(not isinstance(s, DirectoryStore) for s in stores.buffer_write)
+
+
+def main(argv):
+    args = parse_args(argv)
+    items = []
+    failed = False
+    for path in args.paths:
+        if path.endswith((".CHECKSUM", ".INDEX")):
+            continue  # sidecars are never uploaded themselves
+        full = os.path.abspath(path)
+        if os.path.isdir(full):
+            items.append((path, Input(full, "directory")))
+        elif os.path.isfile(full):
+            items.append((path, Input(full, "file")))
+        else:
+            error_line(PROG, f"{path}: no such file or directory")
+            failed = True
+    stores = open_stores(args.destination)
+    for path, item in items:
+        resolve(item)
+    sizes = [_size(item) for _, item in items]
+    files = sum(len(item.files) if item.kind == "directory" else 1 for _, item in items)
+    if remote(stores) and not confirm("upload", files, sum(sizes), args.answer, PROG):
+        raise UserError(f"upload of {files} files ({human(sum(sizes))}) not confirmed (-y to allow)")
+    progress = Progress(sum(sizes), "upload", PROG)
+    try:
+        for (path, item), size in zip(items, sizes):
+            store_input(stores, item)
+            if item.kind == "directory":
+                base = path.rstrip("/")
+                atomic_write(base + ".INDEX", serialize(item.index, "plain"))
+            else:
+                base = strip_compression(path)
+            atomic_write(base + ".CHECKSUM", item.checksum + "\n")
+            if args.move:
+                shutil.rmtree(item.source) if item.kind == "directory" else os.unlink(item.source)
+            progress.advance(size)
+            if args.verbose and not args.quiet:
+                sys.stderr.write(f"{PROG}: {path}: {item.checksum}\n")
+    finally:
+        progress.close()
+    return 1 if failed else 0
+
+
+def _size(item):
+    if item.kind == "file":
+        return os.path.getsize(item.source)
+    return sum(os.path.getsize(p) for p in item.files.values())
