@@ -156,8 +156,10 @@ def targets_of(analysis, captures):
         if not local:
             raise ArgtypeError(f"--capture {capture!r}: empty local name")
         add(server, local)
-    if analysis.redirect:
-        add(analysis.redirect, analysis.redirect)
+    redirect = analysis.redirect
+    if redirect and not any(os.path.normpath(redirect).startswith(os.path.normpath(t.server) + "/")
+                            for t in targets):  # inside a captured directory: it comes along
+        add(redirect, redirect)
     return targets
 
 

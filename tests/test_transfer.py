@@ -1,0 +1,66 @@
+"""seamless-upload and seamless-download against local and remote stores."""
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+
+from conftest import tool
+
+
+def env_for(tmp_path, hashserver=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    if hashserver is None:
+        e["SEAMLESS_CACHE"] = str(tmp_path / "cache")
+    else:
+        e["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+        e["SEAMLESS_REMOTE_CLIENTS"] = json.dumps({"buffer": [{"url": hashserver.url, "readonly": False}]})
+    return e
+
+
+def call(name, *args, cwd, env):
+    return subprocess.run([tool(name), *args], cwd=cwd, env=env, capture_output=True, timeout=60)
+
+
+def test_compressed_file_gets_an_uncompressed_sidecar(tmp_path):
+    (tmp_path / "x.txt.gz").write_bytes(gzip.compress(b"zipped\n"))
+    proc = call("seamless-upload", "x.txt.gz", cwd=tmp_path, env=env_for(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "x.txt.CHECKSUM").read_text() == hashlib.sha256(b"zipped\n").hexdigest() + "\n"
+    out = call("seamless-download", "--stdout", "x.txt", cwd=tmp_path, env=env_for(tmp_path))
+    assert out.stdout == b"zipped\n"
+
+
+def test_remote_upload_and_download(tmp_path, hashserver):
+    e = env_for(tmp_path, hashserver)
+    (tmp_path / "d" / "s").mkdir(parents=True)
+    (tmp_path / "d" / "a.txt").write_text("a\n")
+    (tmp_path / "d" / "s" / "b.txt").write_text("b\n")
+    assert call("seamless-upload", "d", cwd=tmp_path, env=e).returncode == 0
+    from seamless.store.httpstore import HttpBufferStore
+
+    assert HttpBufferStore(hashserver.url).has(hashlib.sha256(b"b\n").hexdigest())
+    proc = call("seamless-download", "d", "-o", "copy", cwd=tmp_path, env=e)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "copy" / "s" / "b.txt").read_text() == "b\n"
+
+
+def test_upload_confirmation_thresholds(tmp_path, hashserver):
+    e = {**env_for(tmp_path, hashserver), "SEAMLESS_MAX_UPLOAD_FILES": "1"}
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(name)
+    refused = call("seamless-upload", "-n", "a.txt", "b.txt", cwd=tmp_path, env=e)
+    assert refused.returncode == 1 and b"not confirmed" in refused.stderr
+    assert not (tmp_path / "a.txt.CHECKSUM").exists()
+    assert call("seamless-upload", "-y", "a.txt", "b.txt", cwd=tmp_path, env=e).returncode == 0
+
+
+def test_destination_writes_a_buffer_directory(tmp_path):
+    (tmp_path / "f.txt").write_text("direct\n")
+    dest = tmp_path / "bufs"
+    proc = call("seamless-upload", "--destination", str(dest), "f.txt", cwd=tmp_path, env=env_for(tmp_path))
+    assert proc.returncode == 0
+    cs = hashlib.sha256(b"direct\n").hexdigest()
+    assert (dest / cs[:2] / cs).read_text() == "direct\n"
+    assert not (tmp_path / "cache").exists()
