@@ -427,15 +427,28 @@ class single_flight:
         import fcntl
 
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(self.args, 0, "an identical command is running: waiting for its result")
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
+        told = False
+        while True:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not told:
+                    say(self.args, 0, "an identical command is running: waiting for its result")
+                    told = True
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:  # the holder before us removes the file when done: lock the live one
+                if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
+                    return self
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
 
     def __exit__(self, *exc):
+        try:
+            os.unlink(self.path)  # while still holding the lock; waiters then retry
+        except FileNotFoundError:
+            pass
         os.close(self.fd)
         return False
 
