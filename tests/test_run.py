@@ -358,3 +358,33 @@ def test_remote_clients(work, hashserver, dbserver, tmp_path):
     assert run([*meta, 'head -n 2 data.txt; echo x >> "$COUNT"'], work, e).stdout == b"a\nb\n"
     assert count() == 1
     assert not (tmp_path / "xdg" / "seamless" / "__TOPLEVEL__").exists()  # no local store used
+
+
+def test_compressed_input_stays_compressed_in_the_job(work, env):
+    import gzip
+
+    (work / "z.txt.gz").write_bytes(gzip.compress(b"zipped\n"))
+    proc = run(["zcat z.txt.gz"], work, env)
+    assert proc.returncode == 0 and proc.stdout == b"zipped\n", proc.stderr
+
+
+def test_repeated_scratch_run_is_a_hit(work, env, tmp_path):
+    meta, count = counter(tmp_path)
+    for _ in range(2):
+        assert run([*meta, "--scratch", "-cp", "o.txt", 'seq 3 > o.txt; echo x >> "$COUNT"'], work, env).returncode == 0
+    assert count() == 1
+
+
+def test_no_database_is_said_before_running(work, hashserver, tmp_path):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    e["SEAMLESS_REMOTE_CLIENTS"] = json.dumps({"buffer": [{"url": hashserver.url, "readonly": False}]})
+    proc = run(["echo", "hi"], work, e)
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert proc.stderr.decode().startswith("seamless-run: error: no writable database is configured")
+
+
+def test_conda_without_conda_is_a_clear_error(work, env):
+    e = {**env, "PATH": "/usr/bin:/bin"}
+    e.pop("CONDA_ROOT", None)
+    proc = run(["--conda", "myenv", "echo", "hi"], work, e)
+    assert proc.returncode == 1 and b"conda is not found" in proc.stderr

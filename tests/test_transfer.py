@@ -64,3 +64,26 @@ def test_destination_writes_a_buffer_directory(tmp_path):
     cs = hashlib.sha256(b"direct\n").hexdigest()
     assert (dest / cs[:2] / cs).read_text() == "direct\n"
     assert not (tmp_path / "cache").exists()
+
+
+def test_download_compressed_name_and_trailing_slash(tmp_path):
+    e = env_for(tmp_path)
+    (tmp_path / "x.txt.gz").write_bytes(gzip.compress(b"zipped\n"))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("f\n")
+    assert call("seamless-upload", "x.txt.gz", "d", cwd=tmp_path, env=e).returncode == 0
+    (tmp_path / "x.txt.gz").unlink()
+    import shutil
+
+    shutil.rmtree(tmp_path / "d")
+    proc = call("seamless-download", "x.txt.gz", "d/", cwd=tmp_path, env=e)
+    assert proc.returncode == 0, proc.stderr
+    assert gzip.decompress((tmp_path / "x.txt.gz").read_bytes()) == b"zipped\n"
+    assert not (tmp_path / "x.txt.gz.CHECKSUM").exists()
+    assert (tmp_path / "d" / "f").read_text() == "f\n"
+
+
+def test_download_destination_is_read_only(tmp_path):
+    proc = call("seamless-download", "--destination", str(tmp_path / "nowhere"), "0" * 64, cwd=tmp_path,
+                env=env_for(tmp_path))
+    assert proc.returncode == 1 and not (tmp_path / "nowhere").exists()

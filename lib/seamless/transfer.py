@@ -4,6 +4,7 @@ Thresholds follow upstream: uploads above 400 files or 100 MB, downloads above 2
 files or 500 MB ask first (SEAMLESS_MAX_UPLOAD_FILES/_SIZE, SEAMLESS_MAX_DOWNLOAD_FILES/
 _SIZE override; sizes like "100 MB"). -y answers yes, -n no; without a terminal to ask,
 the transfer goes ahead. Only transfers to or from servers ask; local stores never do.
+Downloads are counted in files only (their sizes are not known in advance).
 """
 
 import os
@@ -39,6 +40,13 @@ def within_limits(kind, files, size) -> bool:
     return files <= max_files and size <= max_size
 
 
+def remote(stores) -> bool:
+    """Do any of these buffer stores sit behind a server (transfers worth confirming)?"""
+    from seamless.store.directory import DirectoryStore
+
+    return any(not isinstance(s, DirectoryStore) for s in stores)
+
+
 def confirm(kind, files, size, answer=None, prog="seamless") -> bool:
     """May a transfer of `files` buffers totalling `size` bytes go ahead?"""
     if within_limits(kind, files, size):
@@ -55,14 +63,14 @@ def confirm(kind, files, size, answer=None, prog="seamless") -> bool:
 class Progress:
     """A one-line progress bar on stderr, shown only on a terminal and after 1 s."""
 
-    def __init__(self, total, label, prog="seamless"):
+    def __init__(self, total, label, prog="seamless", enabled=True):
         self.total = max(total, 1)
         self.label = label
         self.prog = prog
         self.done = 0
         self.start = time.monotonic()
         self.shown = False
-        self.enabled = sys.stderr.isatty()
+        self.enabled = enabled and sys.stderr.isatty()
         self._last = 0.0
 
     def advance(self, amount):

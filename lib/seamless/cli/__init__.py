@@ -34,7 +34,7 @@ def _traceback():
     traceback.print_exc()
 
 
-def open_stores(destination=None):
+def open_stores(destination=None, writable=True):
     """The stores a tool works with, any configuration problem as a UserError."""
     from seamless.store import StoreError
     from seamless.store.active import stores_at
@@ -42,7 +42,7 @@ def open_stores(destination=None):
     from seamless.store.sqlitedb import DBError
 
     try:
-        return stores_at(destination)
+        return stores_at(destination, writable)
     except (StoreError, ClientsError, DBError) as exc:
         raise UserError(str(exc)) from None
 

@@ -15,7 +15,7 @@ from seamless.run.argtyping import ArgtypeError, read_sidecar
 from seamless.run.command import Target
 from seamless.run.inputs import index_checksum
 from seamless.run.results import ResultError, deliver
-from seamless.transfer import Progress, confirm
+from seamless.transfer import Progress, confirm, remote
 
 PROG = "seamless-download"
 
@@ -45,7 +45,7 @@ def what(item, directory_flag):
     """(kind, checksum, index or None, default destination) for an ITEM."""
     if not os.path.exists(item) and is_checksum(item):
         return ("directory" if directory_flag else "file"), parse_checksum(item), None, item.lower()
-    base = item
+    base = item.rstrip("/") or item
     for suffix in (".CHECKSUM", ".INDEX"):
         if base.endswith(suffix):
             base = base[: -len(suffix)]
@@ -64,7 +64,7 @@ def main(argv):
         raise UserError("more -o/--output paths than items")
     if args.stdout and (len(args.items) != 1 or args.output):
         raise UserError("--stdout takes exactly one item and no -o")
-    stores = open_stores(args.destination)
+    stores = open_stores(args.destination, writable=False)
     plans = []
     for i, item in enumerate(args.items):
         try:
@@ -90,7 +90,7 @@ def main(argv):
         sys.stdout.flush()
         return 0
     count = sum(len(index) if kind == "directory" else 1 for _, kind, _, index, _ in plans)
-    if not confirm("download", count, 0, args.answer, PROG):
+    if remote(stores.buffer_read) and not confirm("download", count, 0, args.answer, PROG):
         raise UserError(f"download of {count} files not confirmed (-y to allow)")
     progress = Progress(count, "download", PROG)
     failed = False

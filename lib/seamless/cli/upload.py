@@ -15,7 +15,7 @@ from seamless.cli import UserError, error_line, open_stores
 from seamless.files import atomic_write
 from seamless.run.argtyping import Input, strip_compression
 from seamless.run.inputs import resolve, store_input
-from seamless.transfer import Progress, confirm, human
+from seamless.transfer import Progress, confirm, human, remote
 
 PROG = "seamless-upload"
 
@@ -39,12 +39,6 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def remote(stores):
-    from seamless.store.directory import DirectoryStore
-
-    return any(not isinstance(s, DirectoryStore) for s in stores.buffer_write)
-
-
 def main(argv):
     args = parse_args(argv)
     items = []
@@ -65,9 +59,9 @@ def main(argv):
         resolve(item)
     sizes = [_size(item) for _, item in items]
     files = sum(len(item.files) if item.kind == "directory" else 1 for _, item in items)
-    if remote(stores) and not confirm("upload", files, sum(sizes), args.answer, PROG):
+    if remote(stores.buffer_write) and not confirm("upload", files, sum(sizes), args.answer, PROG):
         raise UserError(f"upload of {files} files ({human(sum(sizes))}) not confirmed (-y to allow)")
-    progress = Progress(sum(sizes), "upload", PROG)
+    progress = Progress(sum(sizes), "upload", PROG, enabled=not args.quiet)
     try:
         for (path, item), size in zip(items, sizes):
             store_input(stores, item)

@@ -136,14 +136,14 @@ def classify(word: str, argno: int, rule1=True, rule2=True, expansion=False):
                 problem = "it is a directory"
             elif expansion:
                 problem = ("it contains a pattern or expansion that seamless-run does not resolve; "
-                           "name the files, use -i, or quote it")
+                           "name the files, or give them with -i and -g1")
             else:
                 problem = "it does not exist"
             raise ArgtypeError(f"{how} has an extension, so it must be an existing file, but {problem} "
                                "(-g1 turns this rule off)")
     elif rule2 and argno > 1 and exists_file and not _is_number(raw):
         raise ArgtypeError(f"{how} has no extension, so it must not be an existing file unless it is "
-                           "the first argument (-g2 turns this rule off; or pass it with -i)")
+                           "the first argument (-g2 turns this rule off)")
     if exists_dir:
         return Input(path, "directory")
     if exists_file:

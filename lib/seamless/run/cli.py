@@ -241,7 +241,7 @@ def dry_run(args, spec):
         return write_remote_job(args, spec)
     if args.upload:
         stores = open_stores()
-        upload(stores, spec)
+        upload(stores, spec, args.confirm)
     if args.write_job:
         os.makedirs(args.write_job)
         if args.upload:
@@ -262,16 +262,28 @@ def _write(directory, name, data):
         f.write(data.encode() if isinstance(data, str) else data)
 
 
-def upload(stores, spec):
+def upload(stores, spec, answer=None):
     """Store everything the transformation refers to, and the transformation itself."""
     from seamless.run.execute import store_transformation
     from seamless.run.inputs import store_input
+    from seamless.transfer import confirm, human, remote
 
+    if remote(stores.buffer_write):
+        files = sum(len(i.files) if i.kind == "directory" else 1 for i in spec["inputs"])
+        size = sum(_input_size(i) for i in spec["inputs"])
+        if not confirm("upload", files, size, answer, PROG):
+            raise UserError(f"upload of {files} input files ({human(size)}) not confirmed (-y to allow)")
     for item in spec["inputs"]:
         store_input(stores, item)
     for cs, buffer in spec["buffers"].items():
         stores.put_buffer(buffer, cs)
     store_transformation(stores, spec["transformation"])
+
+
+def _input_size(item):
+    if item.kind == "directory":
+        return sum(os.path.getsize(p) for p in item.files.values())
+    return os.path.getsize(item.source) if os.path.isfile(item.source) else 0
 
 
 def write_remote_job(args, spec):
@@ -280,7 +292,7 @@ def write_remote_job(args, spec):
     from seamless.run.job import HEADER, Job
 
     stores = open_stores()
-    upload(stores, spec)
+    upload(stores, spec, args.confirm)
     transformation = spec["transformation"]
     target = os.path.abspath(os.path.expanduser(args.write_remote_job))
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -325,6 +337,11 @@ def execute_or_reuse(args, spec):
     from seamless.run.results import print_result
 
     stores = open_stores()
+    if not stores.db_write or not stores.buffer_write:
+        missing = "database" if not stores.db_write else "buffer store"
+        raise UserError(f"no writable {missing} is configured (SEAMLESS_REMOTE_CLIENTS needs a "
+                        f"{'database' if missing == 'database' else 'buffer'} entry with \"readonly\": false), "
+                        "so a result could not be kept")
     tf_cs = spec["checksum"]
     with single_flight(stores, tf_cs, args):
         result = reuse(args, spec, stores)
@@ -350,7 +367,8 @@ def reuse(args, spec, stores):
         from seamless.run.results import read_index
 
         index = read_index(stores, result)
-        ok = index is not None and (not args.download or all(stores.has_buffer(cs) for cs in index.values()))
+        downloading = args.download and not args.scratch
+        ok = index is not None and (not downloading or all(stores.has_buffer(cs) for cs in index.values()))
     if ok:
         say(args, 1, f"cache hit: result {result}")
         return result
@@ -366,7 +384,7 @@ def execute(args, spec, stores):
 
     tf_cs = spec["checksum"]
     say(args, 1, "running the command")
-    upload(stores, spec)
+    upload(stores, spec, args.confirm)
     parent = os.path.join(stores.root, "jobs") if getattr(stores, "root", None) else None
     if parent:
         os.makedirs(parent, exist_ok=True)
@@ -400,12 +418,16 @@ class CommandFailed(UserError):
 
 def deliver(args, spec, stores, result):
     from seamless.run.results import ResultError, deliver as write_targets, read_index
+    from seamless.transfer import confirm, remote
 
     index = read_index(stores, result)
     if index is None:
         raise UserError(f"the result index {result} is not in any store")
+    downloading = args.download and not args.scratch
+    if downloading and remote(stores.buffer_read) and not confirm("download", len(index), 0, args.confirm, PROG):
+        raise UserError(f"download of {len(index)} result files not confirmed (-y to allow)")
     try:
-        missing = write_targets(stores, index, spec["targets"], download=args.download and not args.scratch)
+        missing = write_targets(stores, index, spec["targets"], download=downloading)
     except ResultError as exc:
         raise UserError(str(exc)) from None
     if missing:

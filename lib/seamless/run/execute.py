@@ -62,16 +62,34 @@ def run(transformation, stores, *, job_parent=None, quiet=False, scratch=False, 
     if transformation.get("__language__") != "bash":
         raise JobError(f"cannot run a {transformation.get('__language__')!r} transformation here")
     code = fetch(stores, transformation["code"][2], "the code", fingertip).decode()
+    conda = transformation.get("__env__", {}).get("conda_environment")
+    setup = conda_activation(conda) if conda else ""
     pins = pins_of(transformation, stores, fingertip)
     output = transformation["__output__"][1]
     job = Job(stores, parent=job_parent)
     try:
         job.materialize(pins, code)
         job.env.update(_meta_values(transformation, stores))
-        usage = job.run(code, quiet=quiet, stdout=stdout)
+        usage = job.run(code, quiet=quiet, stdout=stdout, setup=setup)
         return collect(job, output, stores, scratch), usage
     finally:
         job.cleanup()
+
+
+def conda_activation(env):
+    """Shell lines that activate a conda environment (from CONDA_ROOT or `conda info --base`)."""
+    import shlex
+    import shutil
+    import subprocess
+
+    root = os.environ.get("CONDA_ROOT")
+    if not root and shutil.which("conda"):
+        found = subprocess.run(["conda", "info", "--base"], capture_output=True, text=True)
+        root = found.stdout.strip() if found.returncode == 0 else None
+    script = os.path.join(root, "etc", "profile.d", "conda.sh") if root else None
+    if not script or not os.path.isfile(script):
+        raise JobError(f"--conda {env}: conda is not found (set CONDA_ROOT or put conda on PATH)")
+    return f"source {shlex.quote(script)}\nconda activate {shlex.quote(env)}\n"
 
 
 def _meta_values(transformation, stores):

@@ -10,16 +10,7 @@ import os
 
 from seamless.checksum import calculate_checksum, checksum_stream, serialize
 from seamless.run.argtyping import ArgtypeError, strip_compression
-from seamless.store.directory import open_decoded
-
-ENCODING_OF = {".gz": "gzip", ".zst": "zstd"}
-
-
-def encoding_of(path):
-    for suffix, encoding in ENCODING_OF.items():
-        if path.endswith(suffix):
-            return encoding
-    return None
+from seamless.store.directory import encoding_of, open_decoded
 
 
 def open_content(path):

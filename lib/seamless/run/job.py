@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 
-HEADER = "set -u -e\ntrap 'jobs -p | xargs -r kill' EXIT\n"
+HEADER = "set -u -e\ntrap 'jobs -p | xargs -r kill 2>/dev/null' EXIT\n"
 STDERR_TAIL = 8192
 KILL_GRACE = 2.0
 
@@ -99,8 +99,12 @@ class Job:
                     self.env[pin.name] = pin.value
 
     def _place(self, cs, dest, executable, label):
+        from seamless.store.directory import encoding_of
+
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         source = self.stores.local_path(cs)
+        if encoding_of(dest) is not None:  # a compressed input: stored uncompressed, recompressed here
+            source = None
         if source is None:
             if not self.stores.get_to_file(cs, dest):
                 raise JobError(f"input {label!r}: buffer {cs} is not in any store "
@@ -138,13 +142,13 @@ class Job:
 
     # --- running --------------------------------------------------------------------
 
-    def run(self, code, quiet=False, stdout=None):
+    def run(self, code, quiet=False, stdout=None, setup=""):
         """Run the code; raise JobError on failure. Returns resource usage of the job."""
         env = {**os.environ, **self.env}
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(["/bin/bash", "-c", HEADER + code], cwd=self.dir, env=env,
+            proc = subprocess.Popen(["/bin/bash", "-c", HEADER + setup + code], cwd=self.dir, env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:

@@ -7,6 +7,7 @@ import threading
 
 from seamless.checksum import calculate_checksum, serialize
 from seamless.files import atomic_write
+from seamless.run.argtyping import strip_compression
 
 FUTURE_REFRESH = 30.0
 
@@ -46,7 +47,7 @@ def deliver(stores, index, targets, download=True):
             if download and not stores.get_to_file(cs, local):
                 missing.append(target.server)
                 continue
-            atomic_write(local + ".CHECKSUM", cs + "\n")
+            atomic_write(strip_compression(local) + ".CHECKSUM", cs + "\n")
             continue
         prefix = target.server + "/"
         sub = {k[len(prefix):]: v for k, v in index.items() if k.startswith(prefix)}

@@ -19,13 +19,13 @@ def cache_root(environ=None) -> str:
     return os.path.join(base, "seamless")
 
 
-def stores_at(destination=None) -> StoreSet:
-    """A buffer directory to write into directly, or else the active stores."""
+def stores_at(destination=None, writable=True) -> StoreSet:
+    """A buffer directory to use directly, or else the active stores."""
     if destination:
         from seamless.store.directory import DirectoryStore
 
-        store = DirectoryStore(destination, writable=True, create=True)
-        return StoreSet([store], [store])
+        store = DirectoryStore(destination, writable=writable, create=writable)
+        return StoreSet([store], [store] if writable else [])
     return active_stores()
 
 

@@ -173,7 +173,34 @@ class StoreSet:
         return None
 
     def get_to_file(self, cs, dest) -> bool:
-        """Write the buffer to `dest` (atomically, verified); False if no store has it."""
+        """Write the buffer to `dest` (atomically, verified); False if no store has it.
+
+        A dest named x.gz / x.zst gets the bytes compressed that way.
+        """
+        from seamless.store.directory import encoding_of, write_encoded
+
+        encoding = encoding_of(dest)
+        if encoding is not None:
+            import tempfile
+
+            fd, plain = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dest)), prefix=".plain-")
+            os.close(fd)
+            try:
+                source = self.local_path(cs)
+                if source is None:
+                    if not self._get_plain_to_file(cs, plain):
+                        return False
+                    source = plain
+                write_encoded(source, plain + ".enc", encoding)
+                os.replace(plain + ".enc", dest)
+                return True
+            finally:
+                for leftover in (plain, plain + ".enc"):
+                    if os.path.exists(leftover):
+                        os.unlink(leftover)
+        return self._get_plain_to_file(cs, dest)
+
+    def _get_plain_to_file(self, cs, dest) -> bool:
         for store in self.buffer_read:
             if isinstance(store, DirectoryStore):
                 data = store.get(cs)

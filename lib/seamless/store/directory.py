@@ -50,6 +50,27 @@ def zstd_module():
     return zstd
 
 
+def encoding_of(path):
+    """The content coding a file name asks for (x.gz: gzip, x.zst: zstd), else None."""
+    for suffix, encoding in ENCODINGS.items():
+        if suffix and path.endswith(suffix):
+            return encoding
+    return None
+
+
+def write_encoded(source, dest, encoding):
+    """Compress the file `source` into `dest` in constant memory."""
+    if encoding == "gzip":
+        import gzip
+
+        target = gzip.open(dest, "wb")
+    else:
+        target = zstd_module().open(dest, "wb")
+    with open(source, "rb") as src, target:
+        while chunk := src.read(CHUNK):
+            target.write(chunk)
+
+
 def decode_errors():
     """Exceptions that mean "this compressed data is damaged" (not an I/O failure)."""
     import gzip
