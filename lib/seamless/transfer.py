@@ -16,6 +16,15 @@ UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 LIMITS = {"upload": (400, "100 MB"), "download": (2000, "500 MB")}
 
 
+def add_confirm_arguments(parser, what="large transfers"):
+    """-y/--yes and -n/--no, stored as args.answer (True, False or None: ask)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-y", "--yes", dest="answer", action="store_const", const=True,
+                       help=f"do {what} without asking")
+    group.add_argument("-n", "--no", dest="answer", action="store_const", const=False,
+                       help=f"refuse {what} without asking")
+
+
 def parse_size(text) -> int:
     text = str(text).strip().upper().replace(" ", "")
     number = text.rstrip("KMGTIB")

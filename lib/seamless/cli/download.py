@@ -15,7 +15,7 @@ from seamless.run.argtyping import ArgtypeError, read_sidecar
 from seamless.run.command import Target
 from seamless.run.inputs import index_checksum
 from seamless.run.results import ResultError, deliver
-from seamless.transfer import Progress, confirm, remote
+from seamless.transfer import Progress, add_confirm_arguments, confirm, remote
 
 PROG = "seamless-download"
 
@@ -29,11 +29,7 @@ def parse_args(argv):
     p.add_argument("--directory", action="store_true", help="raw checksums are directory indexes")
     p.add_argument("--index", dest="download", action="store_false",
                    help="only write sidecars (.CHECKSUM, .INDEX), not the contents")
-    answer = p.add_mutually_exclusive_group()
-    answer.add_argument("-y", "--yes", dest="answer", action="store_const", const=True,
-                        help="download large amounts without asking")
-    answer.add_argument("-n", "--no", dest="answer", action="store_const", const=False,
-                        help="refuse large downloads without asking")
+    add_confirm_arguments(p, "large downloads")
     p.add_argument("--destination", metavar="DIR", help="read from this buffer directory only")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per item on stderr")
     p.add_argument("--project", help="project whose storage to use (configuration)")

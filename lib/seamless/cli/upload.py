@@ -15,7 +15,7 @@ from seamless.cli import UserError, error_line, open_stores
 from seamless.files import atomic_write
 from seamless.run.argtyping import Input, strip_compression
 from seamless.run.inputs import resolve, store_input
-from seamless.transfer import Progress, confirm, human, remote
+from seamless.transfer import Progress, add_confirm_arguments, confirm, human, remote
 
 PROG = "seamless-upload"
 
@@ -27,11 +27,7 @@ def parse_args(argv):
                    help="delete each file or directory once it is stored (its sidecars stay)")
     p.add_argument("--destination", metavar="DIR",
                    help="store into this buffer directory instead of the configured stores")
-    answer = p.add_mutually_exclusive_group()
-    answer.add_argument("-y", "--yes", dest="answer", action="store_const", const=True,
-                        help="upload large amounts without asking")
-    answer.add_argument("-n", "--no", dest="answer", action="store_const", const=False,
-                        help="refuse large uploads without asking")
+    add_confirm_arguments(p, "large uploads")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per item on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="nothing on stderr but errors")
     p.add_argument("--project", help="project whose storage to use (configuration)")
@@ -55,7 +51,7 @@ def main(argv):
             error_line(PROG, f"{path}: no such file or directory")
             failed = True
     stores = open_stores(args.destination)
-    for path, item in items:
+    for _, item in items:
         resolve(item)
     sizes = [_size(item) for _, item in items]
     files = sum(len(item.files) if item.kind == "directory" else 1 for _, item in items)
@@ -63,7 +59,7 @@ def main(argv):
         raise UserError(f"upload of {files} files ({human(sum(sizes))}) not confirmed (-y to allow)")
     progress = Progress(sum(sizes), "upload", PROG, enabled=not args.quiet)
     try:
-        for (path, item), size in zip(items, sizes):
+        for (path, item), size in zip(items, sizes, strict=True):
             store_input(stores, item)
             if item.kind == "directory":
                 base = path.rstrip("/")

@@ -17,6 +17,7 @@ from seamless.cli import UserError, open_stores, set_debug
 from seamless.identity import identity_buffer, transformation_checksum
 from seamless.run.argtyping import ArgtypeError
 from seamless.run.command import analyze, bash_code, targets_of
+from seamless.transfer import add_confirm_arguments
 
 PROG = "seamless-run"
 VERSION = "seamless-toolbox 0.1.0"
@@ -59,11 +60,7 @@ def parser():
                    help="command to run first (after argtyping); repeatable")
     p.add_argument("--primary", type=int, default=1, metavar="N",
                    help="argtype the N-th command of a ';'/'&&' list (default 1)")
-    confirm = p.add_mutually_exclusive_group()
-    confirm.add_argument("-y", "--yes", dest="confirm", action="store_const", const=True,
-                         help="do large uploads/downloads without asking")
-    confirm.add_argument("-n", "--no", dest="confirm", action="store_const", const=False,
-                         help="refuse large uploads/downloads without asking")
+    add_confirm_arguments(p, "large uploads/downloads to or from servers")
     p.add_argument("-nd", "--no-download", dest="download", action="store_false",
                    help="write result .CHECKSUM/.INDEX sidecars only, not the contents")
     p.add_argument("--scratch", action="store_true",
@@ -113,8 +110,7 @@ def main(argv):
         spec = prepare(args, command)
     except ArgtypeError as exc:
         raise UserError(str(exc)) from None
-    transformation, tf_cs = spec["transformation"], spec["checksum"]
-    say(args, 1, f"transformation {tf_cs}")
+    say(args, 1, f"transformation {spec['checksum']}")
 
     if args.dry or args.write_remote_job:
         return dry_run(args, spec)
@@ -241,7 +237,7 @@ def dry_run(args, spec):
         return write_remote_job(args, spec)
     if args.upload:
         stores = open_stores()
-        upload(stores, spec, args.confirm)
+        upload(stores, spec, args.answer)
     if args.write_job:
         os.makedirs(args.write_job)
         if args.upload:
@@ -292,7 +288,7 @@ def write_remote_job(args, spec):
     from seamless.run.job import HEADER, Job
 
     stores = open_stores()
-    upload(stores, spec, args.confirm)
+    upload(stores, spec, args.answer)
     transformation = spec["transformation"]
     target = os.path.abspath(os.path.expanduser(args.write_remote_job))
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -384,7 +380,7 @@ def execute(args, spec, stores):
 
     tf_cs = spec["checksum"]
     say(args, 1, "running the command")
-    upload(stores, spec, args.confirm)
+    upload(stores, spec, args.answer)
     parent = os.path.join(stores.root, "jobs") if getattr(stores, "root", None) else None
     if parent:
         os.makedirs(parent, exist_ok=True)
@@ -424,7 +420,7 @@ def deliver(args, spec, stores, result):
     if index is None:
         raise UserError(f"the result index {result} is not in any store")
     downloading = args.download and not args.scratch
-    if downloading and remote(stores.buffer_read) and not confirm("download", len(index), 0, args.confirm, PROG):
+    if downloading and remote(stores.buffer_read) and not confirm("download", len(index), 0, args.answer, PROG):
         raise UserError(f"download of {len(index)} result files not confirmed (-y to allow)")
     try:
         missing = write_targets(stores, index, spec["targets"], download=downloading)

@@ -46,7 +46,7 @@ def pins_of(transformation, stores, fingertip=False):
         elif mode == "directory":
             index = json.loads(fetch(stores, cs, f"directory {name!r}", fingertip))
             if fingertip:
-                for rel, file_cs in index.items():
+                for file_cs in index.values():
                     if stores.local_path(file_cs) is None and stores.get_buffer(file_cs) is None:
                         recompute(stores, file_cs)
             pins.append(Pin(name, "directory", cs, index=index))

@@ -212,17 +212,10 @@ def _read_word(text, i):
             out.append(part)
             expansion = expansion or exp
             quoted = True
-        elif c == "$" and i + 1 < n and text[i + 1] in "({":
-            end = _skip_balanced(text, i + 1)
+        elif c == "`" or (c == "$" and i + 1 < n and text[i + 1] in "({"):
+            end = _expansion_end(text, i)
             out.append(text[i:end])
             i = end
-            expansion = True
-        elif c == "`":
-            end = text.find("`", i + 1)
-            if end < 0:
-                raise ShellSyntaxError("syntax error: unterminated backquote")
-            out.append(text[i:end + 1])
-            i = end + 1
             expansion = True
         else:
             if c in "$*?[" or (c == "~" and i == start):
@@ -244,23 +237,26 @@ def _read_double_quoted(text, i):
         if c == "\\" and i + 1 < n and text[i + 1] in '"\\$`\n':
             out.append(text[i + 1])
             i += 2
-        elif c == "$" and i + 1 < n and text[i + 1] in "({":
-            end = _skip_balanced(text, i + 1)
+        elif c == "`" or (c == "$" and i + 1 < n and text[i + 1] in "({"):
+            end = _expansion_end(text, i)
             out.append(text[i:end])
             i = end
-            expansion = True
-        elif c == "`":
-            end = text.find("`", i + 1)
-            if end < 0:
-                raise ShellSyntaxError("syntax error: unterminated backquote")
-            out.append(text[i:end + 1])
-            i = end + 1
             expansion = True
         else:
             expansion = expansion or c == "$"
             out.append(c)
             i += 1
     raise ShellSyntaxError("syntax error: unterminated double quote")
+
+
+def _expansion_end(text, i):
+    """Index after the $(...), ${...} or `...` starting at i (kept verbatim in the word)."""
+    if text[i] == "`":
+        end = text.find("`", i + 1)
+        if end < 0:
+            raise ShellSyntaxError("syntax error: unterminated backquote")
+        return end + 1
+    return _skip_balanced(text, i + 1)
 
 
 def _skip_balanced(text, i):
