@@ -86,3 +86,73 @@ def start_upstream_pair(start_service, bufferdir, dbfile):
 def start_upstream(tmp_path, start_service):
     (tmp_path / "up").mkdir()
     return start_upstream_pair(start_service, tmp_path / "up", tmp_path / "up.db")
+
+
+# --- seamless-run: upstream's and ours reuse each other's results ------------------------
+
+
+def run_env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env.update(HOME=str(home), PATH=os.path.join(VENV, "bin") + os.pathsep + env["PATH"], **extra)
+    return env
+
+
+def stop_launched(env):
+    """Upstream's SEAMLESS_CACHE mode launches servers; stop them."""
+    server_dir = pathlib.Path(env["HOME"]) / ".remote-http-launcher" / "server"
+    for status in server_dir.glob("*.json") if server_dir.exists() else []:
+        try:
+            os.kill(int(json.loads(status.read_text())["pid"]), 15)
+        except (OSError, ValueError, KeyError):
+            pass
+
+
+def both_runs(tmp_path, env, first, second):
+    """Run the same counted command with `first` then `second`; return the count."""
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    (work / "data.txt").write_text("a\nb\nc\n")
+    count = tmp_path / "count"
+    # the counter goes first: upstream would take a redirection in the last command
+    # (even to "$COUNT") for a result file
+    command = ["--metavar", f"COUNT={count}", "-i", "data.txt", 'echo x >> "$COUNT"; head -n 2 data.txt']
+    outputs = []
+    for tool_path in (first, second):
+        proc = subprocess.run([tool_path, *command], cwd=work, env=env, capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+        outputs.append(proc.stdout)
+    return outputs, len(count.read_text().split())
+
+
+@pytest.mark.parametrize("order", ["upstream-first", "ours-first"])
+def test_seamless_run_shares_servers_with_upstream(tmp_path, hashserver, dbserver, order):
+    from conftest import tool
+
+    env = run_env(tmp_path, SEAMLESS_REMOTE_CLIENTS=json.dumps({
+        "buffer": [{"url": hashserver.url, "readonly": False, "remote_url": hashserver.url}],
+        "database": [{"url": dbserver.url, "readonly": False, "remote_url": dbserver.url}]}))
+    tools = [upstream("seamless-run"), tool("seamless-run")]
+    if order == "ours-first":
+        tools.reverse()
+    outputs, executions = both_runs(tmp_path, env, *tools)
+    assert outputs[0].strip() == outputs[1].strip() == b"a\nb"
+    assert executions == 1  # the second tool reused the first one's result
+
+
+@pytest.mark.parametrize("order", ["upstream-first", "ours-first"])
+def test_seamless_run_shares_seamless_cache_with_upstream(tmp_path, order):
+    from conftest import tool
+
+    env = run_env(tmp_path, SEAMLESS_CACHE=str(tmp_path / "cache"))
+    tools = [upstream("seamless-run"), tool("seamless-run")]
+    if order == "ours-first":
+        tools.reverse()
+    try:
+        outputs, executions = both_runs(tmp_path, env, *tools)
+    finally:
+        stop_launched(env)
+    assert outputs[0].strip() == outputs[1].strip() == b"a\nb"
+    assert executions == 1
