@@ -154,7 +154,7 @@ def test_sigint_kills_the_job_and_caches_nothing(work, env, tmp_path):
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):
         os.kill(job_pid, 0)
-    jobs = tmp_path / "cache" / "jobs"
+    jobs = tmp_path / "cache" / "__TOPLEVEL__" / ".seamless-run" / "jobs"
     assert not jobs.exists() or list(jobs.iterdir()) == []
     db = sqlite3.connect(tmp_path / "cache" / "__TOPLEVEL__" / "seamless.db")
     assert db.execute("SELECT COUNT(*) FROM transformation").fetchone()[0] == 0

@@ -212,7 +212,7 @@ setup() {
   kill -TERM $pid
   code=0; wait $pid || code=$?
   [ "$code" -eq 130 ]
-  [ -z "$(ls cache/jobs 2>/dev/null)" ]
+  [ -z "$(ls cache/__TOPLEVEL__/.seamless-run/jobs 2>/dev/null)" ]
 }
 
 @test "seamless-upload then seamless-download" {

@@ -34,16 +34,26 @@ def _traceback():
     traceback.print_exc()
 
 
-def open_stores(destination=None, writable=True):
-    """The stores a tool works with, any configuration problem as a UserError."""
+def open_stores(destination=None, writable=True, check=None, **selection):
+    """The stores a tool works with, any configuration problem as a UserError.
+
+    `selection` (workdir, stage, substage, choices) picks the configuration;
+    `check(resolved)` may refuse it (for instance an execution mode a tool lacks).
+    """
     from seamless.store import StoreError
-    from seamless.store.active import stores_at
-    from seamless.store.clients import ClientsError
+    from seamless.store.active import active_stores, resolve_config, stores_at
     from seamless.store.sqlitedb import DBError
 
     try:
-        return stores_at(destination, writable)
-    except (StoreError, ClientsError, DBError) as exc:
+        if destination:
+            return stores_at(destination, writable)
+        if not os.environ.get("SEAMLESS_CACHE") and os.environ.get("SEAMLESS_REMOTE_CLIENTS"):
+            return active_stores()
+        resolved = resolve_config(**selection)
+        if check is not None:
+            check(resolved)
+        return active_stores(resolved=resolved)
+    except (StoreError, DBError, ValueError) as exc:  # ValueError: ConfigError, ClientsError
         raise UserError(str(exc)) from None
 
 

@@ -75,8 +75,9 @@ def parser():
                    help="with --dry: store the inputs and the transformation, print its checksum")
     p.add_argument("--write-remote-job", metavar="DIR",
                    help="write a runnable job directory (inputs + transform.sh) instead of running")
-    p.add_argument("--project", metavar="P[:SUB]", help="project whose storage to use (configuration)")
-    p.add_argument("--stage", metavar="S[:SUB]", help="stage whose storage to use (configuration)")
+    p.add_argument("--project", metavar="P[:SUB]", help="project (and subproject) whose storage to use")
+    p.add_argument("--stage", metavar="S[:SUB]", help="stage (and substage) of the configuration to use")
+    p.add_argument("--queue", metavar="Q", help="queue of the selected cluster (for remote execution)")
     p.add_argument("--docker", metavar="IMAGE", help="record a docker image in the environment (not run)")
     p.add_argument("--conda", metavar="ENV", help="activate this conda environment for the command")
     p.add_argument("--direct-print", action="store_true", help=argparse.SUPPRESS)
@@ -115,6 +116,30 @@ def main(argv):
     if args.dry or args.write_remote_job:
         return dry_run(args, spec)
     return execute_or_reuse(args, spec)
+
+
+def selection(args):
+    """The configuration choices of --project P[:SUB], --stage S[:SUB], --queue Q."""
+    project, _, subproject = (args.project or "").partition(":")
+    stage, _, substage = (args.stage or "").partition(":")
+    if args.stage is not None and not stage:
+        raise UserError("--stage: the stage name is empty")
+    choices = {"project": project or None, "subproject": subproject or None, "queue": args.queue}
+    return {"workdir": ".", "stage": stage or None, "substage": substage or None, "choices": choices}
+
+
+def run_stores(args):
+    """The stores of the configuration in force, refusing execution modes this tool lacks."""
+
+    def check(resolved):
+        if resolved.execution == "remote" and not args.local:
+            raise UserError(f"the configuration runs commands on cluster '{resolved.cluster}' "
+                            f"({resolved.remote}), which seamless-run cannot do yet; add --local to run "
+                            "here and keep the results in the cluster's storage")
+        for warning in resolved.warnings:
+            say(args, 1, warning)
+
+    return open_stores(check=check, **selection(args))
 
 
 def check_options(args):
@@ -236,7 +261,7 @@ def dry_run(args, spec):
     if args.write_remote_job:
         return write_remote_job(args, spec)
     if args.upload:
-        stores = open_stores()
+        stores = run_stores(args)
         upload(stores, spec, args.answer)
     if args.write_job:
         os.makedirs(args.write_job)
@@ -287,7 +312,7 @@ def write_remote_job(args, spec):
     from seamless.run.execute import pins_of
     from seamless.run.job import HEADER, Job
 
-    stores = open_stores()
+    stores = run_stores(args)
     upload(stores, spec, args.answer)
     transformation = spec["transformation"]
     target = os.path.abspath(os.path.expanduser(args.write_remote_job))
@@ -332,7 +357,7 @@ def _quote(value):
 def execute_or_reuse(args, spec):
     from seamless.run.results import print_result
 
-    stores = open_stores()
+    stores = run_stores(args)
     if not stores.db_write or not stores.buffer_write:
         missing = "database" if not stores.db_write else "buffer store"
         raise UserError(f"no writable {missing} is configured (SEAMLESS_REMOTE_CLIENTS needs a "

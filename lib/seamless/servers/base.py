@@ -10,6 +10,7 @@
 import argparse
 import errno
 import hmac
+import os
 import json
 import random
 import re
@@ -447,7 +448,7 @@ def serve(server: Server, args, describe: str, start=None):
             write_status(args.status_file, base, status="failed")
         raise
     if args.status_file:
-        write_status(args.status_file, base, port=port, status="running")
+        write_status(args.status_file, base, port=port, pid=os.getpid(), status="running")
     host = args.host if ":" not in args.host else f"[{args.host}]"
     print(f"http://{host}:{port}", flush=True)
     if args.verbose:

@@ -115,6 +115,7 @@ def parse_args(argv):
 def main(argv):
     args = parse_args(argv)
     set_debug(args.verbose)
+    args.dbfile = os.path.expanduser(args.dbfile)
     if not args.writable and not os.path.exists(args.dbfile):
         raise UserError(f"database file {args.dbfile} does not exist (start with --writable to create it)")
     server = Server(DatabaseHandler, token=read_token(args.token_file), verbose=args.verbose)

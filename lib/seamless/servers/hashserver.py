@@ -302,6 +302,7 @@ def parse_args(argv):
 def main(argv):
     args = parse_args(argv)
     set_debug(args.verbose)
+    args.directory = os.path.expanduser(args.directory)
     if not os.path.isdir(args.directory):
         raise UserError(f"buffer directory {args.directory} does not exist (create it first)")
     extra = [d for d in (args.extra_dirs or "").replace(";", ":").split(":") if d]

@@ -1,14 +1,18 @@
-"""Which stores a tool uses when nothing is said: the one place that decides.
+"""Which stores a tool uses: the one place that decides.
 
-1. SEAMLESS_CACHE=/path: the local cache there (as upstream, it wins over the rest).
+1. SEAMLESS_CACHE=/path: a local cache there (upstream's shortcut; it wins over the rest).
 2. SEAMLESS_REMOTE_CLIENTS: exactly the hashservers, databases and directories it names.
-3. Otherwise the zero-config local cache in ${XDG_CACHE_HOME:-~/.cache}/seamless.
-(seamless.yaml configurations slot in between 2 and 3 with the configuration issue.)
+3. seamless.yaml / seamless.profile.yaml: the selected cluster's storage for the project
+   and stage; used directly when the cluster is this machine (local_cluster), else
+   through its hashserver and database, started here when the frontend is this host.
+4. Nothing at all: the zero-config cache in ${XDG_CACHE_HOME:-~/.cache}/seamless.
 """
 
 import os
 
 from seamless.store.clients import StoreSet
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def cache_root(environ=None) -> str:
@@ -29,10 +33,70 @@ def stores_at(destination=None, writable=True) -> StoreSet:
     return active_stores()
 
 
-def active_stores(environ=None) -> StoreSet:
+def active_stores(environ=None, resolved=None, **selection) -> StoreSet:
+    """The stores for this process; `selection`: workdir, stage, substage, choices."""
     environ = os.environ if environ is None else environ
     if not environ.get("SEAMLESS_CACHE"):
         stores = StoreSet.from_env(environ)
         if stores is not None:
             return stores
-    return StoreSet.local_cache(cache_root(environ))
+    if resolved is None:
+        resolved = resolve_config(environ, **selection)
+    return stores_for(resolved, environ)
+
+
+def resolve_config(environ=None, workdir=".", stage=None, substage=None, choices=None):
+    """The resolved configuration; zero-config becomes the default cache "cluster"."""
+    from seamless.config.resolve import resolve
+
+    environ = os.environ if environ is None else environ
+    resolved = resolve(workdir, stage, substage, choices, environ)
+    if resolved is None or not resolved.persistent:
+        # no configuration (or no persistence configured): the zero-config cache
+        cached = dict(environ, SEAMLESS_CACHE=cache_root(environ))
+        zero = resolve(workdir, stage, substage, _storage_choices(choices), cached)
+        if resolved is not None:
+            zero.execution, zero.warnings = resolved.execution, resolved.warnings
+        resolved = zero
+    return resolved
+
+
+def _storage_choices(choices):
+    return {k: v for k, v in (choices or {}).items() if k in ("project", "subproject")}
+
+
+def stores_for(resolved, environ=None) -> StoreSet:
+    from seamless.config import storage
+
+    if resolved.local:
+        buffers = storage.bufferdir(resolved)
+        database = storage.database_file(resolved)
+        if buffers is None or database is None:
+            from seamless.config.errors import ConfigError
+
+            raise ConfigError(f"cluster '{resolved.cluster}' needs a hashserver (bufferdir) and a database "
+                              "(database_dir) on a frontend to store results")
+        return StoreSet.local_store(storage.local_path(buffers), storage.local_path(database))
+    return served_stores(resolved)
+
+
+def served_stores(resolved) -> StoreSet:
+    """The stores of a cluster that is not this machine, through its servers."""
+    from seamless.config import tools
+    from seamless.config.errors import ConfigError
+    from seamless.launch.local import LaunchError, ensure
+
+    clients = {"buffer": [], "database": []}
+    for tool, section in (("hashserver", "buffer"), ("database", "database")):
+        spec = tools.render(tool, resolved, "rw")
+        if spec["hostname"] not in LOCAL_HOSTS:
+            raise ConfigError(
+                f"cluster '{resolved.cluster}' keeps its {tool} on {spec['hostname']}; starting services "
+                "over ssh needs seamless-launch, which this version does not have yet (use a local cluster, "
+                "or point SEAMLESS_REMOTE_CLIENTS at running servers)")
+        try:
+            connection = ensure(spec)
+        except LaunchError as exc:
+            raise ConfigError(str(exc)) from None
+        clients[section].append({"url": connection["url"], "readonly": False})
+    return StoreSet.from_clients(clients)

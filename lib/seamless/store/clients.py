@@ -116,16 +116,19 @@ class StoreSet:
         return cls.from_clients(text, in_remote=True)
 
     @classmethod
-    def local_cache(cls, root):
-        """The zero-config cache: a prefix-layout buffer directory and a seamless.db in
-        <root>/__TOPLEVEL__, as upstream's SEAMLESS_CACHE lays them out."""
+    def local_store(cls, buffer_dir, db_file):
+        """A buffer directory and a seamless.db on this machine, used directly.
+
+        `root` is where seamless-run keeps its job directories and locks: inside the
+        buffer directory (hidden), so inputs can be hard-linked into jobs.
+        """
         from seamless.store.sqlitedb import ResultDB
 
-        top = os.path.join(os.path.abspath(os.path.expanduser(root)), "__TOPLEVEL__")
-        store = DirectoryStore(top, writable=True, layout="prefix", create=True)
-        db = ResultDB(os.path.join(top, "seamless.db"), writable=True)
-        self = cls([store], [store], [db], [db], entries={"buffer": [{"directory": top, "readonly": False}]})
-        self.root = os.path.dirname(top)
+        store = DirectoryStore(buffer_dir, writable=True, layout="prefix", create=True)
+        os.makedirs(os.path.dirname(db_file), exist_ok=True)
+        db = ResultDB(db_file, writable=True)
+        self = cls([store], [store], [db], [db], entries={"buffer": [{"directory": buffer_dir, "readonly": False}]})
+        self.root = os.path.join(buffer_dir, ".seamless-run")
         return self
 
     def to_json(self) -> str:

@@ -1,0 +1,91 @@
+"""seamless-init: evaluate the configuration, start and verify its services, say what is active.
+
+One line per service on stdout: NAME, URL or path, state. --show prints the resolved
+configuration instead, starting nothing.
+"""
+
+import argparse
+import os
+import sys
+
+from seamless.cli import UserError
+
+PROG = "seamless-init"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("--stage", metavar="S[:SUB]", help="the stage (and substage) to initialize")
+    p.add_argument("--project", metavar="P[:SUB]", help="override the project (and subproject)")
+    p.add_argument("--queue", metavar="Q", help="override the queue")
+    p.add_argument("--show", action="store_true", help="print the resolved configuration; start nothing")
+    return p.parse_args(argv)
+
+
+def main(argv):
+    from seamless.config.errors import ConfigError
+    from seamless.run.cli import selection
+
+    args = parse_args(argv)
+    if os.environ.get("SEAMLESS_REMOTE_CLIENTS") and not os.environ.get("SEAMLESS_CACHE"):
+        sys.stderr.write(f"{PROG}: SEAMLESS_REMOTE_CLIENTS is set: the stores it names are used as they are\n")
+        return 0
+    args.local = False
+    try:
+        from seamless.store.active import resolve_config
+
+        resolved = resolve_config(**selection(args))
+        lines = describe(resolved) if args.show else start(resolved)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    for name, where, state in lines:
+        print(f"{name:<11} {where}  {state}".rstrip())
+    for warning in resolved.warnings:
+        sys.stderr.write(f"{PROG}: warning: {warning}\n")
+    return 0
+
+
+def describe(resolved):
+    from seamless.config import storage
+
+    project = resolved.project + (f"/{resolved.subproject}" if resolved.subproject else "")
+    stage = (resolved.stage or "-") + (f":{resolved.substage}" if resolved.substage else "")
+    rows = [
+        ("cluster", resolved.cluster, "(this machine)" if resolved.local else ""),
+        ("project", project, ""),
+        ("stage", stage, ""),
+        ("execution", resolved.execution, resolved.remote or ""),
+        ("persistent", "true" if resolved.persistent else "false", ""),
+        ("queue", resolved.queue or "-", ""),
+        ("buffers", storage.bufferdir(resolved) or "-", ""),
+        ("database", storage.database_file(resolved) or "-", ""),
+    ]
+    if resolved.nparallel:
+        rows.append(("nparallel", str(resolved.nparallel), ""))
+    rows.append(("files", ", ".join(resolved.files) or "(none: zero-config cache)", ""))
+    return rows
+
+
+def start(resolved):
+    from seamless.config import storage
+    from seamless.config.errors import ConfigError
+    from seamless.store.active import stores_for
+
+    rows = []
+    stores = stores_for(resolved)
+    if resolved.local:
+        rows.append(("buffers", storage.local_path(storage.bufferdir(resolved)), "directory, ok"))
+        rows.append(("database", storage.local_path(storage.database_file(resolved)), "file, ok"))
+    else:
+        rows.append(("hashserver", stores.buffer_read[0].url, "running"))
+        rows.append(("database", stores.db_read[0].url, "running"))
+    if resolved.execution == "process":
+        rows.append(("execution", "process", "in the calling process"))
+    elif resolved.execution == "spawn":
+        workers = (resolved.definition or {}).get("workers") or os.cpu_count()
+        rows.append(("execution", "spawn", f"{workers} worker processes, started by the Python API"))
+    else:
+        raise ConfigError(f"execution is remote on cluster '{resolved.cluster}' through a "
+                          f"{resolved.remote}, which this version cannot start yet "
+                          "(use execution: process, or seamless-run --local)")
+    return rows

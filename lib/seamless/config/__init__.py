@@ -1,0 +1,161 @@
+"""seamless.config: which configuration is in force for this process (upstream's API).
+
+    import seamless.config
+    seamless.config.init()                 # read seamless.yaml here; choose the stores
+    seamless.config.set_stage("prod")      # re-read for another stage
+    seamless.config.stores()               # the StoreSet now in force
+
+Errors surface as ConfigError (a ValueError) instead of being swallowed. Unlike
+upstream: init(workdir=...) honours its argument, every set_stage/set_substage
+re-evaluates from the files (nothing stale survives a stage change) and re-activates.
+This module is imported on seamless-run's hot path: it imports nothing heavy itself.
+"""
+
+import os
+
+from seamless.config.errors import ConfigError
+
+_state = {
+    "workdir": None, "stage": None, "substage": None, "choices": {}, "nparallel": None,
+    "resolved": None, "stores": None, "remote_clients": None, "initialized": False,
+}
+
+__all__ = ["ConfigError", "init", "set_stage", "set_substage", "set_workdir", "set_nparallel",
+           "get_nparallel", "collect_remote_clients", "set_remote_clients", "set_remote_clients_from_env",
+           "select", "stores", "current"]
+
+
+def init(*, workdir=None):
+    """Evaluate the configuration (once; later calls only apply a new workdir)."""
+    if workdir is not None:
+        set_workdir(workdir)
+    if _state["initialized"] and workdir is None:
+        return current()
+    return set_stage(_state["stage"], _state["substage"])
+
+
+def set_workdir(path=None):
+    """The directory whose seamless.yaml applies (default: the current directory)."""
+    _refuse_after_remote_clients("set_workdir")
+    _state["workdir"] = os.path.abspath(path) if path is not None else None
+    if _state["initialized"]:
+        set_stage(_state["stage"], _state["substage"])
+
+
+def set_stage(stage=None, substage=None, *, workdir=None):
+    """Select a stage (and substage), re-read the configuration and activate its stores."""
+    from seamless.store.active import active_stores, resolve_config
+
+    _refuse_after_remote_clients("set_stage")
+    if workdir is not None:
+        _state["workdir"] = os.path.abspath(workdir)
+    resolved = resolve_config(workdir=_state["workdir"] or os.getcwd(), stage=stage, substage=substage,
+                              choices=_state["choices"])
+    _state.update(stage=stage, substage=substage, resolved=resolved, initialized=True)
+    _state["stores"] = active_stores(resolved=resolved)
+    return resolved
+
+
+def set_substage(substage=None):
+    return set_stage(_state["stage"], substage)
+
+
+def select(**choices):
+    """Explicit choices (project, subproject, cluster, execution, queue, remote, persistent,
+    record, node, nparallel) that override the files' commands; None clears one."""
+    for key, value in choices.items():
+        if value is None:
+            _state["choices"].pop(key, None)
+        else:
+            _state["choices"][key] = value
+    if _state["initialized"]:
+        set_stage(_state["stage"], _state["substage"])
+
+
+def set_nparallel(n):
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"nparallel must be an integer >= 1, not {n!r}")
+    _state["nparallel"] = n
+
+
+def get_nparallel():
+    """How many transformations may run at once: set_nparallel, the config's nparallel,
+    else the CPU count."""
+    if _state["nparallel"] is not None:
+        return _state["nparallel"]
+    resolved = _state["resolved"]
+    if resolved is not None and resolved.nparallel is not None:
+        return resolved.nparallel
+    return os.cpu_count() or 1
+
+
+def current():
+    """The resolved configuration in force (evaluating it if needed)."""
+    if not _state["initialized"] and _state["remote_clients"] is None:
+        init()
+    return _state["resolved"]
+
+
+def stores():
+    """The StoreSet in force."""
+    if _state["stores"] is None:
+        init()
+    return _state["stores"]
+
+
+def collect_remote_clients(cluster=None):
+    """{"buffer": [...], "database": [...]} for workers: the current configuration's
+    stores as served over HTTP (starting the services here when needed)."""
+    from seamless.config.tools import render
+    from seamless.launch.local import ensure
+    from seamless.store.active import LOCAL_HOSTS
+
+    resolved = current()
+    if resolved is None:
+        raise ConfigError("no configuration: call seamless.config.init() first")
+    if cluster is not None and cluster != resolved.cluster:
+        raise ConfigError(f"cluster {cluster!r} is not the selected cluster ({resolved.cluster!r})")
+    clients = {"buffer": [], "database": []}
+    for tool, section in (("hashserver", "buffer"), ("database", "database")):
+        spec = render(tool, resolved, "rw")
+        if spec["hostname"] not in LOCAL_HOSTS and not resolved.local:
+            raise ConfigError(f"the {tool} of cluster '{resolved.cluster}' runs on {spec['hostname']}: "
+                              "starting it over ssh needs seamless-launch")
+        url = ensure(spec)["url"]
+        entry = {"readonly": False, "url": url, "remote_url": url}
+        if tool == "hashserver":
+            entry["remote_directory"] = spec["workdir"]
+            if resolved.local:
+                entry["directory"] = os.path.expanduser(spec["workdir"])
+        clients[section].append(entry)
+    return clients
+
+
+def set_remote_clients(clients, in_remote=False):
+    """Use exactly these stores (the SEAMLESS_REMOTE_CLIENTS shape) from now on."""
+    from seamless.store.clients import StoreSet
+
+    _state["stores"] = StoreSet.from_clients(clients, in_remote=in_remote)
+    _state["remote_clients"] = clients
+    _state["initialized"] = True
+
+
+def set_remote_clients_from_env(include_dask=False):
+    """Apply SEAMLESS_REMOTE_CLIENTS (unless SEAMLESS_CACHE is set); True if applied.
+    Errors in it are raised, not swallowed."""
+    text = os.environ.get("SEAMLESS_REMOTE_CLIENTS")
+    if os.environ.get("SEAMLESS_CACHE") or not text:
+        return False
+    set_remote_clients(text, in_remote=True)
+    return True
+
+
+def _refuse_after_remote_clients(what):
+    if _state["remote_clients"] is not None:
+        raise ConfigError(f"{what}: remote clients were set explicitly; the configuration files no longer apply")
+
+
+def _reset():
+    """Forget everything (for tests)."""
+    _state.update(workdir=None, stage=None, substage=None, choices={}, nparallel=None, resolved=None,
+                  stores=None, remote_clients=None, initialized=False)

@@ -1,0 +1,69 @@
+"""Where a configuration keeps its data, and what its services are called.
+
+Exactly upstream's derivation, so both systems find the same buffers and databases:
+    buffers   <bufferdir>/<project>[/<subproject>][/STAGE-<stage>]
+    database  <database_dir>/<project>[/<subproject>][/STAGE-<stage>]/seamless.db
+    key       <tool>-<cluster>-<mode>-<the same path with '/' as '--'>
+Substages never split storage; they only distinguish job backends.
+"""
+
+import os
+
+
+def project_subdir(resolved):
+    path = "/" + resolved.project
+    if resolved.subproject:
+        path += "/" + resolved.subproject
+    return path
+
+
+def stage_dir(resolved):
+    return "/STAGE-" + resolved.stage if resolved.stage else ""
+
+
+def stage_subdir(resolved):
+    if resolved.stage and resolved.substage:
+        return stage_dir(resolved) + "SUBSTAGE-" + resolved.substage
+    return stage_dir(resolved)
+
+
+def _flat(path):
+    return path.strip("/").replace("/", "--")
+
+
+def frontend_for(resolved, service):
+    """The first frontend of the cluster that runs `service` (or None)."""
+    for frontend in resolved.definition["frontends"]:
+        if service in frontend:
+            return frontend
+    return None
+
+
+def bufferdir(resolved):
+    """The buffer directory of this project/stage (as the service host sees it)."""
+    frontend = frontend_for(resolved, "hashserver")
+    if frontend is None:
+        return None
+    return frontend["hashserver"]["bufferdir"] + project_subdir(resolved) + stage_dir(resolved)
+
+
+def database_file(resolved):
+    frontend = frontend_for(resolved, "database")
+    if frontend is None:
+        return None
+    return frontend["database"]["database_dir"] + project_subdir(resolved) + stage_dir(resolved) + "/seamless.db"
+
+
+def service_key(tool, resolved, mode="rw"):
+    """The launcher key of a service (upstream's names; the queue is part of a dask key)."""
+    if tool in ("hashserver", "database"):
+        return f"{tool}-{resolved.cluster}-{mode}-{_flat(project_subdir(resolved) + stage_dir(resolved))}"
+    key = f"{tool}-{resolved.cluster}-rw-{_flat(project_subdir(resolved) + stage_subdir(resolved))}"
+    if tool == "daskserver" and resolved.queue:
+        key += f"--QUEUE-{resolved.queue}"  # upstream shares one dask server across queues
+    return key
+
+
+def local_path(path):
+    """A path as this machine sees it (~ expanded)."""
+    return os.path.abspath(os.path.expanduser(path))

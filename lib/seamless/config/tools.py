@@ -1,0 +1,94 @@
+"""share/tools.yaml: how each service is started, rendered for one configuration.
+
+Templates use $NAMES (from the cluster, project and stage), {names} (from the launch
+settings) and [optional parts], kept only when every {name} inside them is set. The
+result is an argv list, never a shell string, so no value can inject shell syntax.
+"""
+
+import os
+import re
+import shlex
+import sys
+
+from seamless.config import storage
+from seamless.config.errors import ConfigError
+
+_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def tools_yaml_path():
+    """SEAMLESS_TOOLS_YAML, the source tree's share/tools.yaml, or the installed copy."""
+    override = os.environ.get("SEAMLESS_TOOLS_YAML")
+    if override:
+        return override
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "..", "..", "..", "share", "tools.yaml"),
+                      os.path.join(sys.prefix, "share", "seamless", "tools.yaml")):
+        if os.path.isfile(candidate):
+            return os.path.normpath(candidate)
+    raise ConfigError("share/tools.yaml is missing from this installation (set SEAMLESS_TOOLS_YAML)")
+
+
+def load_tools():
+    import yaml
+
+    with open(tools_yaml_path()) as f:
+        return yaml.safe_load(f)
+
+
+def render(tool, resolved, mode="rw", status_file="STATUS_FILE", tools=None):
+    """{key, workdir, argv, handshake, timeout, hostname, ...} to launch `tool` for `resolved`."""
+    tools = tools or load_tools()
+    if tool not in tools:
+        raise ConfigError(f"share/tools.yaml has no entry for {tool!r} ({', '.join(tools)})")
+    entry = tools[tool]
+    frontend = storage.frontend_for(resolved, tool)
+    if frontend is None:
+        raise ConfigError(f"cluster '{resolved.cluster}' has no frontend with a {tool}")
+    service = frontend[tool]
+    injected = {
+        "CLUSTER": resolved.cluster, "MODE": mode,
+        "PROJECTSUBDIR": storage.project_subdir(resolved), "STAGEDIR": storage.stage_dir(resolved),
+        "STAGESUBDIR": storage.stage_subdir(resolved),
+        "BUFFERDIR": service.get("bufferdir", ""), "DATABASE_DIR": service.get("database_dir", ""),
+    }
+    settings = {k: v for k, v in service.items() if v is not None}
+    settings.update({k: entry[k] for k in ("timeout",) if k in entry})
+    settings["key_suffix"] = storage.service_key(tool, resolved, mode).split(f"-{mode}-", 1)[-1]
+    settings["status_file"] = status_file
+    settings["writable_flag"] = "--writable" if mode == "rw" else None
+    workdir = _substitute(entry["workdir_template"], injected, settings)
+    settings["workdir"] = workdir
+    command = _substitute(entry["command_template"], injected, settings)
+    return {
+        "tool": tool,
+        "key": _substitute(entry["key_template"], injected, settings),
+        "workdir": workdir,
+        "argv": shlex.split(command),
+        "handshake": entry.get("handshake"),
+        "timeout": entry.get("timeout"),
+        "hostname": frontend.get("hostname"),
+        "ssh_hostname": frontend.get("ssh_hostname"),
+        "conda": settings.get("conda"),
+    }
+
+
+def _substitute(template, injected, settings):
+    text = _VAR.sub(lambda m: _lookup(injected, m.group(1), template), template)
+
+    def optional(match):
+        part = match.group(1)
+        names = _FIELD.findall(part)
+        return part if all(settings.get(n) is not None for n in names) else ""
+
+    text = _OPTIONAL.sub(optional, text)
+    text = _FIELD.sub(lambda m: shlex.quote(str(_lookup(settings, m.group(1), template))), text)
+    return " ".join(text.split())
+
+
+def _lookup(mapping, name, template):
+    if name not in mapping or mapping[name] is None:
+        raise ConfigError(f"share/tools.yaml: {name!r} in {template!r} is not set for this cluster")
+    return mapping[name]
