@@ -48,17 +48,20 @@ def main(argv):
 def describe(resolved):
     from seamless.config import storage
 
+    where = resolved.store_in or resolved
+
     project = resolved.project + (f"/{resolved.subproject}" if resolved.subproject else "")
     stage = (resolved.stage or "-") + (f":{resolved.substage}" if resolved.substage else "")
     rows = [
         ("cluster", resolved.cluster, "(this machine)" if resolved.local else ""),
         ("project", project, ""),
         ("stage", stage, ""),
-        ("execution", resolved.execution, resolved.remote or ""),
-        ("persistent", "true" if resolved.persistent else "false", ""),
+        ("execution", resolved.execution, resolved.remote if resolved.execution == "remote" else ""),
+        ("persistent", "true" if resolved.persistent else "false (results kept in the local cache)"
+         if resolved.store_in else "false", ""),
         ("queue", resolved.queue or "-", ""),
-        ("buffers", storage.bufferdir(resolved) or "-", ""),
-        ("database", storage.database_file(resolved) or "-", ""),
+        ("buffers", storage.bufferdir(where) or "-", ""),
+        ("database", storage.database_file(where) or "-", ""),
     ]
     if resolved.nparallel:
         rows.append(("nparallel", str(resolved.nparallel), ""))
@@ -73,9 +76,10 @@ def start(resolved):
 
     rows = []
     stores = stores_for(resolved)
-    if resolved.local:
-        rows.append(("buffers", storage.local_path(storage.bufferdir(resolved)), "directory, ok"))
-        rows.append(("database", storage.local_path(storage.database_file(resolved)), "file, ok"))
+    where = resolved.store_in or resolved
+    if where.local:
+        rows.append(("buffers", storage.local_path(storage.bufferdir(where)), "directory, ok"))
+        rows.append(("database", storage.local_path(storage.database_file(where)), "file, ok"))
     else:
         rows.append(("hashserver", stores.buffer_read[0].url, "running"))
         rows.append(("database", stores.db_read[0].url, "running"))
@@ -83,7 +87,8 @@ def start(resolved):
         rows.append(("execution", "process", "in the calling process"))
     elif resolved.execution == "spawn":
         workers = (resolved.definition or {}).get("workers") or os.cpu_count()
-        rows.append(("execution", "spawn", f"{workers} worker processes, started by the Python API"))
+        rows.append(("execution", "spawn", f"{workers} worker processes for the Python API; "
+                                            "seamless-run runs commands in process"))
     else:
         raise ConfigError(f"execution is remote on cluster '{resolved.cluster}' through a "
                           f"{resolved.remote}, which this version cannot start yet "

@@ -45,6 +45,9 @@ def _check_keys(mapping, valid, where):
 def validate_cluster(name, cluster, source):
     """Check one cluster definition; return it normalized (queue templates applied)."""
     where = f"{source}: cluster '{name}'"
+    if not isinstance(name, str) or not name or any(
+            not (c.isascii() and (c.isalnum() or c in "._-")) for c in name) or "--" in name:
+        raise ConfigError(f"{where}: a cluster name must use letters, digits, '.', '_' and '-' only")
     if not isinstance(cluster, dict):
         raise ConfigError(f"{where}: a cluster must be a mapping with at least 'frontends'")
     _check_keys(cluster, CLUSTER_KEYS, where)
@@ -138,7 +141,7 @@ def _queues(queues, ctype, where):
 
 
 def load_cluster_files(home=None, read_yaml=None):
-    """{cluster name: (definition, source)} and local_cluster from ~/.seamless."""
+    """{cluster name: (definition, source)} and (local_cluster, its file) from ~/.seamless."""
     home = home or os.environ.get("HOME") or os.path.expanduser("~")
     base = os.path.join(home, ".seamless")
     paths = [os.path.join(base, "clusters.yaml")]
@@ -152,7 +155,8 @@ def load_cluster_files(home=None, read_yaml=None):
         data = read_yaml(path)
         found, found_local = split_clusters(data, path)
         clusters.update(found)
-        local = found_local or local
+        if found_local:
+            local = (found_local, path)
     return clusters, local
 
 

@@ -111,10 +111,13 @@ def _walk(path, items, block, stage, active):
         if name not in COMMANDS:
             near = difflib.get_close_matches(name, COMMANDS, n=1)
             hint = f"did you mean '{near[0]}'?" if near else f"known commands: {', '.join(COMMANDS)}"
-            raise ConfigError(f"{path}: entry {number}: unknown command '{name}'; {hint}")
+            block_note = f" (in stage {block!r})" if block else ""
+            raise ConfigError(f"{path}: entry {number}{block_note}: unknown command '{name}'; {hint}")
         expected = _check(name, value)
         if expected:
             raise entry.fail(f"expects {expected}, not {value!r}")
+        if name in ("project", "subproject", "cluster") and value is not None:
+            _check_name(value, name, entry.where())  # in inactive stages too
         if name == "inherit_from_parent":
             continue  # handled by config_files (only at the top level, as upstream)
         if active is not None:
@@ -134,9 +137,11 @@ def _split(path, number, item, block):
 
 
 def _check_name(name, what, where):
-    """Names end up in paths and service keys: keep them plain."""
+    """Names end up in paths and service keys: keep them plain, and inside their directory."""
     allowed = "/" if what == "subproject" else ""
     bad = [c for c in name if not (c.isascii() and (c.isalnum() or c in "._-" + allowed))]
-    if not name or bad or "--" in name or "STAGE-" in name or (what != "subproject" and "/" in name):
+    parts = name.split("/")
+    if (not name or bad or "--" in name or "STAGE-" in name or (what != "subproject" and "/" in name)
+            or any(part in ("", ".", "..") for part in parts)):
         raise ConfigError(f"{where}: {what} name {name!r} must use letters, digits, '.', '_' and '-' only "
                           f"(no '--' or 'STAGE-'{'' if allowed else ', no /'})")

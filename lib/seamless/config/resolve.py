@@ -36,6 +36,7 @@ class Resolved:
         self.files = []
         self.clusters = {}
         self.warnings = []
+        self.store_in = None  # where results go when this configuration has no persistent storage
 
     def as_dict(self):
         keys = ("cluster", "local", "project", "subproject", "stage", "substage", "execution", "persistent",
@@ -57,6 +58,9 @@ def resolve(workdir=".", stage=None, substage=None, choices=None, environ=None, 
     result.stage, result.substage = stage or None, substage or None
 
     if environ.get("SEAMLESS_CACHE", "").strip():
+        if choices.get("queue"):
+            raise ConfigError("--queue: SEAMLESS_CACHE is a local cache without queues (unset it to use "
+                              "a cluster's queues)")
         return _seamless_cache(result, environ["SEAMLESS_CACHE"], choices)
 
     if read_yaml is None:
@@ -73,10 +77,14 @@ def resolve(workdir=".", stage=None, substage=None, choices=None, environ=None, 
         if entry.name == "clusters":
             found, inline_local = split_clusters(entry.value, f"{entry.path} (clusters:)")
             known.update(found)
-            local = inline_local or local
+            if inline_local:
+                local = (inline_local, f"{entry.path} (clusters:)")
     clusters = {name: validate_cluster(name, definition, source) for name, (definition, source) in known.items()}
-    if local is not None and local not in clusters:
-        raise ConfigError(f"local_cluster '{local}' is not a defined cluster ({', '.join(clusters) or 'none'})")
+    if local is not None:
+        local, source = local
+        if local not in clusters:
+            raise ConfigError(f"{source}: local_cluster '{local}' is not a defined cluster "
+                              f"({', '.join(clusters) or 'none'})")
     result.clusters = clusters
     explicit = set()
     for entry in active:
@@ -88,6 +96,9 @@ def resolve(workdir=".", stage=None, substage=None, choices=None, environ=None, 
         problem = _check(name, value)
         if problem:
             raise ConfigError(f"--{name} {value!r}: expects {problem}")
+        if name == "queue" and result.cluster is None:
+            raise ConfigError(f"--queue {value}: no cluster is selected (select one in seamless.yaml, or "
+                              "choose a --stage that selects one)")
         _apply(result, name, value, clusters, lambda p, n=name, v=value: ConfigError(f"--{n} {v}: {p}"))
         explicit.add(name)
     if getattr(read_yaml, "save", None):
@@ -145,7 +156,7 @@ def _finish(result, explicit, local):
     if result.queue is None and cluster is not None:
         result.queue = result.definition.get("default_queue")
     if result.execution == "remote":
-        if "execution" not in explicit and not _backends(result):
+        if "execution" not in explicit and "remote" not in explicit and not _backends(result):
             result.execution = "process"  # nothing to run remotely on: upstream stays silent
             result.warnings.append(f"cluster '{cluster}' has no jobserver or daskserver: running in "
                                    "process (say `- execution: process` to silence this)")

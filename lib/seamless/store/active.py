@@ -12,7 +12,13 @@ import os
 
 from seamless.store.clients import StoreSet
 
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+def _local_hosts():
+    import socket
+
+    return ("localhost", "127.0.0.1", "::1", socket.gethostname())
+
+
+LOCAL_HOSTS = _local_hosts()
 
 
 def cache_root(environ=None) -> str:
@@ -51,23 +57,23 @@ def resolve_config(environ=None, workdir=".", stage=None, substage=None, choices
 
     environ = os.environ if environ is None else environ
     resolved = resolve(workdir, stage, substage, choices, environ)
-    if resolved is None or not resolved.persistent:
-        # no configuration (or no persistence configured): the zero-config cache
-        cached = dict(environ, SEAMLESS_CACHE=cache_root(environ))
-        zero = resolve(workdir, stage, substage, _storage_choices(choices), cached)
-        if resolved is not None:
-            zero.execution, zero.warnings = resolved.execution, resolved.warnings
-        resolved = zero
+    cached = dict(environ, SEAMLESS_CACHE=cache_root(environ))
+    if resolved is None:  # no configuration at all: the zero-config cache
+        return resolve(workdir, stage, substage, _storage_choices(choices or {}), cached)
+    if not resolved.persistent:  # a configuration without persistent storage: keep results here
+        names = {"project": resolved.project, "subproject": resolved.subproject}
+        resolved.store_in = resolve(workdir, stage, substage, _storage_choices(names), cached)
     return resolved
 
 
 def _storage_choices(choices):
-    return {k: v for k, v in (choices or {}).items() if k in ("project", "subproject")}
+    return {k: v for k, v in choices.items() if k in ("project", "subproject") and v}
 
 
 def stores_for(resolved, environ=None) -> StoreSet:
     from seamless.config import storage
 
+    resolved = resolved.store_in or resolved
     if resolved.local:
         buffers = storage.bufferdir(resolved)
         database = storage.database_file(resolved)
