@@ -31,7 +31,7 @@ def _small_worker(port, method, seed, queue):
     queue.put("ready")
     start = time.perf_counter()
     errors = 0
-    for b, cs in zip(bufs, css):
+    for b, cs in zip(bufs, css, strict=True):
         if method == "PUT":
             conn.request("PUT", "/" + cs, body=b)
         else:

@@ -5,18 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: bats (bats-core) and curl for the shell tests, when we may install them.
-need=()
+# Debian packages, when we may install them: bats (bats-core) and curl for the shell tests;
+# OpenSSH (client and server) for the launcher's fake frontend on loopback (without it, as
+# non-root, the ssh tests are skipped).
+need=() optional=()
 command -v bats >/dev/null || need+=(bats)
 command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    echo "tests/run.sh: error: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
-    exit 1
-  fi
+command -v ssh >/dev/null || optional+=(openssh-client)
+[ -x /usr/sbin/sshd ] || optional+=(openssh-server)
+if [ $((${#need[@]} + ${#optional[@]})) -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" "${optional[@]}" >/dev/null
+elif [ ${#need[@]} -gt 0 ]; then
+  echo "tests/run.sh: error: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+  exit 1
 fi
 
 # The project and its test dependencies, in a virtualenv of their own.

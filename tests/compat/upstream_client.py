@@ -93,7 +93,7 @@ async def main_async():
         return [bool(x) for x in res] == [True, True, True, False]
 
     await check("buffer_lengths", lengths())
-    for name, cs, buf in zip(("small1", "small2", "5MB"), css, bufs):
+    for name, cs, buf in zip(("small1", "small2", "5MB"), css, bufs, strict=True):
         await check(f"buffer_read_{name}", equals(content_of(buffer_remote.get_buffer(cs)), buf.content))
     await check("buffer_read_missing_is_None", equals(buffer_remote.get_buffer(missing), None))
 

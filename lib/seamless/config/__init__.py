@@ -52,8 +52,16 @@ def set_stage(stage=None, substage=None, *, workdir=None):
     resolved = resolve_config(workdir=_state["workdir"] or os.getcwd(), stage=stage, substage=substage,
                               choices=_state["choices"])
     _state.update(stage=stage, substage=substage, resolved=resolved, initialized=True)
-    _state["stores"] = active_stores(resolved=resolved)
+    _activate(active_stores(resolved=resolved))
     return resolved
+
+
+def _activate(stores):
+    """Make `stores` the ones in force; keep their servers alive while this process lives."""
+    if _state.get("stop_keepalive"):
+        _state["stop_keepalive"]()
+    _state["stores"] = stores
+    _state["stop_keepalive"] = stores.keepalive()
 
 
 def set_substage(substage=None):
@@ -107,8 +115,7 @@ def collect_remote_clients(cluster=None):
     """{"buffer": [...], "database": [...]} for workers: the current configuration's
     stores as served over HTTP (starting the services here when needed)."""
     from seamless.config.tools import render
-    from seamless.launch.local import ensure
-    from seamless.store.active import LOCAL_HOSTS
+    from seamless.launch.client import ensure
 
     resolved = current()
     if resolved is None:
@@ -118,9 +125,6 @@ def collect_remote_clients(cluster=None):
     clients = {"buffer": [], "database": []}
     for tool, section in (("hashserver", "buffer"), ("database", "database")):
         spec = render(tool, resolved, "rw")
-        if spec["hostname"] not in LOCAL_HOSTS and not resolved.local:
-            raise ConfigError(f"the {tool} of cluster '{resolved.cluster}' runs on {spec['hostname']}: "
-                              "starting it over ssh needs seamless-launch")
         url = ensure(spec)["url"]
         entry = {"readonly": False, "url": url, "remote_url": url}
         if tool == "hashserver":
@@ -135,7 +139,7 @@ def set_remote_clients(clients, in_remote=False):
     """Use exactly these stores (the SEAMLESS_REMOTE_CLIENTS shape) from now on."""
     from seamless.store.clients import StoreSet
 
-    _state["stores"] = StoreSet.from_clients(clients, in_remote=in_remote)
+    _activate(StoreSet.from_clients(clients, in_remote=in_remote))
     _state["remote_clients"] = clients
     _state["initialized"] = True
 
@@ -157,5 +161,7 @@ def _refuse_after_remote_clients(what):
 
 def _reset():
     """Forget everything (for tests)."""
-    _state.update(workdir=None, stage=None, substage=None, choices={}, nparallel=None, resolved=None,
+    if _state.get("stop_keepalive"):
+        _state["stop_keepalive"]()
+    _state.update(stop_keepalive=None, workdir=None, stage=None, substage=None, choices={}, nparallel=None, resolved=None,
                   stores=None, remote_clients=None, initialized=False)

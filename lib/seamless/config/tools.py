@@ -32,10 +32,12 @@ def tools_yaml_path():
 
 
 def load_tools():
-    import yaml
+    from seamless.config.yamlfiles import YamlReader
 
-    with open(tools_yaml_path()) as f:
-        return yaml.safe_load(f)
+    reader = YamlReader()
+    tools = reader(tools_yaml_path())
+    reader.save()
+    return tools
 
 
 def render(tool, resolved, mode="rw", status_file="STATUS_FILE", tools=None):
@@ -69,8 +71,9 @@ def render(tool, resolved, mode="rw", status_file="STATUS_FILE", tools=None):
         "argv": shlex.split(command),
         "handshake": entry.get("handshake"),
         "timeout": entry.get("timeout"),
-        "hostname": frontend.get("hostname"),
-        "ssh_hostname": frontend.get("ssh_hostname"),
+        "hostname": None if resolved.local else frontend.get("hostname"),
+        "ssh_hostname": None if resolved.local else frontend.get("ssh_hostname"),
+        "tunnel": bool(resolved.definition.get("tunnel")) and not resolved.local,
         "conda": settings.get("conda"),
     }
 

@@ -409,6 +409,7 @@ def execute(args, spec, stores):
     parent = os.path.join(stores.root, "jobs") if getattr(stores, "root", None) else None
     if parent:
         os.makedirs(parent, exist_ok=True)
+    stop_keepalive = stores.keepalive()  # a long job must not see its servers time out
     try:
         with Futures(spec["targets"] if args.download else [], tf_cs):
             result, usage = runner.run(spec["transformation"], stores, job_parent=parent, quiet=args.quiet,
@@ -420,6 +421,8 @@ def execute(args, spec, stores):
         raise CommandFailed(str(exc), exc.code) from None
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    finally:
+        stop_keepalive()
     stores.set_transformation(tf_cs, result)
     record = {"schema_version": 1, "tf_checksum": tf_cs, "result_checksum": result,
               "seamless_version": VERSION, "execution_mode": "process", "remote_target": None,

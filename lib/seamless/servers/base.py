@@ -481,4 +481,6 @@ def serve(server: Server, args, describe: str, start=None):
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
+        if args.status_file:  # say so, so that the next launch need not probe a dead port
+            write_status(args.status_file, base, port=port, pid=os.getpid(), status="stopped")
     return stop["code"]

@@ -87,19 +87,16 @@ def stores_for(resolved, environ=None) -> StoreSet:
 
 
 def served_stores(resolved) -> StoreSet:
-    """The stores of a cluster that is not this machine, through its servers."""
+    """The stores of a cluster that is not this machine, through its servers (found
+    running, or started: here, or on the frontend over ssh)."""
     from seamless.config import tools
     from seamless.config.errors import ConfigError
-    from seamless.launch.local import LaunchError, ensure
+    from seamless.launch.client import ensure
+    from seamless.launch.executor import LaunchError
 
     clients = {"buffer": [], "database": []}
     for tool, section in (("hashserver", "buffer"), ("database", "database")):
         spec = tools.render(tool, resolved, "rw")
-        if spec["hostname"] not in LOCAL_HOSTS:
-            raise ConfigError(
-                f"cluster '{resolved.cluster}' keeps its {tool} on {spec['hostname']}; starting services "
-                "over ssh needs seamless-launch, which this version does not have yet (use a local cluster, "
-                "or point SEAMLESS_REMOTE_CLIENTS at running servers)")
         try:
             connection = ensure(spec)
         except LaunchError as exc:

@@ -131,6 +131,30 @@ class StoreSet:
         self.root = os.path.join(buffer_dir, ".seamless-run")
         return self
 
+    def keepalive(self, interval=None):
+        """Ping every server now and then (every 30 s, or $SEAMLESS_KEEPALIVE seconds), so
+        idle timeouts do not stop them while this process still uses them. Returns a
+        function that stops the pinging."""
+        import threading
+
+        if interval is None:
+            try:
+                interval = float(os.environ.get("SEAMLESS_KEEPALIVE") or 30)
+            except ValueError:
+                interval = 30.0
+
+        servers = [s for s in [*self.buffer_read, *self.db_read] if hasattr(s, "healthcheck")]
+        done = threading.Event()
+
+        def ping():
+            while not done.wait(interval):
+                for server in servers:
+                    server.healthcheck()
+
+        if servers:
+            threading.Thread(target=ping, daemon=True, name="seamless-keepalive").start()
+        return done.set
+
     def to_json(self) -> str:
         import json
 

@@ -1,0 +1,216 @@
+"""seamless-launch: start, find and stop services, here or on a cluster frontend over ssh.
+
+    seamless-launch TOOL --cluster C [--stage S[:SUB]] [--project P[:SUB]] [--mode rw|ro]
+    seamless-launch SPEC.yaml
+    seamless-launch ps [--json] | stop KEY... | logs KEY [--tail N] | rm KEY...
+
+Starting prints the connection JSON on stdout. `_host` is the part that runs on the
+service host (used over ssh); it is not meant to be typed.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from seamless.cli import UserError
+
+PROG = "seamless-launch"
+COMMANDS = ("ps", "stop", "logs", "rm", "_host")
+
+
+def main(argv):
+    if argv and argv[0] == "_host":
+        return host_side(argv[1:])
+    if argv and argv[0] in COMMANDS:
+        return manage(argv)
+    return launch(argv)
+
+
+# --- starting ----------------------------------------------------------------------------
+
+
+def launch(argv):
+    p = argparse.ArgumentParser(prog=PROG, allow_abbrev=False,
+                                usage="%(prog)s TOOL --cluster C [options] | SPEC.yaml | ps | stop | logs | rm",
+                                description="Start or find a service (hashserver, database, ...) and print "
+                                "how to reach it as JSON. See also: ps, stop KEY, logs KEY, rm KEY.")
+    p.add_argument("what", metavar="TOOL|SPEC.yaml", help="a tool of share/tools.yaml, or a launch spec file")
+    p.add_argument("--cluster", help="the cluster whose frontend runs the service")
+    p.add_argument("--stage", metavar="S[:SUB]", help="the stage (its own storage)")
+    p.add_argument("--project", metavar="P[:SUB]", help="the project (and subproject)")
+    p.add_argument("--mode", choices=("rw", "ro"), default="rw", help="writable (rw, default) or read-only")
+    p.add_argument("--dry-run", action="store_true", help="print what would be launched where; start nothing")
+    args = p.parse_args(argv)
+    from seamless.config.errors import ConfigError
+    from seamless.launch.client import ensure
+    from seamless.launch.executor import LaunchError
+
+    try:
+        if os.path.isfile(args.what) or args.what.endswith((".yaml", ".yml")):
+            spec = spec_from_file(args.what)
+        else:
+            spec = spec_from_config(args)
+        if args.dry_run:
+            print(json.dumps(dry_run(spec), indent=2))
+            return 0
+        connection = ensure(spec)
+    except (ConfigError, LaunchError) as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps(connection, indent=2))
+    return 0
+
+
+def spec_from_config(args):
+    from seamless.config.resolve import resolve
+    from seamless.config.tools import load_tools, render
+    from seamless.run.cli import selection
+
+    if not args.cluster:
+        raise UserError(f"{args.what}: which cluster? (--cluster NAME)")
+    args.queue = None
+    chosen = selection(args)
+    chosen["choices"]["cluster"] = args.cluster
+    chosen["choices"]["persistent"] = True
+    resolved = resolve(**chosen)
+    if not resolved.project:
+        raise UserError(f"{args.what}: which project? (--project NAME, or a seamless.yaml here)")
+    tools = load_tools()
+    if args.what not in tools:
+        raise UserError(f"unknown tool {args.what!r}; share/tools.yaml has: {', '.join(tools)}")
+    return render(args.what, resolved, args.mode, tools=tools)
+
+
+def dry_run(spec):
+    import shlex
+
+    from seamless.launch.executor import executor_for
+
+    shown = {k: v for k, v in spec.items() if k != "argv" and v not in (None, False, {})}
+    shown["command"] = shlex.join(spec["argv"]).replace("STATUS_FILE", "{status_file}")
+    shown["where"] = executor_for(spec).where
+    return shown
+
+
+SPEC_KEYS = {"key", "workdir", "command", "tool", "hostname", "ssh_hostname", "tunnel", "handshake", "conda",
+             "parameters"}
+
+
+def spec_from_file(path):
+    """An explicit launch spec: key, workdir, command ({status_file} is filled in), and
+    optionally hostname, ssh_hostname, tunnel, handshake, conda, parameters, tool."""
+    import shlex
+
+    from seamless.config.errors import ConfigError
+    from seamless.config.yamlfiles import YamlReader
+
+    reader = YamlReader()
+    try:
+        data = reader(path)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    reader.save()
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a launch spec is a mapping with key, workdir and command")
+    unknown = set(data) - SPEC_KEYS
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SPEC_KEYS))})")
+    for key in ("key", "workdir", "command"):
+        if key not in data:
+            raise UserError(f"{path}: '{key}' is required")
+    workdir = str(data["workdir"])
+    if not workdir or any(not (c.isalnum() or c in "@_./~-") for c in workdir):
+        raise UserError(f"{path}: workdir {workdir!r} must be a plain path (letters, digits, @ _ . / ~ -)")
+    command = data["command"]
+    argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+    argv = ["STATUS_FILE" if a == "{status_file}" else a for a in argv]
+    if "STATUS_FILE" not in argv:
+        raise UserError(f"{path}: the command must pass --status-file {{status_file}} to the service")
+    if not isinstance(data.get("tunnel", False), bool):
+        raise UserError(f"{path}: tunnel must be true or false")
+    from seamless.launch.host import HostError, check_key
+
+    try:
+        check_key(str(data["key"]))
+    except HostError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return {"key": str(data["key"]), "tool": data.get("tool") or argv[0], "workdir": workdir, "argv": argv,
+            "hostname": data.get("hostname"), "ssh_hostname": data.get("ssh_hostname"),
+            "tunnel": data.get("tunnel", False), "handshake": data.get("handshake"), "conda": data.get("conda"),
+            "parameters": data.get("parameters") or {}}
+
+
+# --- managing --------------------------------------------------------------------------------
+
+
+def manage(argv):
+    p = argparse.ArgumentParser(prog=PROG, allow_abbrev=False)
+    sub = p.add_subparsers(dest="command", required=True)
+    ps = sub.add_parser("ps", help="list the services known here")
+    ps.add_argument("--json", action="store_true", help="one JSON object per line")
+    for name in ("stop", "rm"):
+        sub.add_parser(name, help=f"{name} services").add_argument("keys", nargs="+", metavar="KEY")
+    logs = sub.add_parser("logs", help="print a service's log")
+    logs.add_argument("key", metavar="KEY")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    args = p.parse_args(argv)
+    from seamless.launch import client, host
+    from seamless.launch.executor import LaunchError
+
+    try:
+        if args.command == "ps":
+            return list_services(args.json)
+        if args.command == "logs":
+            sys.stdout.write(client.executor_of(args.key).call("logs", args.key, args.tail))
+            return 0
+        for key in args.keys:
+            host.check_key(key)
+            ran = client.executor_of(key).call("stop" if args.command == "stop" else "rm", key)
+            client.drop_client(key)
+            state = {"stop": ("stopped", "not running"), "rm": ("removed", "not found")}[args.command]
+            print(f"{key}: {state[0] if ran else state[1]}")
+    except (LaunchError, host.HostError) as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def list_services(as_json):
+    from seamless.launch import client, host
+
+    rows = {row["key"]: {**row, "where": "here"} for row in host.ps()}
+    directory = os.path.join(host.launch_dir(), "client")
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        if name.endswith(".json"):
+            connection = client.read_client(name[:-5]) or {}
+            row = rows.setdefault(name[:-5], {"key": name[:-5], "status": "connected", "pid": None})
+            row.update(url=connection.get("url"), where=connection.get("ssh_hostname") or row.get("where", "here"))
+    if rows and not as_json:
+        print(f"{'KEY':<50} {'STATUS':<10} {'WHERE':<20} URL")
+    for row in rows.values():
+        if as_json:
+            print(json.dumps(row))
+        else:
+            print(f"{row['key']:<50} {row.get('status') or '-':<10} {row.get('where', 'here'):<20} "
+                  f"{row.get('url') or (':' + str(row['port']) if row.get('port') else '-')}")
+    return 0
+
+
+# --- the service-host side (over ssh) ------------------------------------------------------------
+
+
+def host_side(argv):
+    from seamless.launch import host
+
+    if not argv or argv[0] not in host.OPS:
+        raise UserError(f"_host: expected one of {', '.join(host.OPS)}")
+    op, args = argv[0], argv[1:]
+    if op == "start":
+        args = [json.loads(args[0])]
+    elif op == "logs" and len(args) > 1:
+        args = [args[0], None if args[1] == "None" else int(args[1])]
+    try:
+        result = host.OPS[op](*args)
+    except host.HostError as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps(result))
+    return 0

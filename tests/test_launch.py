@@ -1,0 +1,267 @@
+"""seamless-launch with real processes: local services, and services on an ssh frontend."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+import sshd
+from conftest import tool
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    e.update(SEAMLESS_LAUNCH_DIR=str(tmp_path / "launch"), HOME=str(tmp_path / "home"),
+             XDG_CACHE_HOME=str(tmp_path / "xdg"), SEAMLESS_LAUNCH_REMOTE=tool("seamless-launch"))
+    (tmp_path / "home").mkdir()
+    yield e
+    stop_all(e)
+
+
+def stop_all(e):
+    proc = launch(["ps", "--json"], e)
+    for line in proc.stdout.decode().splitlines():
+        launch(["stop", json.loads(line)["key"]], e)
+
+
+def launch(argv, env, **kw):
+    return subprocess.run([tool("seamless-launch"), *argv], env=env, capture_output=True, timeout=120, **kw)
+
+
+def spec(tmp_path, key="hs-test", extra="", **fields):
+    directory = tmp_path / "bufs"
+    directory.mkdir(exist_ok=True)
+    lines = [f"key: {key}", f"workdir: {directory}",
+             f"command: seamless-hashserver --status-file {{status_file}} {extra} {directory} --writable"]
+    lines += [f"{k}: {v}" for k, v in fields.items()]
+    path = tmp_path / f"{key}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def answers(url):
+    from seamless.launch.host import answers as check
+
+    return check(url + "/healthcheck")
+
+
+# --- local --------------------------------------------------------------------------------------
+
+
+def test_launch_then_reuse(tmp_path, env):
+    first = launch([spec(tmp_path)], env)
+    assert first.returncode == 0, first.stderr
+    connection = json.loads(first.stdout)
+    assert answers(connection["url"])
+    status = json.loads((tmp_path / "launch" / "server" / "hs-test.json").read_text())
+    assert status["status"] == "running" and status["port"] == connection["port"]
+    assert {"pid", "uid", "command", "workdir", "log", "parameters"} <= set(status)
+    client = tmp_path / "launch" / "client" / "hs-test.json"
+    assert oct(client.stat().st_mode & 0o777) == "0o600"
+    second = launch([spec(tmp_path)], env)
+    assert json.loads(second.stdout)["port"] == connection["port"]
+    client.unlink()  # no client file: the status file on the host is found and reused
+    third = launch([spec(tmp_path)], env)
+    assert json.loads(third.stdout)["port"] == connection["port"]
+    assert json.loads((tmp_path / "launch" / "server" / "hs-test.json").read_text())["pid"] == status["pid"]
+
+
+def test_kill9_then_relaunch_quickly(tmp_path, env):
+    first = json.loads(launch([spec(tmp_path)], env).stdout)
+    status = json.loads((tmp_path / "launch" / "server" / "hs-test.json").read_text())
+    os.kill(status["pid"], signal.SIGKILL)
+    time.sleep(0.2)
+    start = time.monotonic()
+    second = launch([spec(tmp_path)], env)
+    assert second.returncode == 0, second.stderr
+    assert time.monotonic() - start < 5
+    assert answers(json.loads(second.stdout)["url"]) and not answers(first["url"]) or \
+        json.loads(second.stdout)["port"] == first["port"]
+
+
+def hold_adjacent_ports():
+    for _ in range(50):
+        first = socket.socket()
+        first.bind(("127.0.0.1", 0))
+        port = first.getsockname()[1]
+        second = socket.socket()
+        try:
+            second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            first.close()
+            second.close()
+            continue
+        first.listen()
+        second.listen()
+        return [first, second], [port, port + 1]
+    pytest.fail("could not hold two adjacent ports")
+
+
+def test_every_port_busy_is_a_clear_error(tmp_path, env):
+    held, ports = hold_adjacent_ports()
+    proc = launch([spec(tmp_path, extra=f"--port-range {ports[0]} {ports[1]}")], env)
+    for s in held:
+        s.close()
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert err.count("\n") == 1 and f"no free port in {ports[0]}-{ports[1]}" in err
+
+
+def test_failure_at_start_shows_the_log_tail(tmp_path, env):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"key: bad\nworkdir: {tmp_path}\n"
+                    f"command: seamless-hashserver --status-file {{status_file}} {tmp_path}/missing-dir\n")
+    proc = launch([str(path)], env)
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "did not start" in err and "missing-dir does not exist" in err and err.count("\n") == 1
+
+
+def test_idle_timeout_and_the_state_it_leaves(tmp_path, env):
+    first = json.loads(launch([spec(tmp_path, extra="--timeout 1")], env).stdout)
+    pid = json.loads((tmp_path / "launch" / "server" / "hs-test.json").read_text())["pid"]
+    from seamless.launch.host import alive
+
+    deadline = time.monotonic() + 10  # watch the pid: a request would reset the idle timer
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not alive(pid) and not answers(first["url"])
+    status = json.loads((tmp_path / "launch" / "server" / "hs-test.json").read_text())
+    assert status["status"] == "stopped"
+    start = time.monotonic()
+    again = launch([spec(tmp_path, extra="--timeout 1")], env)
+    assert again.returncode == 0 and time.monotonic() - start < 5
+
+
+def test_ps_logs_stop_rm(tmp_path, env):
+    launch([spec(tmp_path)], env)
+    rows = [json.loads(line) for line in launch(["ps", "--json"], env).stdout.decode().splitlines()]
+    assert rows[0]["key"] == "hs-test" and rows[0]["status"] == "running"
+    assert launch(["logs", "hs-test", "--tail", "5"], env).returncode == 0
+    stopped = launch(["stop", "hs-test"], env)
+    assert stopped.stdout == b"hs-test: stopped\n"
+    rows = [json.loads(line) for line in launch(["ps", "--json"], env).stdout.decode().splitlines()]
+    assert rows[0]["status"] in ("stale", "stopped")
+    assert launch(["rm", "hs-test"], env).stdout == b"hs-test: removed\n"
+    assert launch(["ps", "--json"], env).stdout == b""
+    assert launch(["stop", "nothing"], env).stdout == b"nothing: not running\n"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("workdir: /tmp\ncommand: x --status-file {status_file}\n", "'key' is required"),
+    ("key: k\nworkdir: /tmp/a b\ncommand: x --status-file {status_file}\n", "must be a plain path"),
+    ("key: k\nworkdir: /tmp\ncommand: x\n", "--status-file {status_file}"),
+    ("key: 'a/b'\nworkdir: /tmp\ncommand: x --status-file {status_file}\n", "invalid service key"),
+    ("key: k\nworkdir: /tmp\ncommand: x --status-file {status_file}\nport: 5\n", "unknown key(s) port"),
+])
+def test_spec_errors(tmp_path, env, text, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    proc = launch([str(path)], env)
+    assert proc.returncode == 1 and message in proc.stderr.decode()
+
+
+def test_launch_from_the_configuration(tmp_path, env):
+    home = tmp_path / "home"
+    (home / ".seamless").mkdir()
+    (home / ".seamless" / "clusters.yaml").write_text(
+        f"lab:\n  frontends:\n    - hostname: localhost\n      hashserver: {{bufferdir: {tmp_path}/labbufs}}\n"
+        f"      database: {{database_dir: {tmp_path}/labdbs}}\n")
+    proc = launch(["database", "--cluster", "lab", "--project", "p", "--stage", "s"], env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    connection = json.loads(proc.stdout)
+    assert connection["key"] == "database-lab-rw-p--STAGE-s" and answers(connection["url"])
+    assert (tmp_path / "labdbs" / "p" / "STAGE-s" / "seamless.db").exists()
+    bad = launch(["hashserver", "--project", "p"], env, cwd=tmp_path)
+    assert bad.returncode == 1 and b"--cluster" in bad.stderr
+
+
+# --- over ssh ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frontend(tmp_path_factory):
+    if not sshd.available():
+        pytest.skip("openssh-server is not installed (tests/run.sh installs it as root)")
+    server = sshd.Sshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def ssh_cluster(tmp_path, tunnel):
+    home = tmp_path / "home"
+    (home / ".seamless").mkdir(exist_ok=True)
+    (home / ".seamless" / "clusters.yaml").write_text(
+        f"front:\n  tunnel: {'true' if tunnel else 'false'}\n  frontends:\n"
+        f"    - hostname: 127.0.0.1\n      ssh_hostname: {sshd.ALIAS}\n"
+        f"      hashserver: {{bufferdir: {tmp_path}/remote-bufs}}\n"
+        f"      database: {{database_dir: {tmp_path}/remote-dbs}}\n"
+        f"refusing:\n  frontends:\n    - hostname: 127.0.0.1\n      ssh_hostname: {sshd.REFUSING}\n"
+        f"      hashserver: {{bufferdir: /tmp/nowhere}}\n      database: {{database_dir: /tmp/nowhere}}\n")
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    (work / "seamless.yaml").write_text("- project: p\n- cluster: front\n- execution: process\n"
+                                        "- stage refused:\n    - cluster: refusing\n")
+    (work / "data.txt").write_text("over ssh\n")
+    return work
+
+
+@pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])
+def test_over_ssh(frontend, tmp_path, env, tunnel):
+    work = ssh_cluster(tmp_path, tunnel)
+    proc = launch(["hashserver", "--cluster", "front", "--project", "p"], env, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    connection = json.loads(proc.stdout)
+    assert connection["ssh_hostname"] == sshd.ALIAS and answers(connection["url"])
+    if tunnel:
+        assert connection["tunneled-port"] != connection["port"] and connection["tunnel_pid"]
+    # seamless-run uses the frontend's services (started over ssh as needed)
+    run = subprocess.run([tool("seamless-run"), "cat data.txt"], cwd=work, env=env, capture_output=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == b"over ssh\n", run.stderr
+    assert (tmp_path / "remote-bufs" / "p").is_dir()  # the buffers are on the "frontend"
+    stopped = launch(["stop", connection["key"]], env)
+    assert stopped.stdout.decode() == f"{connection['key']}: stopped\n"
+    assert not answers(connection["url"])
+    if tunnel:
+        from seamless.launch.host import alive
+
+        deadline = time.monotonic() + 5
+        while alive(connection["tunnel_pid"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(connection["tunnel_pid"])
+        with pytest.raises(OSError):  # the forward is gone with it
+            socket.create_connection(("127.0.0.1", connection["port"]), timeout=2).close()
+
+
+def test_a_frontend_refusing_ssh_is_one_line(frontend, tmp_path, env):
+    work = ssh_cluster(tmp_path, False)
+    start = time.monotonic()
+    proc = subprocess.run([tool("seamless-run"), "--stage", "refused", "cat data.txt"], cwd=work, env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 1 and time.monotonic() - start < 30
+    err = proc.stderr.decode()
+    assert err.count("\n") == 1 and f"cannot ssh to {sshd.REFUSING}" in err
+
+
+# --- lifetime -------------------------------------------------------------------------------
+
+
+def test_a_waiting_client_keeps_its_idle_servers_alive(tmp_path, env, start_service):
+    (tmp_path / "bufs").mkdir(exist_ok=True)
+    buffers = start_service("seamless-hashserver", tmp_path / "bufs", "--writable", "--timeout", "2")
+    db = start_service("seamless-db", tmp_path / "seamless.db", "--writable", "--timeout", "2")
+    env.update(SEAMLESS_KEEPALIVE="0.5", SEAMLESS_REMOTE_CLIENTS=json.dumps(
+        {"buffer": [{"url": buffers.url, "readonly": False}], "database": [{"url": db.url, "readonly": False}]}))
+    (tmp_path / "data.txt").write_text("kept alive\n")
+    run = subprocess.run([tool("seamless-run"), "cat data.txt; sleep 4"], cwd=tmp_path, env=env,
+                         capture_output=True, timeout=60)
+    assert run.returncode == 0 and run.stdout == b"kept alive\n", run.stderr
+    assert buffers.proc.poll() is None and db.proc.poll() is None  # 4 s of job, 2 s of idle timeout
+    time.sleep(3.5)  # and without a client they do time out
+    assert buffers.proc.poll() is not None and db.proc.poll() is not None
