@@ -14,8 +14,9 @@ import subprocess
 import time
 
 SSHD = "/usr/sbin/sshd"
-ALIAS = "seamless-test-frontend"
-REFUSING = "seamless-test-refusing"
+# per test run, so that two suites running at once on one machine each reach their own sshd
+ALIAS = f"seamless-test-frontend-{os.getpid()}"
+REFUSING = f"seamless-test-refusing-{os.getpid()}"
 
 
 def available():

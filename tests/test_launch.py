@@ -71,6 +71,23 @@ def test_launch_then_reuse(tmp_path, env):
     assert json.loads((tmp_path / "launch" / "server" / "hs-test.json").read_text())["pid"] == status["pid"]
 
 
+def test_clients_launching_at_once_start_one_service(tmp_path, env):
+    procs = [subprocess.Popen([tool("seamless-launch"), spec(tmp_path)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(4)]
+    ports = {json.loads(p.communicate(timeout=60)[0])["port"] for p in procs}
+    assert len(ports) == 1
+    status_file = str(tmp_path / "launch" / "server" / "hs-test.json")
+    services = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if status_file.encode() in f.read():
+                    services.append(pid)
+        except OSError:
+            pass
+    assert len(services) == 1
+
+
 def test_kill9_then_relaunch_quickly(tmp_path, env):
     first = json.loads(launch([spec(tmp_path)], env).stdout)
     status = json.loads((tmp_path / "launch" / "server" / "hs-test.json").read_text())

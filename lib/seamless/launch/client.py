@@ -51,8 +51,9 @@ def ensure(spec):
     if status and status.get("status") == "starting" and status.get("alive") and status.get("age", 0) < STALE_STARTING:
         status = _wait(executor, spec, handshake)  # someone else is starting it: wait for them
         return _connect(spec, status, executor, handshake)
-    if status:
-        executor.call("rm", key)  # dead, silent, failed or stuck: clean up before starting again
+    if status and status.get("alive"):
+        executor.call("stop", key, status.get("pid"))  # silent, or stuck starting
+    # start replaces a dead status, or returns the one another client started meanwhile
     executor.call("start", _portable(spec) if isinstance(executor, SshExecutor) else spec)
     status = _wait(executor, spec, handshake)
     return _connect(spec, status, executor, handshake)

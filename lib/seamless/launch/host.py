@@ -119,7 +119,11 @@ def reachable(interface):
 
 
 def start(spec):
-    """Spawn the service (detached) and write its `starting` status; return the status."""
+    """Spawn the service (detached) and write its `starting` status; return the status.
+    Two clients starting the same key at once start it once: the second gets the first's
+    status (under a lock, a live one is never replaced)."""
+    import fcntl
+
     key = check_key(spec["key"])
     workdir = os.path.expanduser(spec["workdir"])
     os.makedirs(workdir, exist_ok=True)
@@ -131,18 +135,23 @@ def start(spec):
     host = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--host"), "127.0.0.1")
     conda = spec.get("conda")
     command = _conda_wrap(conda, argv) if conda else argv
-    if os.path.exists(status_file):
-        os.unlink(status_file)
-    with open(log_path(key), "wb") as log:
-        try:
-            proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as exc:
-            raise HostError(f"cannot start {argv[0]}: {exc.strerror} (is it installed on this host?)") from None
-    status = {"key": key, "tool": spec.get("tool"), "status": "starting", "pid": proc.pid, "uid": os.getuid(),
-              "command": shlex.join(argv), "workdir": workdir, "log": log_path(key), "network_interface": host,
-              "parameters": spec.get("parameters") or {}}
-    atomic_write(status_file, json.dumps(status, indent=2) + "\n", mode=0o600)
+    with open(status_file[:-len(".json")] + ".lock", "w") as lock:  # server/<key>.lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = inspect(key)
+        if current and current["alive"] and current.get("status") in ("starting", "running"):
+            return current
+        if current:
+            os.unlink(status_file)
+        with open(log_path(key), "wb") as log:
+            try:
+                proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                raise HostError(f"cannot start {argv[0]}: {exc.strerror} (is it installed on this host?)") from None
+        status = {"key": key, "tool": spec.get("tool"), "status": "starting", "pid": proc.pid, "uid": os.getuid(),
+                  "command": shlex.join(argv), "workdir": workdir, "log": log_path(key), "network_interface": host,
+                  "parameters": spec.get("parameters") or {}}
+        atomic_write(status_file, json.dumps(status, indent=2) + "\n", mode=0o600)
     return status
 
 
@@ -168,13 +177,16 @@ def _conda_wrap(env, argv):
     return ["bash", "-c", activate, "seamless-service", *argv]
 
 
-def stop(key, grace=5.0):
-    """SIGTERM, then SIGKILL after `grace`; the status becomes stale. True if it ran."""
+def stop(key, only_pid=None, grace=5.0):
+    """SIGTERM, then SIGKILL after `grace`; the status becomes stale. True if it ran.
+    With only_pid, only that process: a service someone just started instead is spared."""
     path = status_path(key)
     data = read_json(path)
     if data is None:
         return False
     pid = data.get("pid")
+    if only_pid not in (None, "None") and str(pid) != str(only_pid):
+        return False
     ran = alive(pid)
     if ran:
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
@@ -200,6 +212,10 @@ def remove(key):
         if os.path.exists(path):
             os.unlink(path)
             found = True
+    try:
+        os.unlink(status_path(key)[:-len(".json")] + ".lock")
+    except FileNotFoundError:
+        pass
     return found
 
 
