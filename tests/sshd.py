@@ -7,6 +7,7 @@ service state in `<dir>/frontend-launch` (SetEnv SEAMLESS_LAUNCH_DIR), not in ~/
 """
 
 import os
+import pathlib
 import pwd
 import shutil
 import socket
@@ -29,6 +30,7 @@ class Sshd:
         self.proc = None
         self.user_config = os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".ssh", "config")
         self.include = f"Include {self.dir}/ssh_config  # seamless tests"
+        self.launch_dir = pathlib.Path(self.dir) / "frontend-launch"  # the frontend's SEAMLESS_LAUNCH_DIR
 
     def start(self):
         os.makedirs(self.dir, mode=0o700, exist_ok=True)

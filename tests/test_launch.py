@@ -175,12 +175,105 @@ def test_ps_logs_stop_rm(tmp_path, env):
     ("key: k\nworkdir: /tmp\ncommand: x\n", "--status-file {status_file}"),
     ("key: 'a/b'\nworkdir: /tmp\ncommand: x --status-file {status_file}\n", "invalid service key"),
     ("key: k\nworkdir: /tmp\ncommand: x --status-file {status_file}\nport: 5\n", "unknown key(s) port"),
+    ("key: k\nworkdir: /tmp\ncommand: \"x 'a --status-file {status_file}\"\n", "command: No closing quotation"),
+    ("key: k\nworkdir: /tmp\ncommand: 5\n", "command: must be a string or a list"),
+    ("key: k\nworkdir: /tmp\ncommand: x --status-file {status_file}\nconda: 5\n", "conda must be"),
+    ("key: k\nworkdir: /tmp\ncommand: x --status-file {status_file}\nparameters: [1]\n", "parameters must be"),
+    ("key: k\nworkdir: rel/dir\ncommand: x --status-file {status_file}\n", "must be an absolute path"),
+    ("key: k\nworkdir: /tmp/../etc\ncommand: x --status-file {status_file}\n", "without '..'"),
+    ("key: k\nworkdir: /tmp\ncommand: x --status-file {status_file}\nssh_hostname: -oProxyCommand=x\n",
+     "invalid ssh host"),
+    ("key: k\nworkdir: /tmp\ncommand: x --status-file {status_file}\nhostname: 'a b;rm'\n", "invalid ssh host"),
 ])
 def test_spec_errors(tmp_path, env, text, message):
     path = tmp_path / "s.yaml"
     path.write_text(text)
     proc = launch([str(path)], env)
     assert proc.returncode == 1 and message in proc.stderr.decode()
+
+
+def services_of(status_file):
+    from seamless.launch.host import processes_of, service_marker
+
+    return processes_of(service_marker(str(status_file)))
+
+
+def test_a_pid_in_the_status_file_is_not_trusted(tmp_path, env):
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        for pid in (0, -1, 1, bystander.pid):
+            status_file = tmp_path / "launch" / "server" / "hs-test.json"
+            status_file.parent.mkdir(parents=True, exist_ok=True)
+            status_file.write_text(json.dumps({"status": "running", "pid": pid, "port": 9}))
+            proc = launch([spec(tmp_path)], env)
+            assert proc.returncode == 0, proc.stderr
+            assert bystander.poll() is None  # never signalled
+            assert json.loads(status_file.read_text())["pid"] != pid
+            (tmp_path / "launch" / "client" / "hs-test.json").unlink()
+    finally:
+        bystander.kill()
+
+
+def test_a_corrupt_status_file_leaves_no_second_copy(tmp_path, env):
+    launch([spec(tmp_path)], env)
+    status_file = tmp_path / "launch" / "server" / "hs-test.json"
+    first = services_of(status_file)
+    status_file.write_text('{"status": "runn')
+    (tmp_path / "launch" / "client" / "hs-test.json").unlink()
+    assert launch(["ps"], env).returncode == 0
+    proc = launch([spec(tmp_path)], env)
+    assert proc.returncode == 0, proc.stderr
+    now = services_of(status_file)
+    assert len(now) == 1 and now != first
+    time.sleep(0.5)  # the old copy, stopped, did not write over the new one's status
+    assert json.loads(status_file.read_text())["pid"] == now[0]
+
+
+def test_a_malformed_client_file_is_replaced(tmp_path, env):
+    client = tmp_path / "launch" / "client" / "hs-test.json"
+    client.parent.mkdir(parents=True)
+    client.write_text('{"port": "abc", "ssh_hostname": 5}')
+    proc = launch([spec(tmp_path)], env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(client.read_text())["url"].startswith("http://127.0.0.1:")
+
+
+def test_a_dead_start_is_stale_and_leaves_nothing_running(tmp_path, env):
+    path = tmp_path / "exits.yaml"
+    path.write_text(f"key: exits\nworkdir: {tmp_path}\n"
+                    "command: [sh, -c, 'echo bye; exit 3', --status-file, '{status_file}']\n")
+    proc = launch([str(path)], env)
+    assert proc.returncode == 1 and b"did not start" in proc.stderr and b"bye" in proc.stderr
+    rows = [json.loads(line) for line in launch(["ps", "--json"], env).stdout.decode().splitlines()]
+    assert [r["status"] for r in rows if r["key"] == "exits"] == ["stale"]
+    assert launch(["logs", "exits", "--tail", "0"], env).stdout == b""
+    assert launch(["logs", "exits", "--tail", "-1"], env).returncode == 2
+
+
+def test_stray_files_do_not_break_ps(tmp_path, env):
+    launch([spec(tmp_path)], env)
+    for name in ("server/hs-test (copy).json", "client/.hidden.json", "server/notes.txt"):
+        (tmp_path / "launch" / name).write_text("{}")
+    proc = launch(["ps", "--json"], env)
+    assert proc.returncode == 0 and [json.loads(line)["key"] for line in proc.stdout.splitlines()] == ["hs-test"]
+
+
+def test_state_is_private(tmp_path, env):
+    launch([spec(tmp_path)], env)
+    for path in ("launch/server", "launch/client"):
+        assert (tmp_path / path).stat().st_mode & 0o077 == 0
+    for path in ("hs-test.json", "hs-test.log", "hs-test.lock"):
+        assert (tmp_path / "launch" / "server" / path).stat().st_mode & 0o077 == 0
+
+
+def test_ssh_connections_need_a_private_control_directory(tmp_path, env):
+    shared = tmp_path / "tmp" / f"seamless-ssh-{os.getuid()}"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)
+    env.pop("XDG_RUNTIME_DIR", None)
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    proc = launch([spec(tmp_path, ssh_hostname="somewhere")], env)
+    assert proc.returncode == 1 and b"is not a private directory" in proc.stderr
 
 
 def test_launch_from_the_configuration(tmp_path, env):
@@ -242,9 +335,15 @@ def test_over_ssh(frontend, tmp_path, env, tunnel):
     run = subprocess.run([tool("seamless-run"), "cat data.txt"], cwd=work, env=env, capture_output=True, timeout=120)
     assert run.returncode == 0 and run.stdout == b"over ssh\n", run.stderr
     assert (tmp_path / "remote-bufs" / "p").is_dir()  # the buffers are on the "frontend"
+    remote_port = connection.get("tunneled-port", connection["port"])
+    assert f":{remote_port}".encode() in launch(["logs", connection["key"]], env).stdout  # from the frontend
     stopped = launch(["stop", connection["key"]], env)
     assert stopped.stdout.decode() == f"{connection['key']}: stopped\n"
     assert not answers(connection["url"])
+    # without a client file, the frontend is still where stop and rm act
+    assert launch(["stop", connection["key"]], env).stdout.decode() == f"{connection['key']}: not running\n"
+    assert launch(["rm", connection["key"]], env).stdout.decode() == f"{connection['key']}: removed\n"
+    assert not list((frontend.launch_dir / "server").glob(connection["key"] + ".*"))
     if tunnel:
         from seamless.launch.host import alive
 
@@ -254,6 +353,26 @@ def test_over_ssh(frontend, tmp_path, env, tunnel):
         assert not alive(connection["tunnel_pid"])
         with pytest.raises(OSError):  # the forward is gone with it
             socket.create_connection(("127.0.0.1", connection["port"]), timeout=2).close()
+
+
+def test_clients_tunnelling_at_once_share_one_tunnel(frontend, tmp_path, env):
+    work = ssh_cluster(tmp_path, True)
+    procs = [subprocess.Popen([tool("seamless-launch"), "hashserver", "--cluster", "front", "--project", "p"],
+                              cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert len({json.loads(out)["tunnel_pid"] for out, _ in outputs}) == 1
+    from seamless.launch.host import processes_of
+
+    key = json.loads(outputs[0][0])["key"]
+    assert len(processes_of(b"seamless.launch.tunnel\0" + sshd.ALIAS.encode() + b"\0" + key.encode())) == 1
+    launch(["stop", key], env)
+
+
+def test_a_service_on_the_frontends_loopback_needs_a_tunnel_or_an_address(frontend, tmp_path, env):
+    proc = launch([spec(tmp_path, key="hs-loopback", ssh_hostname=sshd.ALIAS)], env)
+    assert proc.returncode == 1 and b"listening on its loopback only" in proc.stderr
+    assert launch(["stop", "hs-loopback"], env).stdout == b"hs-loopback: stopped\n"
 
 
 def test_a_frontend_refusing_ssh_is_one_line(frontend, tmp_path, env):

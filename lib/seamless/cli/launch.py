@@ -122,17 +122,34 @@ def spec_from_file(path):
     if not workdir or any(not (c.isalnum() or c in "@_./~-") for c in workdir):
         raise UserError(f"{path}: workdir {workdir!r} must be a plain path (letters, digits, @ _ . / ~ -)")
     command = data["command"]
-    argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+    try:
+        if isinstance(command, str):
+            argv = shlex.split(command)
+        elif isinstance(command, list) and all(isinstance(a, (str, int, float)) for a in command):
+            argv = [str(a) for a in command]
+        else:
+            raise ValueError("must be a string or a list of arguments")
+    except ValueError as exc:
+        raise UserError(f"{path}: command: {exc}") from None
     argv = ["STATUS_FILE" if a == "{status_file}" else a for a in argv]
-    if "STATUS_FILE" not in argv:
+    if not any(a == "--status-file" and b == "STATUS_FILE" for a, b in zip(argv, argv[1:], strict=False)):
         raise UserError(f"{path}: the command must pass --status-file {{status_file}} to the service")
-    if not isinstance(data.get("tunnel", False), bool):
-        raise UserError(f"{path}: tunnel must be true or false")
-    from seamless.launch.host import HostError, check_key
+    for name, kind, what in (("tunnel", bool, "true or false"), ("parameters", dict, "a mapping"),
+                             ("handshake", str, "a path such as healthcheck"), ("conda", str, "an environment name"),
+                             ("tool", str, "a name"), ("hostname", str, "a host name"),
+                             ("ssh_hostname", str, "a host name or ssh alias")):
+        if data.get(name) is not None and not isinstance(data[name], kind):
+            raise UserError(f"{path}: {name} must be {what}")
+    from seamless.launch.executor import LaunchError, check_ssh_host
+    from seamless.launch.host import HostError, check_key, check_workdir
 
     try:
         check_key(str(data["key"]))
-    except HostError as exc:
+        check_workdir(workdir)
+        for name in ("hostname", "ssh_hostname"):
+            if data.get(name):
+                check_ssh_host(data[name])
+    except (HostError, LaunchError) as exc:
         raise UserError(f"{path}: {exc}") from None
     return {"key": str(data["key"]), "tool": data.get("tool") or argv[0], "workdir": workdir, "argv": argv,
             "hostname": data.get("hostname"), "ssh_hostname": data.get("ssh_hostname"),
@@ -152,7 +169,7 @@ def manage(argv):
         sub.add_parser(name, help=f"{name} services").add_argument("keys", nargs="+", metavar="KEY")
     logs = sub.add_parser("logs", help="print a service's log")
     logs.add_argument("key", metavar="KEY")
-    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    logs.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
     args = p.parse_args(argv)
     from seamless.launch import client, host
     from seamless.launch.executor import LaunchError
@@ -166,12 +183,22 @@ def manage(argv):
         for key in args.keys:
             host.check_key(key)
             ran = client.executor_of(key).call("stop" if args.command == "stop" else "rm", key)
-            client.drop_client(key)
+            client.drop_client(key) if args.command == "stop" else client.forget(key)
             state = {"stop": ("stopped", "not running"), "rm": ("removed", "not found")}[args.command]
             print(f"{key}: {state[0] if ran else state[1]}")
     except (LaunchError, host.HostError) as exc:
         raise UserError(str(exc)) from None
     return 0
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines (0 or more)")
+    return value
 
 
 def list_services(as_json):
@@ -180,10 +207,17 @@ def list_services(as_json):
     rows = {row["key"]: {**row, "where": "here"} for row in host.ps()}
     directory = os.path.join(host.launch_dir(), "client")
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
-        if name.endswith(".json"):
-            connection = client.read_client(name[:-5]) or {}
-            row = rows.setdefault(name[:-5], {"key": name[:-5], "status": "connected", "pid": None})
-            row.update(url=connection.get("url"), where=connection.get("ssh_hostname") or row.get("where", "here"))
+        key, suffix = os.path.splitext(name)
+        if suffix not in (".json", ".host") or not host.valid_key(key):
+            continue
+        row = rows.setdefault(key, {"key": key, "status": "remote", "pid": None})
+        if suffix == ".json":
+            connection = client.read_client(key) or {}
+            row.update(status="connected" if row["status"] == "remote" else row["status"], url=connection.get("url"),
+                       where=connection.get("ssh_hostname") or row.get("where", "here"))
+        elif row.get("where", "here") == "here" and row["status"] == "remote":
+            with open(os.path.join(directory, name)) as f:
+                row["where"] = f.read().strip()
     if rows and not as_json:
         print(f"{'KEY':<50} {'STATUS':<10} {'WHERE':<20} URL")
     for row in rows.values():

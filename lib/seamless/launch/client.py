@@ -4,12 +4,13 @@
 
 1. A recorded connection (client/<key>.json, 0600) whose handshake answers is reused.
 2. Otherwise the service host's status file is inspected: a live service that answers
-   its handshake is reused; one that is dead, silent, failed or stuck starting is
-   cleaned up.
-3. Otherwise the service is started (once), and waited for (bounded; on failure the
-   error carries the tail of its log).
-With tunnel: true the port is forwarded through `ssh -N -L`, watched by a small
-process that ends the tunnel when the service is gone.
+   its handshake is reused; one that is silent or stuck starting is stopped.
+3. Otherwise the service is started (once, even when clients race), and waited for
+   (bounded; on failure the error carries the tail of its log, and what was started
+   is stopped).
+With tunnel: true the ports are forwarded through `ssh -N -L`, watched by a small
+process that ends the tunnel when the service is gone. client/<key>.host remembers
+which frontend a key lives on, so stop, logs and rm find it later.
 """
 
 import json
@@ -26,14 +27,30 @@ from seamless.launch.executor import LaunchError, LocalExecutor, SshExecutor, ex
 START_TIMEOUT = 30.0
 STALE_STARTING = 30.0
 TUNNEL_TIMEOUT = 15.0
+TUNNEL_MARKER = b"seamless.launch.tunnel"
 
 
-def client_path(key):
-    return os.path.join(host.launch_dir(), "client", host.check_key(key) + ".json")
+def client_dir():
+    return host.private_dir(os.path.join(host.launch_dir(), "client"))
+
+
+def client_path(key, suffix=".json"):
+    return os.path.join(host.launch_dir(), "client", host.check_key(key) + suffix)
 
 
 def read_client(key):
-    return host.read_json(client_path(key))
+    """The recorded connection, or None (a file that is not one is removed)."""
+    connection = host.read_json(client_path(key))
+    if connection is not None and not _well_formed(connection):
+        drop_client(key, {})
+        return None
+    return connection
+
+
+def _well_formed(connection):
+    return (isinstance(connection.get("url"), str) and isinstance(connection.get("hostname"), str)
+            and host.valid_port(connection.get("port"))
+            and isinstance(connection.get("ssh_hostname", ""), str))
 
 
 def ensure(spec):
@@ -45,6 +62,7 @@ def ensure(spec):
     if client:
         drop_client(key, client)
     executor = executor_for(spec)
+    remember_host(key, executor)
     status = executor.call("inspect", key)
     if status and _usable(executor, status, key, handshake):
         return _connect(spec, status, executor, handshake)
@@ -54,8 +72,13 @@ def ensure(spec):
     if status and status.get("alive"):
         executor.call("stop", key, status.get("pid"))  # silent, or stuck starting
     # start replaces a dead status, or returns the one another client started meanwhile
-    executor.call("start", _portable(spec) if isinstance(executor, SshExecutor) else spec)
-    status = _wait(executor, spec, handshake)
+    started = executor.call("start", _portable(spec) if isinstance(executor, SshExecutor) else spec)
+    try:
+        status = _wait(executor, spec, handshake)
+    except (LaunchError, KeyboardInterrupt):
+        if started.get("started"):
+            executor.call("stop", key, started.get("pid"))  # nothing half-started stays behind
+        raise
     return _connect(spec, status, executor, handshake)
 
 
@@ -65,7 +88,7 @@ def _portable(spec):
 
 
 def _usable(executor, status, key, handshake):
-    return (status.get("status") == "running" and status.get("alive")
+    return (status.get("status") == "running" and status.get("alive") and host.valid_port(status.get("port"))
             and executor.call("handshake", key, handshake))
 
 
@@ -73,12 +96,13 @@ def _wait(executor, spec, handshake):
     key = spec["key"]
     pause = 0.05 if isinstance(executor, LocalExecutor) else 0.3
     deadline = time.monotonic() + START_TIMEOUT
+    status = {}
     while time.monotonic() < deadline:
         status = executor.call("inspect", key) or {}
         state = status.get("status")
-        if state == "running" and executor.call("handshake", key, handshake):
+        if state == "running" and host.valid_port(status.get("port")) and executor.call("handshake", key, handshake):
             return status
-        if state in ("failed", "stale") or (status and not status.get("alive")):
+        if state in ("failed", "stale", "stopped") or (status and not status.get("alive")):
             break
         time.sleep(pause)
     try:
@@ -86,7 +110,7 @@ def _wait(executor, spec, handshake):
     except LaunchError:
         tail = ""
     raise LaunchError(f"{spec.get('tool') or key} did not start on {executor.where}: "
-                      f"{tail or 'no output'} (log: {status.get('log', '?') if status else '?'})")
+                      f"{tail or 'no output'} (log: {status.get('log', '?')})")
 
 
 def _connect(spec, status, executor, handshake):
@@ -95,26 +119,66 @@ def _connect(spec, status, executor, handshake):
     tunnel, each port forwarded to a local one and the originals as tunneled-*)."""
     key = spec["key"]
     ports = {name: value for name, value in status.items()
-             if (name == "port" or name.endswith(("_port", "-port"))) and isinstance(value, int)}
-    connection = {"key": key, "tool": spec.get("tool"), **ports, "parameters": status.get("parameters") or {}}
-    if executor.ssh_host:
-        connection["ssh_hostname"] = executor.ssh_host
-    if spec.get("tunnel") and executor.ssh_host:
+             if (name == "port" or name.endswith(("_port", "-port"))) and host.valid_port(value)}
+    parameters = status.get("parameters")
+    connection = {"key": key, "tool": spec.get("tool"), **ports,
+                  "parameters": parameters if isinstance(parameters, dict) else {}}
+    if not executor.ssh_host:
+        connection["hostname"] = host.reachable(status.get("network_interface"))
+        return _record(connection, handshake, executor)
+    connection["ssh_hostname"] = executor.ssh_host
+    if not spec.get("tunnel"):
+        connection["hostname"] = _frontend_address(spec, status, executor)
+        return _record(connection, handshake, executor)
+    import fcntl
+
+    # one tunnel per service, however many clients connect at once
+    with open(os.open(os.path.join(client_dir(), key + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = read_client(key)
+        if current and host.answers(f"{current['url']}/{handshake}"):
+            return current
         target = host.reachable(status.get("network_interface"))
         local, tunnel_pid = start_tunnel(executor, target, ports, key, handshake)
         connection.update(local, hostname="127.0.0.1", tunnel_pid=tunnel_pid, **{"tunneled-host": target})
         connection.update({f"tunneled-{name}": port for name, port in ports.items()})
-    else:
-        connection["hostname"] = host.reachable(spec.get("hostname") or status.get("network_interface"))
-    connection["url"] = f"http://{connection['hostname']}:{connection['port']}"
+        return _record(connection, handshake, executor)
+
+
+def _frontend_address(spec, status, executor):
+    """Where to dial a service on a frontend without a tunnel: the frontend's hostname,
+    else the address the service listens on, if that is not the frontend's loopback."""
+    interface = status.get("network_interface")
+    if spec.get("hostname"):
+        return spec["hostname"]
+    if host.reachable(interface) != "127.0.0.1":
+        return interface
+    raise LaunchError(f"{spec['key']} runs on {executor.where}, listening on its loopback only; "
+                      "set the frontend's hostname and network_interface, or use tunnel: true")
+
+
+def _record(connection, handshake, executor):
+    host_ = connection["hostname"]
+    connection["url"] = f"http://[{host_}]:{connection['port']}" if ":" in host_ else \
+        f"http://{host_}:{connection['port']}"
     if not host.answers(f"{connection['url']}/{handshake}", timeout=10):
         stop_tunnel(connection)
-        raise LaunchError(f"{key} runs on {executor.where} (port {status['port']}) but does not answer from here "
-                          f"at {connection['url']}; use tunnel: true, or a hostname this machine can reach")
-    path = client_path(key)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write(path, json.dumps(connection, indent=2) + "\n", mode=0o600)
+        port = connection.get("tunneled-port", connection["port"])
+        raise LaunchError(f"{connection['key']} runs on {executor.where} (port {port}) but does not answer "
+                          f"from here at {connection['url']}; use tunnel: true, or a hostname this machine can reach")
+    atomic_write(os.path.join(client_dir(), connection["key"] + ".json"), json.dumps(connection, indent=2) + "\n",
+                 mode=0o600)
     return connection
+
+
+def remember_host(key, executor):
+    """Note which frontend runs `key` (before anything is started there)."""
+    path = client_path(key, ".host")
+    if executor.ssh_host:
+        client_dir()
+        atomic_write(path, executor.ssh_host + "\n", mode=0o600)
+    elif os.path.exists(path):
+        os.unlink(path)
 
 
 # --- tunnels ------------------------------------------------------------------------------
@@ -146,16 +210,14 @@ def _free_port():
 
 
 def stop_tunnel(connection):
+    """End the tunnel of a connection (only if its pid still is a tunnel)."""
     pid = connection.get("tunnel_pid")
-    if pid and host.alive(pid):
-        try:
-            os.killpg(int(pid), 15)
-        except OSError:
-            pass
+    if host.runs(pid, TUNNEL_MARKER):
+        host.terminate([pid], grace=2.0)
 
 
 def drop_client(key, connection=None):
-    connection = connection or read_client(key)
+    connection = read_client(key) if connection is None else connection
     if connection:
         stop_tunnel(connection)
     try:
@@ -164,9 +226,24 @@ def drop_client(key, connection=None):
         pass
 
 
+def forget(key):
+    """After rm: nothing about `key` is left on this side either."""
+    drop_client(key)
+    for suffix in (".host", ".lock"):
+        try:
+            os.unlink(client_path(key, suffix))
+        except FileNotFoundError:
+            pass
+
+
 def executor_of(key):
-    """Where a known service runs: from its client file, else this machine."""
+    """Where a known service runs: its client file, else the recorded frontend, else here."""
     connection = read_client(key)
-    if connection and connection.get("ssh_hostname"):
-        return SshExecutor(connection["ssh_hostname"])
-    return LocalExecutor()
+    ssh_host = connection.get("ssh_hostname") if connection else None
+    if not ssh_host:
+        try:
+            with open(client_path(key, ".host")) as f:
+                ssh_host = f.read().strip()
+        except OSError:
+            pass
+    return SshExecutor(ssh_host) if ssh_host else LocalExecutor()

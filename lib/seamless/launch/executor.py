@@ -31,14 +31,40 @@ class LocalExecutor:
             raise LaunchError(str(exc)) from None
 
 
+SSH_HOST_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@:[]")
+
+
+def check_ssh_host(ssh_host):
+    """A host name, address, user@host or ~/.ssh/config alias; never an ssh option."""
+    if not isinstance(ssh_host, str) or not ssh_host or ssh_host.startswith("-") or not set(ssh_host) <= SSH_HOST_CHARS:
+        raise LaunchError(f"invalid ssh host {ssh_host!r}: a host name, address, user@host or ~/.ssh/config alias")
+    return ssh_host
+
+
+def control_dir():
+    """Where the shared ssh connections' sockets live: a directory only this user can
+    use (in a shared /tmp, another user must not be able to plant a socket)."""
+    import stat
+
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    path = os.path.join(base, f"seamless-ssh-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise LaunchError(f"{path} is not a private directory of this user; remove it and try again")
+    return path
+
+
 class SshExecutor:
     def __init__(self, ssh_host):
-        self.ssh_host = ssh_host
+        self.ssh_host = check_ssh_host(ssh_host)
         self.where = ssh_host
-        control_dir = os.path.join(tempfile.gettempdir(), f"seamless-ssh-{os.getuid()}")
-        os.makedirs(control_dir, mode=0o700, exist_ok=True)
+        control = control_dir()
         self.options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
-        self.multiplex = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=20"]
+        self.multiplex = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C", "-o", "ControlPersist=20"]
         self.remote = shlex.split(os.environ.get("SEAMLESS_LAUNCH_REMOTE", "seamless-launch"))
 
     def ssh_argv(self, *extra, multiplex=True):

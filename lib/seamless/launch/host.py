@@ -1,11 +1,16 @@
 """What the launcher does on the host where a service runs.
 
 State lives in ~/.seamless/launch (or $SEAMLESS_LAUNCH_DIR) on that host:
-  server/<key>.json  the status file: status starting -> running | failed (-> stale),
-                     port (and *_port), pid, uid, command, workdir, log, parameters
+  server/<key>.json  the status file: status starting -> running | failed (-> stopped
+                     | stale), port (and *_port), pid, uid, command, workdir, log, parameters
   server/<key>.log   the service's output
+  server/<key>.lock  taken while a service is started, so it is started once
 These functions run locally for local services, and through `seamless-launch _host`
 over ssh for services on a frontend; they print JSON so the client can read them.
+
+A pid from a file is never trusted alone: a service is the process whose command line
+holds its status file's path (every service gets `--status-file PATH`), so a reused
+pid, or one planted in the file, is never signalled.
 """
 
 import json
@@ -30,8 +35,12 @@ def launch_dir():
     return os.environ.get("SEAMLESS_LAUNCH_DIR") or os.path.join(os.path.expanduser("~"), ".seamless", "launch")
 
 
+def valid_key(key) -> bool:
+    return isinstance(key, str) and bool(key) and set(key) <= KEY_CHARS and not key.startswith(".")
+
+
 def check_key(key):
-    if not key or not set(key) <= KEY_CHARS or key.startswith("."):
+    if not valid_key(key):
         raise HostError(f"invalid service key {key!r}: letters, digits, '.', '_' and '-' only")
     return key
 
@@ -44,6 +53,16 @@ def log_path(key):
     return os.path.join(launch_dir(), "server", check_key(key) + ".log")
 
 
+def lock_path(key):
+    return os.path.join(launch_dir(), "server", check_key(key) + ".lock")
+
+
+def private_dir(path):
+    """Create a directory (and its parents) readable by this user only."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
 def read_json(path):
     try:
         with open(path) as f:
@@ -53,14 +72,74 @@ def read_json(path):
         return None
 
 
+def valid_pid(pid) -> bool:
+    """A pid that may be signalled: never 0, -1 (everything) or 1 (init)."""
+    return type(pid) is int and pid > 1
+
+
 def alive(pid) -> bool:
+    if not valid_pid(pid):
+        return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (OSError, ValueError, TypeError):
-        return isinstance(pid, int)  # EPERM: exists, not ours
-    return not zombie(int(pid))
+    except OSError:
+        return True  # EPERM: exists, not ours
+    return not zombie(pid)
+
+
+def service_marker(status_file) -> bytes:
+    """What a service's command line holds: the arguments `--status-file PATH`."""
+    return b"--status-file\0" + os.fsencode(status_file) + b"\0"
+
+
+def runs(pid, marker: bytes) -> bool:
+    """Is pid alive and the process we mean: its command line holds `marker`?
+    (Without /proc, as on macOS, a live pid is trusted.)"""
+    if not alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return marker in f.read()
+    except OSError:
+        return not os.path.isdir("/proc/self")
+
+
+def processes_of(marker: bytes):
+    """Every live process whose command line holds `marker` (orphaned copies too)."""
+    if not os.path.isdir("/proc/self"):
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if marker in f.read() and not zombie(int(name)):
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def terminate(pids, grace=5.0):
+    """SIGTERM each (its whole process group when it leads one), SIGKILL after grace."""
+    pids = [pid for pid in pids if valid_pid(pid)]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
+        for pid in pids:
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+            time.sleep(0.05)
+        pids = [pid for pid in pids if alive(pid)]
+        if not pids:
+            return
 
 
 def zombie(pid) -> bool:
@@ -100,7 +179,7 @@ def inspect(key):
         data["age"] = time.time() - os.stat(path).st_mtime
     except OSError:
         return None
-    data["alive"] = alive(data.get("pid"))
+    data["alive"] = runs(data.get("pid"), service_marker(path))
     return data
 
 
@@ -108,9 +187,13 @@ def handshake(key, path="healthcheck"):
     """Does the service answer its handshake, asked from its own host?"""
     data = read_json(status_path(key)) or {}
     port = data.get("port")
-    if not port:
+    if not valid_port(port):
         return False
     return answers(f"http://{reachable(data.get('network_interface'))}:{port}/{path}")
+
+
+def valid_port(port) -> bool:
+    return type(port) is int and 0 < port < 65536
 
 
 def reachable(interface):
@@ -119,30 +202,32 @@ def reachable(interface):
 
 
 def start(spec):
-    """Spawn the service (detached) and write its `starting` status; return the status.
-    Two clients starting the same key at once start it once: the second gets the first's
-    status (under a lock, a live one is never replaced)."""
+    """Spawn the service (detached) and write its `starting` status; return the status,
+    with "started": true. Two clients starting the same key at once start it once: the
+    second gets the first's status (under the lock a live service is never replaced,
+    and stray copies of a dead one are stopped first)."""
     import fcntl
 
     key = check_key(spec["key"])
-    workdir = os.path.expanduser(spec["workdir"])
-    os.makedirs(workdir, exist_ok=True)
-    os.makedirs(os.path.join(launch_dir(), "server"), exist_ok=True)
+    workdir = check_workdir(spec["workdir"])
     status_file = status_path(key)
     argv = [status_file if a == "STATUS_FILE" else os.path.expanduser(a) if a.startswith("~/") else a
             for a in spec["argv"]]
-    argv[0] = _program(argv[0])
-    host = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--host"), "127.0.0.1")
     conda = spec.get("conda")
+    argv[0] = _program(argv[0], must_exist=not conda)
+    host = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--host"), "127.0.0.1")
     command = _conda_wrap(conda, argv) if conda else argv
-    with open(status_file[:-len(".json")] + ".lock", "w") as lock:  # server/<key>.lock
+    private_dir(os.path.join(launch_dir(), "server"))
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.open(lock_path(key), os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         current = inspect(key)
         if current and current["alive"] and current.get("status") in ("starting", "running"):
             return current
-        if current:
+        terminate(processes_of(service_marker(status_file)))  # copies the file no longer names (a corrupt or replaced file)
+        if os.path.exists(status_file):
             os.unlink(status_file)
-        with open(log_path(key), "wb") as log:
+        with open(os.open(log_path(key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:
             try:
                 proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
@@ -152,15 +237,29 @@ def start(spec):
                   "command": shlex.join(argv), "workdir": workdir, "log": log_path(key), "network_interface": host,
                   "parameters": spec.get("parameters") or {}}
         atomic_write(status_file, json.dumps(status, indent=2) + "\n", mode=0o600)
-    return status
+    return {**status, "started": True}
 
 
-def _program(name):
+def check_workdir(workdir):
+    """An absolute path (after ~ expansion) without '..': a service never lands elsewhere."""
+    expanded = os.path.expanduser(str(workdir))
+    if not os.path.isabs(expanded) or ".." in expanded.split(os.sep):
+        raise HostError(f"workdir {workdir!r} must be an absolute path (or start with ~/) without '..'")
+    return expanded
+
+
+def _program(name, must_exist=True):
     """A bare program name, found on PATH or next to this tool (a venv's bin)."""
-    if os.sep in name or shutil.which(name):
-        return name
-    beside = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), name)
-    return beside if os.access(beside, os.X_OK) else name
+    if os.sep in name:
+        found = name if os.access(name, os.X_OK) else None
+    else:
+        found = shutil.which(name)
+        beside = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), name)
+        if not found and os.access(beside, os.X_OK):
+            found = beside
+    if not found and must_exist:
+        raise HostError(f"cannot start {name}: not found on this host (is seamless installed there?)")
+    return found or name
 
 
 def _conda_wrap(env, argv):
@@ -178,44 +277,34 @@ def _conda_wrap(env, argv):
 
 
 def stop(key, only_pid=None, grace=5.0):
-    """SIGTERM, then SIGKILL after `grace`; the status becomes stale. True if it ran.
-    With only_pid, only that process: a service someone just started instead is spared."""
+    """Stop the service (and any stray copy of it); the status becomes stale. True if
+    one ran. With only_pid, only that process: a service someone just started instead
+    is spared."""
     path = status_path(key)
     data = read_json(path)
-    if data is None:
-        return False
-    pid = data.get("pid")
-    if only_pid not in (None, "None") and str(pid) != str(only_pid):
-        return False
-    ran = alive(pid)
-    if ran:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
-            try:
-                os.kill(int(pid), sig)
-            except OSError:
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and alive(pid):
-                time.sleep(0.05)
-            if not alive(pid):
-                break
-    data["status"] = "stale"
-    atomic_write(path, json.dumps(data, indent=2) + "\n", mode=0o600)
-    return ran
+    pid = data.get("pid") if data else None
+    marker = service_marker(path)
+    if only_pid not in (None, "None"):
+        if str(pid) != str(only_pid) or not runs(pid, marker):
+            return False
+        pids = [pid]
+    else:
+        pids = sorted(set(processes_of(marker)) | ({pid} if runs(pid, marker) else set()))
+    terminate(pids, grace)
+    if data is not None:
+        data["status"] = "stale"
+        atomic_write(path, json.dumps(data, indent=2) + "\n", mode=0o600)
+    return bool(pids)
 
 
 def remove(key):
     """Delete the status file and log (stopping the service first)."""
     stop(key)
     found = False
-    for path in (status_path(key), log_path(key)):
+    for path in (status_path(key), log_path(key), lock_path(key)):
         if os.path.exists(path):
             os.unlink(path)
-            found = True
-    try:
-        os.unlink(status_path(key)[:-len(".json")] + ".lock")
-    except FileNotFoundError:
-        pass
+            found = found or path != lock_path(key)
     return found
 
 
@@ -226,7 +315,7 @@ def logs(key, tail=None):
     except OSError:
         raise HostError(f"{key}: no log (never launched here, or removed)") from None
     if tail is not None:
-        text = "".join(text.splitlines(keepends=True)[-tail:])
+        text = "".join(text.splitlines(keepends=True)[-tail:]) if int(tail) > 0 else ""
     return text
 
 
@@ -237,21 +326,19 @@ def ps():
     if not os.path.isdir(directory):
         return rows
     for name in sorted(os.listdir(directory)):
-        if not name.endswith(".json"):
-            continue
-        data = inspect(name[:-5])
+        key = name[:-5]
+        if not name.endswith(".json") or not valid_key(key):
+            continue  # not ours (a copy made by hand, an editor's backup)
+        data = inspect(key)
         if data is None:
+            rows.append({"key": key, "status": "unreadable", "pid": None, "port": None, "alive": False})
             continue
         status = data.get("status")
-        if status == "running" and not data["alive"]:
-            status = "stale"  # exited (idle timeout, kill): the next launch starts it again
-        rows.append({"key": name[:-5], "status": status, "pid": data.get("pid"), "port": data.get("port"),
+        if status in ("running", "starting") and not data["alive"]:
+            status = "stale"  # exited (killed, crashed): the next launch starts it again
+        rows.append({"key": key, "status": status, "pid": data.get("pid"), "port": data.get("port"),
                      "tool": data.get("tool"), "workdir": data.get("workdir"), "alive": data["alive"]})
     return rows
-
-
-def alive_op(pid):
-    return alive(int(pid))
 
 
 # the operations a client may ask of a service host (locally, or over ssh as
@@ -264,5 +351,4 @@ OPS = {
     "rm": remove,
     "logs": logs,
     "ps": ps,
-    "alive": alive_op,
 }

@@ -46,3 +46,15 @@ def write_status(path, base: dict, **fields) -> dict:
     data = {**base, **fields}
     atomic_write(path, json.dumps(data, indent=2) + "\n", mode=0o600)
     return data
+
+
+def write_final_status(path, base: dict, **fields):
+    """The exiting service's last word, unless the file now belongs to a newer copy."""
+    try:
+        with open(path) as f:
+            current = json.load(f)
+        if isinstance(current, dict) and current.get("pid") not in (None, os.getpid()):
+            return None
+    except (OSError, ValueError):
+        pass
+    return write_status(path, base, **fields)

@@ -24,7 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from seamless.cli import UserError, debug_enabled
-from seamless.launch.status import StatusFileError, wait_for_status_file, write_status
+from seamless.launch.status import StatusFileError, wait_for_status_file, write_final_status, write_status
 
 MAX_LINE = 65536
 MAX_HEADERS = 100
@@ -482,5 +482,5 @@ def serve(server: Server, args, describe: str, start=None):
     finally:
         server.server_close()
         if args.status_file:  # say so, so that the next launch need not probe a dead port
-            write_status(args.status_file, base, port=port, pid=os.getpid(), status="stopped")
+            write_final_status(args.status_file, base, port=port, pid=os.getpid(), status="stopped")
     return stop["code"]
