@@ -74,8 +74,9 @@ def test_launch_then_reuse(tmp_path, env):
 def test_clients_launching_at_once_start_one_service(tmp_path, env):
     procs = [subprocess.Popen([tool("seamless-launch"), spec(tmp_path)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for _ in range(4)]
-    ports = {json.loads(p.communicate(timeout=60)[0])["port"] for p in procs}
-    assert len(ports) == 1
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert len({json.loads(out)["port"] for out, _ in outputs}) == 1
     status_file = str(tmp_path / "launch" / "server" / "hs-test.json")
     services = []
     for pid in filter(str.isdigit, os.listdir("/proc")):

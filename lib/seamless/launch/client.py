@@ -26,6 +26,7 @@ from seamless.launch.executor import LaunchError, LocalExecutor, SshExecutor, ex
 
 START_TIMEOUT = 30.0
 STALE_STARTING = 30.0
+SILENT_RUNNING = 10.0  # a live service that does not answer for this long is stopped
 TUNNEL_TIMEOUT = 15.0
 TUNNEL_MARKER = b"seamless.launch.tunnel"
 
@@ -64,12 +65,16 @@ def ensure(spec):
     executor = executor_for(spec)
     remember_host(key, executor)
     status = executor.call("inspect", key)
-    if status and _usable(executor, status, key, handshake):
-        return _connect(spec, status, executor, handshake)
-    if status and status.get("status") == "starting" and status.get("alive") and status.get("age", 0) < STALE_STARTING:
-        status = _wait(executor, spec, handshake)  # someone else is starting it: wait for them
-        return _connect(spec, status, executor, handshake)
-    if status and status.get("alive"):
+    if status and status.get("alive") and status.get("status") in ("starting", "running"):
+        if _usable(executor, status, key, handshake):
+            return _connect(spec, status, executor, handshake)
+        # someone else is starting it, or it is busy: give it time before calling it silent
+        patience = SILENT_RUNNING if status["status"] == "running" else STALE_STARTING - status.get("age", 0)
+        if patience > 0:
+            try:
+                return _connect(spec, _wait(executor, spec, handshake, patience), executor, handshake)
+            except LaunchError:
+                pass
         executor.call("stop", key, status.get("pid"))  # silent, or stuck starting
     # start replaces a dead status, or returns the one another client started meanwhile
     started = executor.call("start", _portable(spec) if isinstance(executor, SshExecutor) else spec)
@@ -92,10 +97,10 @@ def _usable(executor, status, key, handshake):
             and executor.call("handshake", key, handshake))
 
 
-def _wait(executor, spec, handshake):
+def _wait(executor, spec, handshake, timeout=None):
     key = spec["key"]
     pause = 0.05 if isinstance(executor, LocalExecutor) else 0.3
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + (timeout or START_TIMEOUT)
     status = {}
     while time.monotonic() < deadline:
         status = executor.call("inspect", key) or {}
