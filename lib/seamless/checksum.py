@@ -220,6 +220,8 @@ def serialize(value, celltype: str) -> bytes:
             return bytes(value)
         return _npy_bytes(value)
     if celltype == "mixed":
+        if isinstance(value, (bytes, bytearray)):
+            return _npy_bytes_scalar(bytes(value))
         if _is_numpy_array(value):
             return _npy_bytes(value)
         return (mixed_dumps(value) + "\n").encode()
@@ -234,7 +236,10 @@ def deserialize(buffer: bytes, celltype: str):
         celltype = "plain"
     if celltype in TEXT_CELLTYPES:
         return buffer.decode().rstrip("\n")
-    if celltype in ("plain", "str", "int", "float", "bool", "checksum"):
+    if celltype == "str":
+        value = json.loads(buffer)
+        return value if isinstance(value, str) else str(value)  # upstream coerces: true -> "True"
+    if celltype in ("plain", "int", "float", "bool", "checksum"):
         return json.loads(buffer)
     if celltype in ("bytes", "binary"):
         if celltype == "binary" and buffer.startswith(b"\x93NUMPY"):
@@ -242,7 +247,8 @@ def deserialize(buffer: bytes, celltype: str):
         return bytes(buffer)
     if celltype == "mixed":
         if buffer.startswith(b"\x93NUMPY"):
-            return _npy_load(buffer)
+            scalar = _npy_bytes_scalar_value(buffer)
+            return scalar if scalar is not None else _npy_load(buffer)
         if buffer.startswith(b"\x94SEAMLESS-MIXED"):
             raise ValueError("mixed buffers with embedded arrays are not supported")
         return json.loads(buffer)
@@ -263,6 +269,29 @@ def _npy_bytes(value) -> bytes:
     f = io.BytesIO()
     np.save(f, np.asarray(value), allow_pickle=False)
     return f.getvalue()
+
+
+_NPY_HEADER = "{'descr': '|S%d', 'fortran_order': False, 'shape': (), }"
+
+
+def _npy_bytes_scalar(data: bytes) -> bytes:
+    """bytes under mixed: a 0-d numpy bytes scalar in .npy format, as numpy writes it
+    (built here, so no numpy is needed)."""
+    header = _NPY_HEADER % max(len(data), 1)
+    total = 10 + len(header) + 1
+    header += " " * (-total % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + data.ljust(1, b"\0")
+
+
+def _npy_bytes_scalar_value(buffer: bytes):
+    """The bytes in a 0-d |S .npy buffer, or None if it is another array."""
+    if buffer[6:8] != b"\x01\x00":
+        return None
+    size = int.from_bytes(buffer[8:10], "little")
+    header = buffer[10:10 + size].decode("latin-1").strip()
+    if not (header.startswith("{'descr': '|S") and header.endswith("'shape': (), }")):
+        return None
+    return buffer[10 + size:].rstrip(b"\0")
 
 
 def _npy_load(buffer: bytes):

@@ -1,0 +1,116 @@
+"""Where the Python API finds and keeps buffers and results.
+
+In memory, always: transformation -> result checksum (successes only) and a bounded
+buffer cache (least recently used buffers go first; $SEAMLESS_BUFFER_CACHE_MB, default
+512). Persistent, once seamless.config.init() (or set_remote_clients) chose stores:
+the same buffer stores and result database seamless-run uses, read after memory and
+written after every execution.
+"""
+
+import os
+import threading
+from collections import OrderedDict
+
+
+def _cap_bytes():
+    try:
+        return int(float(os.environ.get("SEAMLESS_BUFFER_CACHE_MB", "512")) * 1024 * 1024)
+    except ValueError:
+        return 512 * 1024 * 1024
+
+
+class Cache:
+    def __init__(self):
+        self.results = {}
+        self.buffers = OrderedDict()
+        self.size = 0
+        self.cap = _cap_bytes()
+        self.lock = threading.Lock()
+
+    # --- the persistent stores, when a configuration is in force ------------------------
+
+    @staticmethod
+    def stores():
+        import seamless.config as config
+
+        state = config._state
+        if not state["initialized"]:
+            return None
+        return state["stores"] if state["stores"] is not None else config.stores()
+
+    # --- buffers -------------------------------------------------------------------------
+
+    def get_buffer(self, cs):
+        with self.lock:
+            data = self.buffers.get(cs)
+            if data is not None:
+                self.buffers.move_to_end(cs)
+                return data
+        stores = self.stores()
+        data = stores.get_buffer(cs) if stores is not None else None
+        if data is not None:
+            self.keep(cs, data)
+        return data
+
+    def has_buffer(self, cs) -> bool:
+        with self.lock:
+            if cs in self.buffers:
+                return True
+        stores = self.stores()
+        return stores is not None and stores.has_buffer(cs)
+
+    def keep(self, cs, data):
+        """Remember a buffer in memory only."""
+        if len(data) > self.cap:
+            return
+        with self.lock:
+            if cs in self.buffers:
+                self.buffers.move_to_end(cs)
+                return
+            self.buffers[cs] = data
+            self.size += len(data)
+            while self.size > self.cap:
+                _, old = self.buffers.popitem(last=False)
+                self.size -= len(old)
+
+    def forget_buffer(self, cs):
+        with self.lock:
+            data = self.buffers.pop(cs, None)
+            if data is not None:
+                self.size -= len(data)
+
+    # --- results -------------------------------------------------------------------------
+
+    def get_result(self, tf):
+        """The result checksum of a transformation whose result buffer can be had, or None."""
+        result = self.results.get(tf)
+        if result is not None and self.has_buffer(result):
+            return result
+        stores = self.stores()
+        if stores is None:
+            return None
+        result = stores.get_transformation(tf)
+        if result is not None and self.has_buffer(result):
+            self.results[tf] = result
+            return result
+        return None
+
+    def known_result(self, tf):
+        """The result checksum recorded for a transformation (its buffer may be gone)."""
+        result = self.results.get(tf)
+        if result is None:
+            stores = self.stores()
+            result = stores.get_transformation(tf) if stores is not None else None
+        return result
+
+    def set_result(self, tf, result):
+        self.results[tf] = result
+
+    def clear(self):
+        with self.lock:
+            self.results.clear()
+            self.buffers.clear()
+            self.size = 0
+
+
+cache = Cache()

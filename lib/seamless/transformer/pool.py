@@ -1,0 +1,282 @@
+"""The spawn pool: worker processes that run transformations for this process.
+
+Each worker (`python -m seamless.transformer.worker`) runs up to THROTTLE jobs at once
+($SEAMLESS_WORKER_TRANSFORMATION_THROTTLE, default 3); a job goes to the least loaded
+worker with a free slot, or waits. A job carries the transformation dict and the
+buffers it needs; the result comes back as a buffer (large ones through shared
+memory, never pickled). When a worker dies its jobs go to the others (at most 3 x the
+pool size attempts per job) and a new worker takes its place. Canceling a running job
+kills its worker, which frees the slot. A worker's nested transformations are offered
+to the parent: answered from the cache, run on a free worker, or refused (and then
+run inside the worker itself), so nesting cannot deadlock.
+"""
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+
+from seamless.transformer import wire
+from seamless.transformer.cache import cache
+from seamless.transformer.transformation import TransformationError
+
+
+def _throttle():
+    try:
+        return max(1, int(os.environ.get("SEAMLESS_WORKER_TRANSFORMATION_THROTTLE", "3")))
+    except ValueError:
+        return 3
+
+
+class Job:
+    def __init__(self, pool, transformation, buffers, tf):
+        self.pool = pool
+        self.transformation = transformation
+        self.buffers = buffers
+        self.tf = tf
+        self.done = threading.Event()
+        self.result = None
+        self.error = None
+        self.worker = None
+        self.attempts = 0
+        self.canceled = False
+        self.on_done = None
+
+    def finish(self, result=None, error=None):
+        self.result, self.error = result, error
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done(self)
+
+    def cancel(self):
+        self.pool.cancel(self)
+
+
+class Worker:
+    def __init__(self, pool, number):
+        self.pool = pool
+        self.number = number
+        self.jobs = {}
+        parent_end, child_end = socket.socketpair()
+        env = dict(os.environ)
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        env["SEAMLESS_POOL_DIR"] = pool.spill
+        self.proc = subprocess.Popen([sys.executable, "-m", "seamless.transformer.worker", str(child_end.fileno())],
+                                     pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL)
+        child_end.close()
+        self.channel = wire.Channel(parent_end, pool.spill)
+        self.alive = True
+        threading.Thread(target=self._read, daemon=True, name=f"seamless-worker-{number}").start()
+
+    @property
+    def load(self):
+        return len(self.jobs)
+
+    def send_job(self, job_id, job):
+        buffers = list(job.buffers.items())
+        self.channel.send({"op": "run", "id": job_id, "transformation": job.transformation,
+                           "buffers": [cs for cs, _ in buffers]}, [data for _, data in buffers])
+
+    def _read(self):
+        while True:
+            message = self.channel.receive()
+            if message is None:
+                break
+            header, buffers = message
+            op = header.get("op")
+            if op == "result":
+                self.pool.finished(self, header, buffers)
+            elif op == "submit":
+                threading.Thread(target=self.pool.nested, args=(self, header, buffers), daemon=True).start()
+        self.pool.died(self)
+
+    def kill(self):
+        self.alive = False
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+
+
+class Pool:
+    def __init__(self, size):
+        self.size = max(1, int(size))
+        self.throttle = _throttle()
+        self.spill = wire.shared_dir()
+        self.lock = threading.Condition()
+        self.waiting = deque()
+        self.ids = itertools.count(1)
+        self.closing = False
+        self.numbers = itertools.count()
+        self.workers = [Worker(self, next(self.numbers)) for _ in range(self.size)]
+
+    # --- running ------------------------------------------------------------------------
+
+    def run(self, t) -> bytes:
+        """Run a Transformation in a worker; its result buffer (raises TransformationError)."""
+        job = Job(self, t._transformation, _needed_buffers(t), t._tf.hex())
+        t._job = job
+        try:
+            self.submit(job)
+            job.done.wait()
+        finally:
+            t._job = None
+        if job.canceled:
+            raise TransformationError("Transformation was canceled")
+        if job.error is not None:
+            raise TransformationError(job.error)
+        return job.result
+
+    def submit(self, job, only_if_free=False) -> bool:
+        with self.lock:
+            if self.closing:
+                raise TransformationError("the worker pool has been closed")
+            worker = self._free_worker()
+            if worker is None:
+                if only_if_free:
+                    return False
+                self.waiting.append(job)
+                return True
+            self._assign(worker, job)
+        return True
+
+    def _free_worker(self):
+        free = [w for w in self.workers if w.alive and w.load < self.throttle]
+        return min(free, key=lambda w: w.load) if free else None
+
+    def _assign(self, worker, job):
+        job_id = next(self.ids)
+        job.worker = worker
+        job.attempts += 1
+        worker.jobs[job_id] = job
+        try:
+            worker.send_job(job_id, job)
+        except OSError:
+            pass  # the worker is gone: its reader requeues the job
+
+    def _dispatch_waiting(self):
+        while self.waiting:
+            worker = self._free_worker()
+            if worker is None:
+                return
+            job = self.waiting.popleft()
+            if not job.canceled:
+                self._assign(worker, job)
+
+    # --- from the workers ---------------------------------------------------------------
+
+    def finished(self, worker, header, buffers):
+        with self.lock:
+            job = worker.jobs.pop(header.get("id"), None)
+            self._dispatch_waiting()
+        if job is None or job.canceled:
+            return
+        if header.get("ok"):
+            job.finish(result=buffers[0])
+        else:
+            job.finish(error=header.get("error") or "the worker reported a failure")
+
+    def died(self, worker):
+        with self.lock:
+            worker.alive = False
+            orphans = list(worker.jobs.values())
+            worker.jobs.clear()
+            if worker in self.workers:
+                self.workers.remove(worker)
+            if not self.closing:
+                self.workers.append(Worker(self, next(self.numbers)))
+            for job in orphans:
+                if job.canceled:
+                    continue
+                if job.attempts >= 3 * self.size:
+                    job.finish(error=f"the worker running it died {job.attempts} times "
+                                     f"(exit status {worker.proc.poll()}); giving up")
+                elif not self.closing:
+                    self.waiting.appendleft(job)
+                else:
+                    job.finish(error="the worker pool was closed")
+            self._dispatch_waiting()
+        worker.channel.close()
+        try:
+            worker.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def nested(self, worker, header, buffers):
+        """A worker's transformation wants another one computed."""
+        request = header["id"]
+        tf = header["tf"]
+        result = cache.get_result(tf)
+        if result is not None:
+            data = cache.get_buffer(result)
+            if data is not None:
+                worker.channel.send({"op": "reply", "id": request, "status": "done"}, [data])
+                return
+        job = Job(self, header["transformation"], dict(zip(header["buffers"], buffers)), tf)
+
+        def reply(job):
+            if job.error is not None:
+                worker.channel.send({"op": "reply", "id": request, "status": "error", "error": job.error})
+            else:
+                cache.keep(calculate(job.result), job.result)
+                worker.channel.send({"op": "reply", "id": request, "status": "done"}, [job.result])
+
+        job.on_done = reply
+        try:
+            accepted = self.submit(job, only_if_free=True)
+        except TransformationError:
+            accepted = False
+        if not accepted:
+            worker.channel.send({"op": "reply", "id": request, "status": "refused"})
+
+    # --- stopping -----------------------------------------------------------------------
+
+    def cancel(self, job):
+        with self.lock:
+            job.canceled = True
+            if job in self.waiting:
+                self.waiting.remove(job)
+            worker = job.worker if job.worker is not None and job in job.worker.jobs.values() else None
+        if worker is not None:
+            worker.kill()  # the only way to stop running code; died() starts a replacement
+        job.finish(error="Transformation was canceled")
+
+    def close(self):
+        with self.lock:
+            self.closing = True
+            workers = list(self.workers)
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            try:
+                worker.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.spill, ignore_errors=True)
+
+
+def calculate(data):
+    from seamless.checksum import calculate_checksum
+
+    return calculate_checksum(data)
+
+
+def _needed_buffers(t):
+    """Every buffer the transformation's pins refer to (the worker has no stores)."""
+    buffers = {}
+    for name, spec in t._transformation.items():
+        if name.startswith("__") or not isinstance(spec, list):
+            continue
+        cs = spec[2]
+        data = t._definition.buffers.get(cs)
+        if data is None:
+            data = cache.get_buffer(cs)
+        if data is None:
+            raise TransformationError(f"pin {name!r}: buffer {cs} is in no cache and no store")
+        buffers[cs] = data
+    return buffers

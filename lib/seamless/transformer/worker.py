@@ -1,0 +1,89 @@
+"""A spawn-pool worker: `python -m seamless.transformer.worker FD`.
+
+It reads jobs from the parent over the socket FD, runs each in a thread of its own
+(the parent keeps at most THROTTLE here at once) and answers with the result buffer
+or the error text. Transformations started by a job's code are offered to the parent
+first (forward_to_parent); if the parent refuses, they run here.
+"""
+
+import itertools
+import os
+import socket
+import sys
+import threading
+
+channel = None  # set in a worker: the connection to the parent
+_replies = {}
+_reply_ids = itertools.count(1)
+_replies_lock = threading.Lock()
+
+
+def forward_to_parent(t):
+    """The result buffer, computed by the parent or another worker; None if refused."""
+    from seamless.transformer.pool import _needed_buffers
+    from seamless.transformer.transformation import TransformationError
+
+    request = next(_reply_ids)
+    waiter = threading.Event()
+    with _replies_lock:
+        _replies[request] = [waiter, None]
+    buffers = _needed_buffers(t)
+    channel.send({"op": "submit", "id": request, "tf": t._tf.hex(), "transformation": t._transformation,
+                  "buffers": list(buffers)}, list(buffers.values()))
+    waiter.wait()
+    with _replies_lock:
+        _, (header, data) = _replies.pop(request)
+    status = header.get("status")
+    if status == "done":
+        return data[0]
+    if status == "error":
+        raise TransformationError(header.get("error") or "failed in another worker")
+    return None
+
+
+def _run(job_id, transformation, buffers):
+    from seamless.transformer.cache import cache
+    from seamless.transformer.execute import TransformationFailure, run_transformation
+    from seamless.transformer.transformation import TransformationError
+
+    for cs, data in buffers.items():
+        cache.keep(cs, data)
+    try:
+        data = run_transformation(transformation, cache.get_buffer)
+    except (TransformationFailure, TransformationError) as exc:
+        channel.send({"op": "result", "id": job_id, "ok": False, "error": str(exc)})
+        return
+    except BaseException as exc:  # noqa: B036 - a worker must always answer
+        channel.send({"op": "result", "id": job_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        return
+    channel.send({"op": "result", "id": job_id, "ok": True}, [data])
+
+
+def main(fd):
+    global channel
+    from seamless.transformer import wire
+
+    sock = socket.socket(fileno=fd)
+    channel = wire.Channel(sock, os.environ.get("SEAMLESS_POOL_DIR") or None)
+    while True:
+        message = channel.receive()
+        if message is None:
+            os._exit(0)  # the parent has gone
+        header, buffers = message
+        op = header.get("op")
+        if op == "run":
+            args = (header["id"], header["transformation"], dict(zip(header["buffers"], buffers)))
+            threading.Thread(target=_run, args=args, daemon=True).start()
+        elif op == "reply":
+            with _replies_lock:
+                slot = _replies.get(header["id"])
+                if slot is not None:
+                    slot[1] = (header, buffers)
+                    slot[0].set()
+
+
+if __name__ == "__main__":
+    # run as the importable module, so that `channel` is seen by everyone who imports it
+    from seamless.transformer import worker
+
+    worker.main(int(sys.argv[1]))
