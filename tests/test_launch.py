@@ -77,16 +77,9 @@ def test_clients_launching_at_once_start_one_service(tmp_path, env):
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     assert len({json.loads(out)["port"] for out, _ in outputs}) == 1
-    status_file = str(tmp_path / "launch" / "server" / "hs-test.json")
-    services = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if status_file.encode() in f.read():
-                    services.append(pid)
-        except OSError:
-            pass
-    assert len(services) == 1
+    status_file = tmp_path / "launch" / "server" / "hs-test.json"
+    services = services_of(status_file)
+    assert len(services) == 1, (services, outputs)
 
 
 def test_kill9_then_relaunch_quickly(tmp_path, env):
@@ -225,7 +218,7 @@ def test_a_corrupt_status_file_leaves_no_second_copy(tmp_path, env):
     proc = launch([spec(tmp_path)], env)
     assert proc.returncode == 0, proc.stderr
     now = services_of(status_file)
-    assert len(now) == 1 and now != first
+    assert len(now) == 1 and now != first, (first, now, proc.stdout, status_file.read_text())
     time.sleep(0.5)  # the old copy, stopped, did not write over the new one's status
     assert json.loads(status_file.read_text())["pid"] == now[0]
 
@@ -402,3 +395,18 @@ def test_a_waiting_client_keeps_its_idle_servers_alive(tmp_path, env, start_serv
     assert buffers.proc.poll() is None and db.proc.poll() is None  # 4 s of job, 2 s of idle timeout
     time.sleep(3.5)  # and without a client they do time out
     assert buffers.proc.poll() is not None and db.proc.poll() is not None
+
+
+def test_a_service_moved_by_the_configuration_is_replaced(tmp_path, env):
+    launch([spec(tmp_path)], env)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    path = tmp_path / "moved.yaml"
+    path.write_text(f"key: hs-test\nworkdir: {moved}\n"
+                    f"command: seamless-hashserver --status-file {{status_file}} {moved} --writable\n")
+    second = launch([str(path)], env)
+    assert second.returncode == 0, second.stderr
+    status_file = tmp_path / "launch" / "server" / "hs-test.json"
+    assert json.loads(status_file.read_text())["workdir"] == str(moved)
+    assert json.loads(second.stdout)["workdir"] == str(moved)
+    assert services_of(status_file) == [json.loads(status_file.read_text())["pid"]]  # the old one is gone

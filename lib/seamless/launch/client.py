@@ -58,13 +58,18 @@ def ensure(spec):
     key = host.check_key(spec["key"])
     handshake = spec.get("handshake") or "healthcheck"
     client = read_client(key)
-    if client and host.answers(f"{client['url']}/{handshake}"):
+    if client and client.get("workdir", spec["workdir"]) == spec["workdir"] and \
+            host.answers(f"{client['url']}/{handshake}"):
         return client
     if client:
         drop_client(key, client)
     executor = executor_for(spec)
     remember_host(key, executor)
     status = executor.call("inspect", key)
+    if status and status.get("alive") and not _same_workdir(status, spec):
+        # the configuration moved this service (another bufferdir, say): the old one must go
+        executor.call("stop", key, status.get("pid"))
+        status = None
     if status and status.get("alive") and status.get("status") in ("starting", "running"):
         if _usable(executor, status, key, handshake):
             return _connect(spec, status, executor, handshake)
@@ -85,6 +90,14 @@ def ensure(spec):
             executor.call("stop", key, started.get("pid"))  # nothing half-started stays behind
         raise
     return _connect(spec, status, executor, handshake)
+
+
+def _same_workdir(status, spec):
+    """Does the running service serve the workdir asked for? (`~/x` was expanded on its host.)"""
+    wanted, running = str(spec["workdir"]).rstrip("/"), str(status.get("workdir", "")).rstrip("/")
+    if wanted.startswith("~/"):
+        return running.endswith(wanted[1:])
+    return running == wanted or not running
 
 
 def _portable(spec):
@@ -126,7 +139,7 @@ def _connect(spec, status, executor, handshake):
     ports = {name: value for name, value in status.items()
              if (name == "port" or name.endswith(("_port", "-port"))) and host.valid_port(value)}
     parameters = status.get("parameters")
-    connection = {"key": key, "tool": spec.get("tool"), **ports,
+    connection = {"key": key, "tool": spec.get("tool"), "workdir": spec["workdir"], **ports,
                   "parameters": parameters if isinstance(parameters, dict) else {}}
     if not executor.ssh_host:
         connection["hostname"] = host.reachable(status.get("network_interface"))

@@ -14,6 +14,7 @@ checksum as seamless-transformer 0.6.1. See seamless-python(7).
 
 import threading
 
+from seamless.transformer.batch import TransformationList, parallel, parallel_async
 from seamless.transformer.transformation import Transformation, TransformationError
 from seamless.transformer.transformer import DirectTransformer, Environment, Transformer, delayed, direct
 
@@ -36,11 +37,3 @@ def has_spawned() -> bool:
     from seamless.transformer.dispatch import has_spawned as spawned
 
     return spawned()
-
-
-def __getattr__(name):
-    if name in ("parallel", "parallel_async", "TransformationList"):
-        from seamless.transformer import parallel as module
-
-        return getattr(module, name)
-    raise AttributeError(f"module 'seamless.transformer' has no attribute {name!r}")

@@ -217,7 +217,7 @@ class Pool:
             if data is not None:
                 worker.channel.send({"op": "reply", "id": request, "status": "done"}, [data])
                 return
-        job = Job(self, header["transformation"], dict(zip(header["buffers"], buffers)), tf)
+        job = Job(self, header["transformation"], dict(zip(header["buffers"], buffers, strict=True)), tf)
 
         def reply(job):
             if job.error is not None:

@@ -1,0 +1,474 @@
+"""The Python face: direct/delayed transformations, their states, caching, dependencies,
+nesting, parallel, the spawn pool (crash, retry, cancel) and the persistent stores."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import seamless
+import seamless.config
+from seamless.transformer import (TransformationError, TransformationList, delayed, direct, has_spawned, parallel,
+                                  parallel_async, spawn)
+from seamless.transformer.cache import cache
+
+
+@pytest.fixture(autouse=True)
+def fresh(tmp_path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("SEAMLESS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    cache.clear()
+    seamless.config._reset()
+    yield
+    seamless.close()
+    seamless.config._reset()
+    cache.clear()
+
+
+def runs_of(path):
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+# --- direct / delayed, states --------------------------------------------------------------
+
+
+@direct
+def logged_add(a, b, log):
+    with open(log, "a") as f:
+        f.write("ran\n")
+    return a + b
+
+
+def test_direct_computes_once(tmp_path):
+    log = tmp_path / "log"
+    assert logged_add(19, 23, str(log)) == 42
+    assert logged_add(19, 23, str(log)) == 42
+    assert runs_of(log) == 1
+
+
+@delayed
+def add(a, b):
+    return a + b
+
+
+def test_transformation_states_and_attributes():
+    tf = add(19, 23)
+    assert tf.status == "Status: ready"
+    with pytest.raises(TransformationError, match="not been constructed"):
+        _ = tf.result_checksum
+    assert tf.construct() == "b305d13f07b5d60227ab9085d44f9abc346793f684d20fd246b199907311a006"
+    assert tf.transformation_checksum.hex() == tf.construct()
+    with pytest.raises(TransformationError, match="not been computed"):
+        _ = tf.value
+    assert tf.compute() == "084c799cd551dd1d8d5c5f9a5d593b2e931f5e36122ee5c793c1d08a19839cc0"
+    assert tf.status == "Status: OK" and tf.exception is None
+    assert tf.run() == 42 and tf.value == 42
+    assert repr(tf.result_checksum) == "'084c799cd551dd1d8d5c5f9a5d593b2e931f5e36122ee5c793c1d08a19839cc0'"
+    assert tf.buffer.content == b"42\n" and repr(tf.buffer).startswith("Seamless Buffer, checksum 084c")
+    assert tf.celltype == "mixed" and tf.scratch is False
+    assert tf.meta["local"] is False
+    with pytest.raises(TypeError):
+        tf.meta["x"] = 1
+    with pytest.raises(TransformationError, match="immutable"):
+        tf.scratch = True
+    with pytest.raises(NotImplementedError):
+        _ = tf.logs
+    assert isinstance(tf.result_checksum, seamless.Checksum) and tf.result_checksum.bytes()[:2] == b"\x08\x4c"
+
+
+@delayed
+def fails(x, log):
+    with open(log, "a") as f:
+        f.write("ran\n")
+    raise ValueError(f"bad value {x}")
+
+
+def test_failures_are_reported_and_never_cached(tmp_path):
+    log = str(tmp_path / "log")
+    tf = fails(1, log)
+    assert tf.compute() is None and tf.status == "Status: exception"
+    assert "ValueError: bad value 1" in tf.exception and 'in fails' in tf.exception
+    with pytest.raises(TransformationError, match="Transformation returned an exception:\n"):
+        tf.run()
+    again = fails(1, log)
+    assert again.compute() is None
+    assert runs_of(tmp_path / "log") == 2  # a failure is never found in a cache
+    tf.clear_exception()
+    assert tf.status == "Status: ready"
+    tf.compute()
+    assert runs_of(tmp_path / "log") == 3
+
+
+def test_settings_are_checked_when_made():
+    with pytest.raises(AttributeError):
+        add.celltypes.c = "int"
+    with pytest.raises(TypeError):
+        add.celltypes.a = dict
+    with pytest.raises(TypeError, match="result celltype cannot be 'deepfolder'"):
+        add.celltypes.result = "deepfolder"
+    with pytest.raises(TypeError, match="missing a required argument: 'b'"):
+        add(1)
+    code = delayed("result = a + b")
+    with pytest.raises(TypeError, match="positional"):
+        code(1, 2)
+    assert code(a=1, b=2).run() == 3
+
+
+def test_celltypes_args_and_orthogonal_settings():
+    tf = delayed(add)
+    tf.celltypes.a = int
+    tf.celltypes.b = "int"
+    tf.celltypes.result = "str"
+    tf.args.b = 23
+    assert tf("19").run() == "42"
+    base = add(19, 23).construct()
+    other = delayed(add)
+    other.meta = {"ncores": 2}
+    other.local = True
+    other.scratch = True
+    other.environment.set_conda_env("myenv")
+    assert other(19, 23).construct() == base  # meta, local, scratch, environment: not identity
+
+
+def test_code_strings_python_and_bash():
+    expression = delayed("a * b + 1")
+    assert expression(a=6, b=7).run() == 43
+    bash = direct("echo $((n * 2)) > RESULT", language="bash")
+    bash.celltypes.n = "int"
+    assert bash(n=21) == 42
+    folder = direct("mkdir RESULT; echo $n > RESULT/n; echo hi > RESULT/msg", language="bash")
+    assert folder(n=5) == {"msg": "hi\n", "n": 5}
+
+
+# --- dependencies, nesting ---------------------------------------------------------------------
+
+
+@delayed
+def slow_value(x, seconds):
+    import time
+
+    time.sleep(seconds)
+    return x
+
+
+def test_dependencies_are_evaluated_first_and_in_parallel():
+    start = time.monotonic()
+    total = add(slow_value(1, 0.6), slow_value(2, 0.6))
+    assert total.run() == 3
+    assert time.monotonic() - start < 1.1  # both dependencies at once
+    assert add(1, 2).construct() == total.construct()  # a dependency pin is its result checksum
+
+
+@delayed
+def outer(n):
+    from seamless.transformer import direct
+
+    @direct
+    def inner(x):
+        return x * 2
+
+    return inner(n) + 1
+
+
+def test_nested_transformations_in_process():
+    assert outer(20).run() == 41
+    tfs = [outer(i).start() for i in range(20)]  # more than the thread pool: no deadlock
+    assert [tf.run() for tf in tfs] == [2 * i + 1 for i in range(20)]
+
+
+@delayed
+def deep(n):
+    from seamless.transformer import delayed
+
+    @delayed
+    def step(k):
+        return k + 1
+
+    value = 0
+    for _ in range(n):
+        value = step(value).run()
+    return value
+
+
+def test_many_nested_levels_started_at_once_do_not_deadlock():
+    tfs = [deep(i).start() for i in range(12)]
+    assert [tf.run() for tf in tfs] == list(range(12))
+
+
+def test_event_loop_rules():
+    async def main():
+        with pytest.raises(RuntimeError, match="Cannot block on run"):
+            add(1, 2).run()
+        with pytest.raises(RuntimeError, match="Cannot block on func"):
+            logged_add(1, 2, "x")
+        value = await add(2, 2).task()
+        cs = await add(3, 4).computation()
+        return value, cs
+
+    value, cs = asyncio.run(main())
+    assert value == 4 and cs is not None
+
+
+def test_cancel_is_terminal():
+    tf = slow_value(1, 5).start()
+    time.sleep(0.1)
+    assert tf.cancel() is True and tf.status == "Status: canceled"
+    with pytest.raises(TransformationError, match="canceled"):
+        tf.run()
+    assert tf.cancel() is False
+    done = add(1, 1)
+    done.run()
+    assert done.cancel() is False and done.status == "Status: OK"
+
+
+# --- parallel -----------------------------------------------------------------------------------
+
+
+@delayed
+def interval(i, seconds):
+    import time
+
+    start = time.time()
+    time.sleep(seconds)
+    if i == 3:
+        raise ValueError("item 3 failed")
+    return [start, time.time()]
+
+
+def test_parallel_keeps_order_and_nparallel():
+    seamless.config.set_nparallel(2)
+    tfs = [interval(i, 0.3) for i in range(6)]
+    got = list(parallel(tfs))
+    assert got == tfs
+    assert [tf.status for tf in got].count("Status: exception") == 1
+    spans = [tf.value for tf in got if tf.exception is None]
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    running = peak = 0
+    for _, delta in edges:
+        running += delta
+        peak = max(peak, running)
+    assert peak <= 2
+
+
+def test_parallel_async_and_transformation_list(capsys):
+    async def collect():
+        return [tf async for tf in parallel_async([interval(i, 0.05) for i in range(5)])]
+
+    assert len(asyncio.run(collect())) == 5
+    listing = TransformationList([interval(i, 0.01) for i in range(5)], on_error="print", store_details=True)
+    assert len(list(parallel(listing))) == 5
+    assert "item 3 failed" in capsys.readouterr().out
+    assert listing._stored_exceptions[3] and listing._stored_checksums[0] is not None
+    raising = TransformationList([interval(i, 0.01) for i in range(5)], on_error="raise")
+    with pytest.raises(RuntimeError, match="Transformation 3 failed"):
+        list(parallel(raising))
+    with pytest.raises(ValueError):
+        TransformationList([], on_error="ignore")
+
+
+# --- the spawn pool --------------------------------------------------------------------------------
+
+
+@delayed
+def pid_of(x):
+    import os
+
+    return [x, os.getpid()]
+
+
+@delayed
+def nested_pids(n):
+    import os
+
+    from seamless.transformer import delayed
+
+    @delayed
+    def inner(x):
+        import os
+
+        return os.getpid()
+
+    return [os.getpid(), inner(n).run()]
+
+
+@delayed
+def crash_once(marker):
+    import os
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    return "survived"
+
+
+@delayed
+def always_crash(x):
+    import os
+
+    os._exit(4)
+
+
+def test_spawn_runs_elsewhere_and_nests():
+    spawn(2)
+    assert has_spawned()
+    with pytest.raises(RuntimeError, match="already been spawned"):
+        spawn(2)
+    pids = {tf.run()[1] for tf in [pid_of(i).start() for i in range(6)]}
+    assert os.getpid() not in pids and len(pids) == 2
+    outer_pid, inner_pid = nested_pids(1).run()
+    assert os.getpid() not in (outer_pid, inner_pid)
+    local = pid_of(99)
+    local_transformer = delayed(pid_of)
+    local_transformer.local = True
+    assert local_transformer(100).run()[1] == os.getpid()  # .local stays in this process
+    assert local.run()[1] != os.getpid()
+
+
+def test_spawn_nesting_deeper_than_the_pool_does_not_deadlock():
+    spawn(1)
+    tfs = [deep(i).start() for i in range(8)]
+    assert [tf.run() for tf in tfs] == list(range(8))
+
+
+def test_a_crashed_worker_is_replaced_and_the_job_retried(tmp_path):
+    spawn(2)
+    assert crash_once(str(tmp_path / "marker")).run() == "survived"
+    tf = always_crash(1)
+    assert tf.compute() is None and "died" in tf.exception
+    assert pid_of(5).run()[0] == 5  # the pool still works
+
+
+def test_cancel_frees_the_slot():
+    os.environ["SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"] = "1"
+    try:
+        spawn(1)
+        stuck = slow_value(1, 30).start()
+        time.sleep(0.5)
+        assert stuck.cancel()
+        start = time.monotonic()
+        assert pid_of(7).run()[0] == 7 and time.monotonic() - start < 10
+    finally:
+        del os.environ["SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"]
+
+
+# --- configuration and persistence ------------------------------------------------------------
+
+
+def child(code, tmp_path, env_extra=None):
+    """Run code in a fresh interpreter (a module file, so sources are readable)."""
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(code))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    env.update(env_extra or {})
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+PERSIST = """
+import json, sys
+import seamless.config
+from seamless.transformer import delayed
+
+@delayed
+def add_logged(a, b, log):
+    with open(log, "a") as f:
+        f.write("ran\\n")
+    return a + b
+
+seamless.config.init()
+tf = add_logged(1, 2, sys.argv[0] + ".log")
+SCRATCH
+print(json.dumps([tf.run(), str(tf.result_checksum)]))
+"""
+
+
+def test_results_persist_across_processes_after_init(tmp_path):
+    log = tmp_path / "child.py.log"
+    first = child(PERSIST.replace("SCRATCH", ""), tmp_path)
+    second = child(PERSIST.replace("SCRATCH", ""), tmp_path)
+    assert first == second == [3, second[1]]
+    assert runs_of(log) == 1  # the second process found it in the zero-config cache
+    cache_dir = tmp_path / "xdg" / "seamless"
+    assert (cache_dir / "__TOPLEVEL__" / "seamless.db").exists() or any(cache_dir.rglob("seamless.db"))
+
+
+def test_scratch_keeps_only_the_checksum(tmp_path):
+    scratch = PERSIST.replace("tf = add_logged(", "add_logged.scratch = True\ntf = add_logged(").replace("SCRATCH", "")
+    first = child(scratch, tmp_path)
+    second = child(scratch, tmp_path)
+    assert first == second
+    assert runs_of(tmp_path / "child.py.log") == 2  # no result bytes were kept: recomputed
+
+
+def test_without_init_nothing_is_written(tmp_path):
+    child(PERSIST.replace("seamless.config.init()", "").replace("SCRATCH", ""), tmp_path)
+    assert not (tmp_path / "xdg" / "seamless").exists()
+
+
+def local_cluster(tmp_path, extra=""):
+    """A HOME whose clusters.yaml makes `box` this machine (its files used directly)."""
+    home = tmp_path / "home"
+    (home / ".seamless").mkdir(parents=True)
+    (home / ".seamless" / "clusters.yaml").write_text(
+        f"local_cluster: box\nbox:\n  type: local\n  workers: 2\n  frontends:\n"
+        f"    - hashserver: {{bufferdir: {tmp_path}/b}}\n      database: {{database_dir: {tmp_path}/d}}\n{extra}")
+    return {"HOME": str(home), "SEAMLESS_LAUNCH_DIR": str(tmp_path / "launch")}
+
+
+def test_execution_spawn_from_the_configuration(tmp_path):
+    env = local_cluster(tmp_path)
+    (tmp_path / "seamless.yaml").write_text("- project: p\n- cluster: box\n- execution: spawn\n")
+    out = child("""
+        import json, os
+        import seamless.config
+        from seamless.transformer import delayed, has_spawned
+
+        @delayed
+        def pid(x):
+            import os
+            return os.getpid()
+
+        seamless.config.init()
+        print(json.dumps([pid(1).run() != os.getpid(), has_spawned()]))
+        """, tmp_path, env)
+    assert out == [True, True]
+    assert not (tmp_path / "launch").exists()  # files used directly: no services
+
+
+def test_remote_execution_is_a_clear_error(tmp_path):
+    env = local_cluster(tmp_path, "      daskserver: {}\n")
+    (tmp_path / "seamless.yaml").write_text("- project: p\n- cluster: box\n- execution: remote\n")
+    out = child("""
+        import json, os
+        import seamless.config
+        from seamless.transformer import delayed
+
+        @delayed
+        def add(a, b):
+            return a + b
+
+        seamless.config.init()
+        tf = add(1, 2)
+        failed = tf.compute() is None and "cannot submit" in tf.exception
+        add.local = True
+        print(json.dumps([failed, add(1, 2).run()]))
+        """, tmp_path, env)
+    assert out == [True, 3]
+
+
+def test_the_import_stays_light():
+    code = ("import sys; from seamless.transformer import direct, delayed; "
+            "print(sorted(m for m in ('yaml', 'asyncio', 'multiprocessing', 'concurrent.futures', 'sqlite3') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
