@@ -472,3 +472,20 @@ def test_the_import_stays_light():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_man_page_example_runs(tmp_path):
+    page = open(os.path.join(os.path.dirname(__file__), "..", "man", "man7", "seamless-python.7")).read()
+    example = page[page.index(".SH EXAMPLES"):]
+    code = example[example.index(".nf\n") + 4:example.index("\n.fi")]
+    code = code.replace("\\-", "-").replace("\\\\", "\\")
+    (tmp_path / "example.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    outputs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout.split())
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0] == "42" and outputs[0][1] == "21" and outputs[0][3:] == ["42", "0", "1", "4", "9", "16", "3"]

@@ -156,3 +156,68 @@ def test_seamless_run_shares_seamless_cache_with_upstream(tmp_path, order):
         stop_launched(env)
     assert outputs[0].strip() == outputs[1].strip() == b"a\nb"
     assert executions == 1
+
+
+PYTHON_SCRIPT = """
+import json, sys
+import seamless
+import seamless.config
+from seamless.transformer import delayed
+
+
+@delayed
+def add(a, b, log):
+    with open(log, "a") as f:
+        f.write("x\\n")
+    return a + b
+
+
+import os
+if os.environ.get("SEAMLESS_REMOTE_CLIENTS"):  # upstream's init() ignores that variable
+    seamless.config.set_remote_clients(json.loads(os.environ["SEAMLESS_REMOTE_CLIENTS"]))
+else:
+    seamless.config.init()
+tf = add(19, 23, sys.argv[1])
+value = tf.run()
+print(json.dumps([value, str(tf.transformation_checksum), str(tf.result_checksum)]))
+seamless.close()
+"""
+
+
+def both_python_runs(tmp_path, env, order):
+    import sys
+
+    script = tmp_path / "add_script.py"
+    script.write_text(PYTHON_SCRIPT)
+    log = tmp_path / "log"
+    pythons = [upstream("python"), sys.executable]
+    if order == "ours-first":
+        pythons.reverse()
+    outputs = []
+    for python in pythons:
+        proc = subprocess.run([python, str(script), str(log)], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return outputs, len(log.read_text().split())
+
+
+@pytest.mark.parametrize("order", ["upstream-first", "ours-first"])
+def test_python_transformations_share_servers_with_upstream(tmp_path, hashserver, dbserver, order):
+    env = run_env(tmp_path, SEAMLESS_REMOTE_CLIENTS=json.dumps({
+        "buffer": [{"url": hashserver.url, "readonly": False, "remote_url": hashserver.url}],
+        "database": [{"url": dbserver.url, "readonly": False, "remote_url": dbserver.url}]}))
+    outputs, executions = both_python_runs(tmp_path, env, order)
+    assert outputs[0] == outputs[1] and outputs[0][0] == 42
+    assert executions == 1  # the second one found the first one's result
+
+
+@pytest.mark.parametrize("order", ["upstream-first", "ours-first"])
+def test_python_transformations_share_seamless_cache_with_upstream(tmp_path, order):
+    env = run_env(tmp_path, SEAMLESS_CACHE=str(tmp_path / "cache"))
+    try:
+        outputs, executions = both_python_runs(tmp_path, env, order)
+    finally:
+        stop_launched(env)
+    assert outputs[0] == outputs[1]
+    assert executions == 1

@@ -31,9 +31,7 @@ def compute(t) -> Checksum:
     started = time.monotonic()
     data, mode = execute(t)
     result = calculate_checksum(data)
-    cache.keep(result, data)
-    cache.set_result(tf, result)
-    persist(t, result, data, mode, time.monotonic() - started)
+    record(tf, t._definition.buffers, result, data, t._definition.scratch, mode, time.monotonic() - started)
     return Checksum(result)
 
 
@@ -126,19 +124,20 @@ def close_pool():
 _warned = []
 
 
-def persist(t, result, data, mode, seconds):
-    """Write what an execution produced to the persistent stores, if any are in force."""
+def record(tf, inputs, result, data, scratch, mode, seconds):
+    """Remember what an execution produced: in memory, and in the persistent stores if
+    any are in force (inputs: every buffer the transformation refers to, and itself)."""
+    cache.keep(result, data)
+    cache.set_result(tf, result)
     stores = cache.stores()
     if stores is None:
         return
     from seamless import __version__
 
-    definition = t._definition
-    tf = t._tf.hex()
     try:
-        for cs, buffer in definition.buffers.items():
+        for cs, buffer in inputs.items():
             stores.put_buffer(buffer, cs)
-        if not definition.scratch:
+        if not scratch:
             stores.put_buffer(data, result)
         stores.set_transformation(tf, result)
         record = {"schema_version": 1, "tf_checksum": tf, "result_checksum": result,

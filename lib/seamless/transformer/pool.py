@@ -18,7 +18,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
+
+from seamless.identity import identity_buffer
 
 from seamless.transformer import wire
 from seamless.transformer.cache import cache
@@ -217,14 +220,20 @@ class Pool:
             if data is not None:
                 worker.channel.send({"op": "reply", "id": request, "status": "done"}, [data])
                 return
-        job = Job(self, header["transformation"], dict(zip(header["buffers"], buffers, strict=True)), tf)
+        inputs = dict(zip(header["buffers"], buffers, strict=True))
+        job = Job(self, header["transformation"], inputs, tf)
+        started = time.monotonic()
 
         def reply(job):
             if job.error is not None:
                 worker.channel.send({"op": "reply", "id": request, "status": "error", "error": job.error})
-            else:
-                cache.keep(calculate(job.result), job.result)
-                worker.channel.send({"op": "reply", "id": request, "status": "done"}, [job.result])
+                return
+            from seamless.transformer.dispatch import record
+
+            identity = {tf: identity_buffer(job.transformation)}
+            record(tf, {**inputs, **identity}, calculate(job.result), job.result, False, "spawn",
+                   time.monotonic() - started)
+            worker.channel.send({"op": "reply", "id": request, "status": "done"}, [job.result])
 
         job.on_done = reply
         try:
