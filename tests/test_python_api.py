@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -146,6 +147,13 @@ def test_code_strings_python_and_bash():
     assert bash(n=21) == 42
     folder = direct("mkdir RESULT; echo $n > RESULT/n; echo hi > RESULT/msg", language="bash")
     assert folder(n=5) == {"msg": "hi\n", "n": 5}
+    block = delayed("result = a * b")
+    block.args.a = 6
+    block.celltypes.b = "int"
+    assert block(b=7).run() == 42
+    del block.args.a  # a code string's pin goes as a whole, as upstream
+    assert sorted(block.celltypes) == ["b", "result"]
+    assert block(a=2, b=7).run() == 14
 
 
 # --- dependencies, nesting ---------------------------------------------------------------------
@@ -165,6 +173,19 @@ def test_dependencies_are_evaluated_first_and_in_parallel():
     assert total.run() == 3
     assert time.monotonic() - start < 1.1  # both dependencies at once
     assert add(1, 2).construct() == total.construct()  # a dependency pin is its result checksum
+
+
+def test_a_cache_too_small_to_keep_anything_costs_no_reruns(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "cap", 0)  # SEAMLESS_BUFFER_CACHE_MB=0
+    log = tmp_path / "log"
+    assert logged_add(1, 2, str(log)) == 3
+    assert runs_of(log) == 1  # the value came from the execution, not from running it again
+    logged = delayed(logged_add)
+    tf = logged(logged(1, 2, str(log)), logged(3, 4, str(log)), str(log))
+    assert tf.run() == 10 and tf.value == 10
+    assert runs_of(log) == 4  # each of the three once (1 + 2 again: its bytes were not kept)
+    spawn(1)
+    assert logged(5, 6, str(log)).run() == 11 and runs_of(log) == 5
 
 
 @delayed
@@ -359,6 +380,148 @@ def test_cancel_frees_the_slot():
         del os.environ["SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"]
 
 
+@delayed
+def sleepy_outer(x):
+    from seamless.transformer import direct
+
+    @direct
+    def sleepy_inner(x):
+        import time
+
+        time.sleep(1.5)
+        return x + 1
+
+    return sleepy_inner(x)
+
+
+def test_the_pool_survives_a_reply_to_a_canceled_worker():
+    spawn(2)
+    outer = sleepy_outer(1).start()
+    time.sleep(0.8)  # the inner job runs on the other worker
+    outer.cancel()
+    time.sleep(1.5)  # its answer goes to a worker that is gone
+    assert [t.run()[0] for t in [pid_of(i).start() for i in range(6)]] == list(range(6))
+
+
+def test_close_fails_queued_jobs_instead_of_leaving_them_pending(monkeypatch):
+    monkeypatch.setenv("SEAMLESS_WORKER_TRANSFORMATION_THROTTLE", "1")
+    spawn(1)
+    tfs = [slow_value(i, 10).start() for i in range(3)]
+    time.sleep(0.5)
+    seamless.close()
+    for tf in tfs:
+        assert tf._done.wait(10) and tf.exception == "the worker pool was closed"
+
+
+def test_workers_that_cannot_start_give_an_error_not_a_loop(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    spawn(2)
+    with pytest.raises(TransformationError, match="the spawn workers exit as they start"):
+        pid_of(1).run()
+
+
+@delayed
+def counted(x, log, seconds):
+    import time
+
+    with open(log, "a") as f:
+        f.write("ran\n")
+    time.sleep(seconds)
+    return x * 3
+
+
+@pytest.mark.parametrize("where", ["process", "spawn"])
+def test_identical_transformations_at_once_execute_once(tmp_path, where):
+    import concurrent.futures
+
+    if where == "spawn":
+        spawn(2)
+    log = tmp_path / "log"
+    with concurrent.futures.ThreadPoolExecutor(6) as threads:
+        values = list(threads.map(lambda _: counted(14, str(log), 0.5).run(), range(6)))
+    assert values == [42] * 6 and runs_of(log) == 1
+
+
+def test_exit_and_interrupt_in_user_code(tmp_path):
+    quits = direct("import sys\nsys.exit(3)")
+    with pytest.raises(TransformationError, match="SystemExit: 3"):
+        quits(x=1)  # a failure, not our exit
+    marker = tmp_path / "interrupted"
+    tf = delayed(interrupt_once)(str(marker))
+    with pytest.raises(KeyboardInterrupt):
+        tf.run()
+    assert tf.run() == "resumed"  # an interrupted evaluation runs again
+
+
+def interrupt_once(marker):
+    import os
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise KeyboardInterrupt
+    return "resumed"
+
+
+def test_an_argument_that_cannot_be_serialized_is_named():
+    with pytest.raises(TypeError, match="argument 'b' \\(function\\) cannot be serialized as celltype 'mixed'"):
+        add(1, lambda: 1)
+
+
+def test_large_buffers_go_in_the_stream_when_shared_memory_is_full(tmp_path):
+    import socket
+
+    from seamless.transformer import wire
+
+    left, right = socket.socketpair()
+    sender = wire.Channel(left, str(tmp_path / "no-such-dir"))  # as good as full
+    receiver = wire.Channel(right, str(tmp_path))
+    big = os.urandom(3 << 20)
+    sending = threading.Thread(target=sender.send, args=({"op": "x"}, [big, b"small"]))
+    sending.start()
+    assert receiver.receive() == ({"op": "x"}, [big, b"small"])
+    sending.join()
+
+
+def test_nested_results_run_inside_a_worker_are_kept_by_the_parent(tmp_path):
+    code = """
+    import json, os, sys
+    os.environ["SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"] = "1"  # the parent has no free slot: runs in the worker
+    import seamless, seamless.config
+    from seamless.transformer import direct, spawn
+
+    @direct
+    def outer(x, log):
+        from seamless.transformer import direct
+
+        @direct
+        def inner(y, log):
+            with open(log, "a") as f:
+                f.write("ran\\n")
+            return y * 2
+
+        return inner(x, log)
+
+    seamless.config.init()
+    if sys.argv[1:] == []:
+        spawn(1)
+        from seamless.transformer.dispatch import pool
+        print(json.dumps([outer(21, "inner.log"), pool().spill]))  # no close(): exit cleans up
+    """
+    value, spill = child(code, tmp_path)
+    assert value == 42 and not os.path.exists(spill)
+    again = code.replace("if sys.argv[1:] == []:", "if False:") + """
+    @direct
+    def inner(y, log):
+        with open(log, "a") as f:
+            f.write("ran\\n")
+        return y * 2
+
+    print(json.dumps(inner(21, "inner.log")))
+    """
+    assert child(again, tmp_path) == 42
+    assert runs_of(tmp_path / "inner.log") == 1  # the second process found it in the store
+
+
 # --- configuration and persistence ------------------------------------------------------------
 
 
@@ -408,11 +571,50 @@ def test_scratch_keeps_only_the_checksum(tmp_path):
     second = child(scratch, tmp_path)
     assert first == second
     assert runs_of(tmp_path / "child.py.log") == 2  # no result bytes were kept: recomputed
+    compute_only = scratch.replace("print(json.dumps([tf.run(), str(tf.result_checksum)]))",
+                                   "print(json.dumps(str(tf.compute())))")
+    assert child(compute_only, tmp_path) == first[1]
+    assert runs_of(tmp_path / "child.py.log") == 2  # the checksum row answers compute(): nothing ran
 
 
 def test_without_init_nothing_is_written(tmp_path):
     child(PERSIST.replace("seamless.config.init()", "").replace("SCRATCH", ""), tmp_path)
     assert not (tmp_path / "xdg" / "seamless").exists()
+
+
+def test_checksum_and_buffer_objects(tmp_path, monkeypatch):
+    from seamless import Buffer, CacheMissError, Checksum
+
+    assert repr(Checksum) == "<class 'seamless.Checksum'>"
+    buf = Buffer(42, "int")  # upstream's constructor: a value and its celltype
+    assert buf.content == b"42\n" and buf == Buffer(b"42\n") and buf.get_value("int") == 42
+    assert Buffer({"a": [1]}, "plain").get_value("plain") == {"a": [1]}
+    with pytest.raises(TypeError, match="Buffer\\(42, 'int'\\)"):
+        Buffer(42)
+    buf.save(str(tmp_path / "v"))
+    buf.checksum.save(str(tmp_path / "v"))
+    assert Buffer.load(str(tmp_path / "v")) == buf
+    assert Checksum.load(str(tmp_path / "v")) == buf.checksum  # v.CHECKSUM
+
+    monkeypatch.setattr(cache, "cap", 0)  # nothing stays in memory unless pinned
+    buf.incref()
+    assert buf.checksum.resolve("int") == 42
+    buf.decref()
+    with pytest.raises(CacheMissError):
+        buf.checksum.resolve()
+
+    seamless.config.init()
+    log = tmp_path / "log"
+    logged = delayed(logged_add.__wrapped__ if hasattr(logged_add, "__wrapped__") else logged_add)
+    logged.scratch = True
+    tf = logged(20, 22, str(log))
+    result = tf.compute()
+    assert runs_of(log) == 1
+    with pytest.raises(CacheMissError):
+        result.resolve()  # scratch: the bytes were never kept
+    assert result.fingertip("mixed") == 42  # recomputed from the stored transformation
+    assert runs_of(log) == 2
+    assert asyncio.run(Buffer(b"x").write()) is True
 
 
 def local_cluster(tmp_path, extra=""):

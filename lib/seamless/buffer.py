@@ -3,14 +3,20 @@ and seamless.Buffer).
 
 A Checksum is the hex string itself (so it compares, hashes and prints as one) with
 upstream's methods; resolve() finds its buffer in this process's caches or the
-stores in force. A Buffer is bytes with their checksum and a celltype-aware decode.
+stores in force, fingertip() also recomputes it from a transformation that made it. A
+Buffer is bytes with their checksum: Buffer(b"...") takes them as they are,
+Buffer(value, celltype) serializes a value as upstream does.
 """
 
-from seamless.checksum import calculate_checksum, deserialize, parse_checksum
+from seamless.checksum import calculate_checksum, deserialize, parse_checksum, serialize
 
 
 class CacheMissError(LookupError):
     """A buffer is in no cache and no store."""
+
+
+def _checksum_file(filename: str) -> str:
+    return filename if filename.endswith(".CHECKSUM") else filename + ".CHECKSUM"
 
 
 class Checksum(str):
@@ -20,6 +26,17 @@ class Checksum(str):
         if isinstance(value, Checksum):
             return value
         return super().__new__(cls, parse_checksum(value))
+
+    @classmethod
+    def load(cls, filename: str) -> "Checksum":
+        """From a .CHECKSUM file (the suffix is added when missing)."""
+        with open(_checksum_file(filename)) as f:
+            return cls(f.read().strip())
+
+    def save(self, filename: str) -> None:
+        """To a .CHECKSUM file (the suffix is added when missing)."""
+        with open(_checksum_file(filename), "w") as f:
+            f.write(self.hex() + "\n")
 
     def hex(self) -> str:
         return str.__str__(self)
@@ -40,15 +57,63 @@ class Checksum(str):
         data = cache.get_buffer(self)
         if data is None:
             raise CacheMissError(self.hex())
-        return Buffer(data, self) if celltype is None else deserialize(data, celltype)
+        return self._as(data, celltype)
+
+    async def resolution(self, celltype=None):
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.resolve, celltype)
+
+    def fingertip(self, celltype=None):
+        """Like resolve(), but a missing buffer is recomputed from a transformation that made it."""
+        from seamless.transformer.cache import cache
+
+        data = cache.get_buffer(self)
+        if data is None:
+            from seamless.transformer.fingertip import recompute
+
+            data = recompute(self.hex())
+        return self._as(data, celltype)
+
+    def _as(self, data, celltype):
+        return Buffer(data, checksum=self) if celltype is None else deserialize(data, celltype)
+
+    def incref(self, *, scratch: bool = False) -> None:
+        """Keep the buffer in this process's cache (never evicted) until decref()."""
+        from seamless.transformer.cache import cache
+
+        cache.pin(self.hex(), self.resolve().content)
+
+    def decref(self) -> None:
+        from seamless.transformer.cache import cache
+
+        cache.unpin(self.hex())
 
 
 class Buffer:
     __slots__ = ("content", "_checksum")
 
-    def __init__(self, content, checksum=None):
-        self.content = bytes(content)
+    def __init__(self, value_or_buffer, celltype=None, *, checksum=None):
+        if isinstance(value_or_buffer, Buffer):
+            value_or_buffer = value_or_buffer.content
+        elif isinstance(value_or_buffer, Checksum):
+            raise TypeError("Buffer() takes bytes or a value, not a Checksum: use checksum.resolve()")
+        if celltype is not None:
+            value_or_buffer = serialize(value_or_buffer, celltype)
+        elif not isinstance(value_or_buffer, (bytes, bytearray, memoryview)):
+            raise TypeError(f"Buffer() without a celltype takes bytes, not {type(value_or_buffer).__name__}: "
+                            f"give one to serialize a value, e.g. Buffer(42, 'int')")
+        self.content = bytes(value_or_buffer)
         self._checksum = Checksum(checksum) if checksum is not None else None
+
+    @classmethod
+    def load(cls, filename: str) -> "Buffer":
+        with open(filename, "rb") as f:
+            return cls(f.read())
+
+    def save(self, filename: str) -> None:
+        with open(filename, "wb") as f:
+            f.write(self.content)
 
     @property
     def checksum(self) -> Checksum:
@@ -59,14 +124,44 @@ class Buffer:
     def get_checksum(self) -> Checksum:
         return self.checksum
 
+    async def get_checksum_async(self) -> Checksum:
+        return self.checksum
+
     def get_value(self, celltype="mixed"):
         return deserialize(self.content, celltype)
+
+    async def get_value_async(self, celltype="mixed", *, copy=True):
+        return self.get_value(celltype)
 
     def decode(self, encoding="utf-8"):
         return self.content.decode(encoding)
 
+    def incref(self) -> None:
+        """Keep it in this process's cache (never evicted) until decref()."""
+        from seamless.transformer.cache import cache
+
+        cache.pin(self.checksum.hex(), self.content)
+
+    def decref(self) -> None:
+        from seamless.transformer.cache import cache
+
+        cache.unpin(self.checksum.hex())
+
+    async def write(self) -> bool:
+        """Put it in the persistent stores of the configuration in force; False if there are none."""
+        from seamless.transformer.cache import cache
+
+        stores = cache.stores()
+        if stores is None:
+            return False
+        stores.put_buffer(self.content)
+        return True
+
     def __bytes__(self):
         return self.content
+
+    def __str__(self):
+        return str(self.content)
 
     def __len__(self):
         return len(self.content)
@@ -74,6 +169,8 @@ class Buffer:
     def __eq__(self, other):
         if isinstance(other, Buffer):
             return self.content == other.content
+        if isinstance(other, (bytes, bytearray, memoryview)):
+            return self.content == bytes(other)
         return NotImplemented
 
     def __hash__(self):
@@ -81,3 +178,8 @@ class Buffer:
 
     def __repr__(self):
         return f"Seamless Buffer, checksum {self.checksum}, length {len(self.content)}"
+
+
+# upstream's names: seamless.Checksum, seamless.Buffer, seamless.CacheMissError
+for _cls in (Checksum, Buffer, CacheMissError):
+    _cls.__module__ = "seamless"

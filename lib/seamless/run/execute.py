@@ -129,14 +129,11 @@ def store_transformation(stores, transformation):
 
 def recompute(stores, cs, quiet=True):
     """Fingertip: rebuild buffer `cs` by re-running a transformation that produced it."""
-    candidates = stores.get_rev_transformations(cs)
     errors = []
-    for tf in candidates:
-        data = stores.get_buffer(tf)
-        if data is None:
+    for tf, transformation in stores.producers(cs):
+        if transformation is None:
             errors.append(f"{tf}: its transformation is not stored")
             continue
-        transformation = json.loads(data)
         try:
             result, _ = run(transformation, stores, quiet=quiet, fingertip=True)
         except (JobError, StoreError) as exc:

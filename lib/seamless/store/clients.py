@@ -265,6 +265,15 @@ class StoreSet:
                     found.append(tf)
         return found
 
+    def producers(self, result):
+        """(checksum, transformation dict or None if it is not stored) of each transformation
+        known to have produced buffer `result`: what a fingertip can re-run."""
+        import json
+
+        for tf in self.get_rev_transformations(result):
+            data = self.get_buffer(tf)
+            yield tf, (json.loads(data) if data is not None else None)
+
     def _db_writers(self):
         if not self.db_write:
             raise StoreError("no writable result database is configured")

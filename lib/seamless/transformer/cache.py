@@ -23,6 +23,7 @@ class Cache:
     def __init__(self):
         self.results = {}
         self.buffers = OrderedDict()
+        self.pinned = {}  # incref'ed buffers: never evicted
         self.size = 0
         self.cap = _cap_bytes()
         self.lock = threading.Lock()
@@ -42,9 +43,10 @@ class Cache:
 
     def get_buffer(self, cs):
         with self.lock:
-            data = self.buffers.get(cs)
+            data = self.pinned.get(cs) or self.buffers.get(cs)
             if data is not None:
-                self.buffers.move_to_end(cs)
+                if cs in self.buffers:
+                    self.buffers.move_to_end(cs)
                 return data
         stores = self.stores()
         data = stores.get_buffer(cs) if stores is not None else None
@@ -54,7 +56,7 @@ class Cache:
 
     def has_buffer(self, cs) -> bool:
         with self.lock:
-            if cs in self.buffers:
+            if cs in self.buffers or cs in self.pinned:
                 return True
         stores = self.stores()
         return stores is not None and stores.has_buffer(cs)
@@ -73,11 +75,13 @@ class Cache:
                 _, old = self.buffers.popitem(last=False)
                 self.size -= len(old)
 
-    def forget_buffer(self, cs):
+    def pin(self, cs, data):
         with self.lock:
-            data = self.buffers.pop(cs, None)
-            if data is not None:
-                self.size -= len(data)
+            self.pinned[cs] = data
+
+    def unpin(self, cs):
+        with self.lock:
+            self.pinned.pop(cs, None)
 
     # --- results -------------------------------------------------------------------------
 
@@ -110,6 +114,7 @@ class Cache:
         with self.lock:
             self.results.clear()
             self.buffers.clear()
+            self.pinned.clear()
             self.size = 0
 
 

@@ -12,6 +12,7 @@ result (unless scratch) and an execution record go to the persistent stores.
 """
 
 import sys
+import threading
 import time
 
 from seamless.buffer import Checksum
@@ -23,15 +24,48 @@ from seamless.transformer.transformation import TransformationError
 _pool = {"pool": None, "explicit": False}
 
 
+class _Running:
+    """An execution in progress here, which identical transformations wait for."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.result = self.data = None
+
+
+_running = {}  # transformation checksum -> _Running
+_running_lock = threading.Lock()
+
+
 def compute(t) -> Checksum:
     tf = t._tf.hex()
-    result = cache.get_result(tf)
-    if result is not None:
-        return Checksum(result)
-    started = time.monotonic()
-    data, mode = execute(t)
-    result = calculate_checksum(data)
-    record(tf, t._definition.buffers, result, data, t._definition.scratch, mode, time.monotonic() - started)
+    while True:
+        result = cache.get_result(tf)
+        if result is None and t._definition.scratch:
+            result = cache.known_result(tf)  # scratch: the checksum row is the result; .value recomputes
+        if result is not None:
+            return Checksum(result)
+        with _running_lock:
+            running = _running.get(tf)
+            if running is None:
+                mine = _running[tf] = _Running()
+        if running is None:
+            break
+        running.done.wait()  # the same transformation is executing: latch on to it
+        if running.result is not None:
+            t._held = running.data
+            return Checksum(running.result)
+        # it failed (failures are not shared): look again, then execute it ourselves
+    try:
+        started = time.monotonic()
+        data, mode = execute(t)
+        result = calculate_checksum(data)
+        t._held = mine.data = data
+        record(tf, t._definition.buffers, result, data, t._definition.scratch, mode, time.monotonic() - started)
+        mine.result = result
+    finally:
+        with _running_lock:
+            del _running[tf]
+        mine.done.set()
     return Checksum(result)
 
 
@@ -42,6 +76,7 @@ def recompute(t) -> bytes:
         raise TransformationError(f"re-running transformation {t._tf} gave a different result "
                                   "(it is not deterministic); its first result is lost")
     cache.keep(t._result.hex(), data)
+    t._held = data
     return data
 
 
@@ -62,7 +97,7 @@ def execute(t):
 
 def run_here(t) -> bytes:
     try:
-        return run_transformation(t._transformation, cache.get_buffer)
+        return run_transformation(t._transformation, t._input)
     except TransformationFailure as exc:
         raise TransformationError(str(exc)) from None
 
@@ -129,6 +164,12 @@ def record(tf, inputs, result, data, scratch, mode, seconds):
     any are in force (inputs: every buffer the transformation refers to, and itself)."""
     cache.keep(result, data)
     cache.set_result(tf, result)
+    from seamless.transformer import worker
+
+    if worker.channel is not None:
+        if mode == "process":  # ran inside this worker, not in the parent: tell it
+            worker.report_record(tf, inputs, result, data, scratch, seconds)
+        return
     stores = cache.stores()
     if stores is None:
         return

@@ -102,7 +102,7 @@ def _run_python(transformation, get_buffer):
             if "result" not in namespace:
                 raise RuntimeError("Output variable name 'result' undefined")
             result = namespace["result"]
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in user code is a failure, not our exit
         raise TransformationFailure(_user_traceback(exc)) from None
     if result is None:
         raise TransformationFailure("RuntimeError: Result is empty")

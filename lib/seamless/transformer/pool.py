@@ -11,6 +11,7 @@ to the parent: answered from the cache, run on a free worker, or refused (and th
 run inside the worker itself), so nesting cannot deadlock.
 """
 
+import atexit
 import itertools
 import os
 import shutil
@@ -64,15 +65,19 @@ class Worker:
         self.pool = pool
         self.number = number
         self.jobs = {}
+        self.ready = False  # it has said hello: it did start
+        # large buffers to and from this worker go through files here; removed when it dies
+        self.spill = os.path.join(pool.spill, str(number))
+        os.mkdir(self.spill, 0o700)
         parent_end, child_end = socket.socketpair()
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        env["SEAMLESS_POOL_DIR"] = pool.spill
+        env["SEAMLESS_POOL_DIR"] = self.spill
         self.proc = subprocess.Popen([sys.executable, "-m", "seamless.transformer.worker", str(child_end.fileno())],
                                      pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL)
         child_end.close()
-        self.channel = wire.Channel(parent_end, pool.spill)
+        self.channel = wire.Channel(parent_end, self.spill)
         self.alive = True
         threading.Thread(target=self._read, daemon=True, name=f"seamless-worker-{number}").start()
 
@@ -85,6 +90,13 @@ class Worker:
         self.channel.send({"op": "run", "id": job_id, "transformation": job.transformation,
                            "buffers": [cs for cs, _ in buffers]}, [data for _, data in buffers])
 
+    def tell(self, header, buffers=()):
+        """Send, unless it has died (its reader then cleans up after it)."""
+        try:
+            self.channel.send(header, buffers)
+        except OSError:
+            pass
+
     def _read(self):
         while True:
             message = self.channel.receive()
@@ -92,10 +104,17 @@ class Worker:
                 break
             header, buffers = message
             op = header.get("op")
-            if op == "result":
-                self.pool.finished(self, header, buffers)
-            elif op == "submit":
-                threading.Thread(target=self.pool.nested, args=(self, header, buffers), daemon=True).start()
+            try:
+                if op == "ready":
+                    self.ready = True
+                elif op == "result":
+                    self.pool.finished(self, header, buffers)
+                elif op == "submit":
+                    threading.Thread(target=self.pool.nested, args=(self, header, buffers), daemon=True).start()
+                elif op == "record":
+                    self.pool.recorded(header, buffers)
+            except Exception as exc:  # one bad message must not leave this worker's jobs unanswered
+                sys.stderr.write(f"seamless: worker {self.number}: {op} message: {type(exc).__name__}: {exc}\n")
         self.pool.died(self)
 
     def kill(self):
@@ -115,8 +134,13 @@ class Pool:
         self.waiting = deque()
         self.ids = itertools.count(1)
         self.closing = False
+        self.broken = None  # why workers cannot start, once several in a row died at birth
+        self.failed_starts = 0
         self.numbers = itertools.count()
-        self.workers = [Worker(self, next(self.numbers)) for _ in range(self.size)]
+        self.workers = []
+        with self.lock:  # a worker that dies at once is handled after they all exist
+            self.workers += [Worker(self, next(self.numbers)) for _ in range(self.size)]
+        atexit.register(self.close)  # no workers or shared-memory files outlive this process
 
     # --- running ------------------------------------------------------------------------
 
@@ -139,6 +163,8 @@ class Pool:
         with self.lock:
             if self.closing:
                 raise TransformationError("the worker pool has been closed")
+            if self.broken:
+                raise TransformationError(self.broken)
             worker = self._free_worker()
             if worker is None:
                 if only_if_free:
@@ -186,29 +212,55 @@ class Pool:
 
     def died(self, worker):
         with self.lock:
+            killed = not worker.alive  # by us: a cancel, or close()
             worker.alive = False
             orphans = list(worker.jobs.values())
             worker.jobs.clear()
             if worker in self.workers:
                 self.workers.remove(worker)
-            if not self.closing:
+            status = worker.proc.poll()
+            if worker.ready:
+                self.failed_starts = 0
+            elif not killed:
+                self.failed_starts += 1
+            if self.failed_starts >= 3 and not self.closing:
+                self.broken = (f"the spawn workers exit as they start (exit status {status}; "
+                               "their error is on standard error above)")
+            if not self.closing and not self.broken:
                 self.workers.append(Worker(self, next(self.numbers)))
             for job in orphans:
                 if job.canceled:
                     continue
-                if job.attempts >= 3 * self.size:
+                if self.closing or self.broken:
+                    job.finish(error=self.broken or "the worker pool was closed")
+                elif job.attempts >= 3 * self.size:
                     job.finish(error=f"the worker running it died {job.attempts} times "
-                                     f"(exit status {worker.proc.poll()}); giving up")
-                elif not self.closing:
-                    self.waiting.appendleft(job)
+                                     f"(exit status {status}); giving up")
                 else:
-                    job.finish(error="the worker pool was closed")
+                    self.waiting.appendleft(job)
+            if self.broken:
+                self._fail_waiting(self.broken)
             self._dispatch_waiting()
         worker.channel.close()
         try:
             worker.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        shutil.rmtree(worker.spill, ignore_errors=True)  # buffers it never read
+
+    def _fail_waiting(self, why):
+        while self.waiting:
+            job = self.waiting.popleft()
+            if not job.canceled:
+                job.finish(error=why)
+
+    def recorded(self, header, buffers):
+        """A worker ran a nested transformation itself: keep its result as if we had."""
+        from seamless.transformer.dispatch import record
+
+        *inputs, data = buffers
+        record(header["tf"], dict(zip(header["buffers"], inputs, strict=True)), header["result"], data,
+               header["scratch"], "spawn", header["seconds"])
 
     def nested(self, worker, header, buffers):
         """A worker's transformation wants another one computed."""
@@ -218,7 +270,7 @@ class Pool:
         if result is not None:
             data = cache.get_buffer(result)
             if data is not None:
-                worker.channel.send({"op": "reply", "id": request, "status": "done"}, [data])
+                worker.tell({"op": "reply", "id": request, "status": "done"}, [data])
                 return
         inputs = dict(zip(header["buffers"], buffers, strict=True))
         job = Job(self, header["transformation"], inputs, tf)
@@ -226,14 +278,14 @@ class Pool:
 
         def reply(job):
             if job.error is not None:
-                worker.channel.send({"op": "reply", "id": request, "status": "error", "error": job.error})
+                worker.tell({"op": "reply", "id": request, "status": "error", "error": job.error})
                 return
             from seamless.transformer.dispatch import record
 
             identity = {tf: identity_buffer(job.transformation)}
             record(tf, {**inputs, **identity}, calculate(job.result), job.result, False, "spawn",
                    time.monotonic() - started)
-            worker.channel.send({"op": "reply", "id": request, "status": "done"}, [job.result])
+            worker.tell({"op": "reply", "id": request, "status": "done"}, [job.result])
 
         job.on_done = reply
         try:
@@ -241,7 +293,7 @@ class Pool:
         except TransformationError:
             accepted = False
         if not accepted:
-            worker.channel.send({"op": "reply", "id": request, "status": "refused"})
+            worker.tell({"op": "reply", "id": request, "status": "refused"})
 
     # --- stopping -----------------------------------------------------------------------
 
@@ -257,8 +309,12 @@ class Pool:
 
     def close(self):
         with self.lock:
+            if self.closing:
+                return
             self.closing = True
             workers = list(self.workers)
+            self._fail_waiting("the worker pool was closed")
+        atexit.unregister(self.close)
         for worker in workers:
             worker.kill()
         for worker in workers:
@@ -282,9 +338,7 @@ def _needed_buffers(t):
         if name.startswith("__") or not isinstance(spec, list):
             continue
         cs = spec[2]
-        data = t._definition.buffers.get(cs)
-        if data is None:
-            data = cache.get_buffer(cs)
+        data = t._input(cs)
         if data is None:
             raise TransformationError(f"pin {name!r}: buffer {cs} is in no cache and no store")
         buffers[cs] = data

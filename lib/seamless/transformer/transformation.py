@@ -79,8 +79,10 @@ class Transformation:
         self._tf = None
         self._transformation = None
         self._result = None
+        self._held = None  # the result bytes it computed itself (the cache may not keep them)
         self._exception = None
         self._construct_failed = False
+        self._interrupted = False
         self._canceled = False
         self._job = None  # the pool job while it runs in a worker
         self._callbacks = []
@@ -99,6 +101,10 @@ class Transformation:
         try:
             if not self._canceled:
                 self._compute_now()
+        except BaseException:  # KeyboardInterrupt: a failure that clear_exception() or a new run undoes
+            self._exception = "KeyboardInterrupt: the evaluation was interrupted"
+            self._interrupted = True
+            raise
         finally:
             self._finish()
 
@@ -182,7 +188,31 @@ class Transformation:
     def _buffer_or_none(self):
         from seamless.transformer.cache import cache
 
+        if self._held is not None:
+            return self._held
         return cache.get_buffer(self._result.hex()) if self._result is not None else None
+
+    def _result_bytes(self):
+        data = self._buffer_or_none()
+        if data is None:  # evicted, or a scratch result never stored: compute it again
+            from seamless.transformer import dispatch
+
+            data = dispatch.recompute(self)
+        return data
+
+    def _input(self, cs):
+        """A buffer an execution needs: from the definition, the caches and stores, or
+        by recomputing a dependency whose result was not kept."""
+        from seamless.transformer.cache import cache
+
+        data = self._definition.buffers.get(cs)
+        if data is None:
+            data = cache.get_buffer(cs)
+        if data is None:
+            for dep in (self._definition.deps or {}).values():
+                if dep._result is not None and dep._result.hex() == cs:
+                    return dep._result_bytes()
+        return data
 
     # --- the API ---------------------------------------------------------------------------
 
@@ -199,6 +229,8 @@ class Transformation:
     def compute(self):
         """The result checksum (found or executed), or None on failure."""
         refuse_in_event_loop("compute()")
+        if self._interrupted:  # an interrupted evaluation is not a failure to keep
+            self.clear_exception()
         if self._result is None and self._exception is None and not self._canceled:
             self._complete()
         return self._result
@@ -210,16 +242,14 @@ class Transformation:
         return self._value()
 
     def _value(self):
-        self._raise_if_failed()
-        data = self._buffer_or_none()
-        if data is None:  # evicted, or a scratch result never stored: compute it again
-            from seamless.transformer import dispatch
+        return deserialize(self._checked_bytes(), self._definition.result_celltype)
 
-            try:
-                data = dispatch.recompute(self)
-            except TransformationError as exc:
-                raise TransformationError(f"Transformation returned an exception:\n{exc}") from None
-        return deserialize(data, self._definition.result_celltype)
+    def _checked_bytes(self):
+        self._raise_if_failed()
+        try:
+            return self._result_bytes()
+        except TransformationError as exc:
+            raise TransformationError(f"Transformation returned an exception:\n{exc}") from None
 
     def _raise_if_failed(self):
         if self._canceled:
@@ -233,6 +263,8 @@ class Transformation:
 
     def start(self):
         """Compute in the background; returns self."""
+        if self._interrupted:
+            self.clear_exception()
         with self._lock:
             if self._claimed or self._scheduled or self._canceled:
                 return self
@@ -302,6 +334,7 @@ class Transformation:
             return
         with self._lock:
             self._exception = None
+            self._interrupted = False
             self._construct_failed = False
             self._claimed = self._scheduled = False
             self._done.clear()
@@ -359,11 +392,7 @@ class Transformation:
         from seamless.buffer import Buffer
 
         self._check_result()
-        data = self._buffer_or_none()
-        if data is None:
-            self._value()
-            data = self._buffer_or_none()
-        return Buffer(data, self._result)
+        return Buffer(self._checked_bytes(), checksum=self._result)
 
     def _check_result(self):
         if self._tf is None and not self._construct_failed and not self._canceled:

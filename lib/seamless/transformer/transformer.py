@@ -337,9 +337,11 @@ class Transformer:
             self._celltypes.setdefault(name, "mixed")
 
     def _del_pin(self, what, name):
-        if self._signature is not None:
+        """A code string's pin goes as a whole (a function's pins are its parameters)."""
+        if self._signature is not None or name == "result":
             raise AttributeError(name)
-        (self._celltypes if what == "celltypes" else self._args).pop(name, None)
+        self._celltypes.pop(name, None)
+        self._args.pop(name, None)
 
     def _dirty(self):
         self._module_pins = None
@@ -422,7 +424,11 @@ class Transformer:
                 pins[name] = pin
                 buffers[pin[2]] = data
                 continue
-            data = serialize(value, celltype)
+            try:
+                data = serialize(value, celltype)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise TypeError(f"argument {name!r} ({type(value).__name__}) cannot be serialized as celltype "
+                                f"{celltype!r}: {exc}") from None
             cs = calculate_checksum(data)
             pins[name] = [celltype, None, cs]
             buffers[cs] = data

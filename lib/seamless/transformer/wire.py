@@ -37,16 +37,30 @@ class Channel:
         data = json.dumps(header, separators=(",", ":")).encode()
         parts = [struct.pack("<II", len(data), len(buffers)), data]
         for buf in buffers:
-            if len(buf) >= LARGE:
-                fd, path = tempfile.mkstemp(dir=self.spill_dir)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(buf)
+            path = self._spill(buf) if len(buf) >= LARGE else None
+            if path is not None:
                 name = os.fsencode(path)
                 parts += [struct.pack("<QI", _BY_FILE, len(name)), name]
             else:
                 parts += [struct.pack("<Q", len(buf)), buf]
         with self._lock:
             self.sock.sendall(b"".join(parts))
+
+    def _spill(self, buf):
+        """A file holding buf, or None (shared memory full or gone: the buffer goes in the stream)."""
+        path = None
+        try:
+            fd, path = tempfile.mkstemp(dir=self.spill_dir)
+            with os.fdopen(fd, "wb") as f:
+                f.write(buf)
+            return path
+        except OSError:
+            if path is not None:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            return None
 
     def receive(self):
         """(header, [buffers]), or None when the other side has gone."""

@@ -46,17 +46,31 @@ def _run(job_id, transformation, buffers):
     from seamless.transformer.execute import TransformationFailure, run_transformation
     from seamless.transformer.transformation import TransformationError
 
-    for cs, data in buffers.items():
-        cache.keep(cs, data)
+    def get_buffer(cs):
+        data = buffers.get(cs)
+        return data if data is not None else cache.get_buffer(cs)
+
     try:
-        data = run_transformation(transformation, cache.get_buffer)
+        data = run_transformation(transformation, get_buffer)
+        answer = ({"op": "result", "id": job_id, "ok": True}, [data])
     except (TransformationFailure, TransformationError) as exc:
-        channel.send({"op": "result", "id": job_id, "ok": False, "error": str(exc)})
-        return
+        answer = ({"op": "result", "id": job_id, "ok": False, "error": str(exc)}, [])
     except BaseException as exc:  # noqa: B036 - a worker must always answer
-        channel.send({"op": "result", "id": job_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
-        return
-    channel.send({"op": "result", "id": job_id, "ok": True}, [data])
+        answer = ({"op": "result", "id": job_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}, [])
+    try:
+        channel.send(*answer)
+    except OSError:
+        os._exit(0)  # the parent has gone
+
+
+def report_record(tf, inputs, result, data, scratch, seconds):
+    """A nested transformation ran here: the parent keeps it (memory and stores)."""
+    header = {"op": "record", "tf": tf, "result": result, "scratch": scratch, "seconds": seconds,
+              "buffers": list(inputs)}
+    try:
+        channel.send(header, [*inputs.values(), data])
+    except OSError:
+        pass
 
 
 def main(fd):
@@ -65,9 +79,13 @@ def main(fd):
 
     # CPU-bound jobs share this interpreter: hand the GIL over less often than the
     # default 5 ms, which costs a worker running 3 such jobs ~15% of its time
-    sys.setswitchinterval(float(os.environ.get("SEAMLESS_WORKER_SWITCH_INTERVAL", "0.05")))
+    try:
+        sys.setswitchinterval(float(os.environ.get("SEAMLESS_WORKER_SWITCH_INTERVAL", "0.05")))
+    except ValueError:
+        sys.setswitchinterval(0.05)
     sock = socket.socket(fileno=fd)
     channel = wire.Channel(sock, os.environ.get("SEAMLESS_POOL_DIR") or None)
+    channel.send({"op": "ready"})
     while True:
         message = channel.receive()
         if message is None:
