@@ -156,6 +156,24 @@ def test_code_strings_python_and_bash():
     assert block(a=2, b=7).run() == 14
 
 
+def test_a_bash_transformer_runs_in_its_conda_environment(tmp_path, monkeypatch):
+    profile = tmp_path / "conda" / "etc" / "profile.d"
+    profile.mkdir(parents=True)
+    (profile / "conda.sh").write_text('conda() { export ACTIVE_ENV="$2"; }\n')  # a stand-in conda
+    monkeypatch.setenv("CONDA_ROOT", str(tmp_path / "conda"))
+    which = direct("echo $ACTIVE_ENV-$n > RESULT", language="bash")
+    which.celltypes.n = "int"
+    which.environment.set_conda_env("analysis")
+    assert which(n=1) == "analysis-1\n"
+    spawn(1)
+    assert which(n=2) == "analysis-2\n"  # in a worker too
+    which.environment.set_conda_env("missing-conda")
+    monkeypatch.setenv("CONDA_ROOT", str(tmp_path / "nowhere"))
+    seamless.close()
+    with pytest.raises(TransformationError, match="conda environment 'missing-conda': conda is not found"):
+        which(n=3)
+
+
 # --- dependencies, nesting ---------------------------------------------------------------------
 
 

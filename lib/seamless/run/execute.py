@@ -88,7 +88,7 @@ def conda_activation(env):
         root = found.stdout.strip() if found.returncode == 0 else None
     script = os.path.join(root, "etc", "profile.d", "conda.sh") if root else None
     if not script or not os.path.isfile(script):
-        raise JobError(f"--conda {env}: conda is not found (set CONDA_ROOT or put conda on PATH)")
+        raise JobError(f"conda environment {env!r}: conda is not found (set CONDA_ROOT or put conda on PATH)")
     return f"source {shlex.quote(script)}\nconda activate {shlex.quote(env)}\n"
 
 

@@ -256,6 +256,7 @@ def _run_bash(transformation, get_buffer):
 
     code = deserialize(_buffer(get_buffer, transformation["code"][2], "the code"), "text")
     values, _ = _pins(transformation, get_buffer)
+    setup = _conda_setup(transformation, get_buffer)
     job = Job(None)
     try:
         for name, value in sorted(values.items()):
@@ -274,7 +275,7 @@ def _run_bash(transformation, get_buffer):
             with open(path, "wb") as f:
                 f.write(data)
         try:
-            job.run(code, stdout=sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None)
+            job.run(code, stdout=sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None, setup=setup)
         except JobError as exc:
             tail = exc.stderr_tail.decode(errors="replace")
             raise TransformationFailure(f"bash: {exc}" + (f"\n{tail}" if tail else "")) from None
@@ -302,6 +303,23 @@ def _run_bash(transformation, get_buffer):
             raise TransformationFailure(f"bash: RESULT cannot be stored as celltype {celltype!r}: {exc}") from None
     finally:
         job.cleanup()
+
+
+def _conda_setup(transformation, get_buffer):
+    """Shell lines activating the .environment's conda environment, if it names one."""
+    if "__env__" not in transformation:
+        return ""
+    env = deserialize(_buffer(get_buffer, transformation["__env__"], "the environment"), "mixed")
+    name = env.get("conda_environment") if isinstance(env, dict) else None
+    if not name:
+        return ""
+    from seamless.run.execute import conda_activation
+    from seamless.run.job import JobError
+
+    try:
+        return conda_activation(name)
+    except JobError as exc:
+        raise TransformationFailure(f"bash: {exc}") from None
 
 
 def _read_result(data, raw):

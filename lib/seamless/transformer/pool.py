@@ -332,10 +332,12 @@ def calculate(data):
 
 
 def _needed_buffers(t):
-    """Every buffer the transformation's pins refer to (the worker has no stores)."""
+    """Every buffer the transformation's pins (and environment) refer to (the worker has no stores)."""
     buffers = {}
     for name, spec in t._transformation.items():
-        if name.startswith("__") or not isinstance(spec, list):
+        if name == "__env__":
+            spec = [None, None, spec]
+        elif name.startswith("__") or not isinstance(spec, list):
             continue
         cs = spec[2]
         data = t._input(cs)

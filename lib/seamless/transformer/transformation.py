@@ -175,7 +175,9 @@ class Transformation:
         if definition.env:
             from seamless.checksum import serialize
 
-            transformation["__env__"] = calculate_checksum(serialize(definition.env, "mixed"))
+            env = serialize(definition.env, "mixed")
+            transformation["__env__"] = calculate_checksum(env)
+            definition.buffers[transformation["__env__"]] = env  # stored with the inputs: the record
         from seamless.buffer import Checksum
         from seamless.transformer.cache import cache
 
