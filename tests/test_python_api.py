@@ -460,6 +460,69 @@ def test_identical_transformations_at_once_execute_once(tmp_path, where):
     assert values == [42] * 6 and runs_of(log) == 1
 
 
+@delayed
+def fails_slowly(x):
+    import time
+
+    time.sleep(1)
+    raise ValueError(f"bad {x}")
+
+
+def test_identical_failures_at_once_fail_together():
+    import concurrent.futures
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(4) as threads:
+        errors = list(threads.map(lambda _: fails_slowly(7).compute() or "", range(4)))
+    assert errors == [""] * 4 and time.monotonic() - start < 1.9  # one run shared, not four in a row
+
+
+def test_a_canceled_transformation_waiting_for_an_identical_one_runs_nothing(monkeypatch):
+    monkeypatch.setenv("SEAMLESS_WORKER_TRANSFORMATION_THROTTLE", "1")
+    spawn(1)
+    first, second = slow_value(1, 20).start(), slow_value(1, 20).start()
+    time.sleep(0.5)
+    first.cancel()
+    second.cancel()
+    start = time.monotonic()
+    assert pid_of(3).run()[0] == 3 and time.monotonic() - start < 5  # the slot is free
+    assert second.status == "Status: canceled"
+
+
+def test_the_pool_survives_its_shared_memory_directory_going_away(tmp_path):
+    import shutil
+
+    from seamless.transformer.dispatch import pool
+
+    spawn(1)
+    assert pid_of(1).run()[0] == 1
+    shutil.rmtree(pool().spill)
+    assert len(add(b"x" * (2 << 20), b"y").run()) == (2 << 20) + 1  # large buffers go in the stream
+    tf = always_crash(2)  # every replacement worker needs its directory back
+    assert tf.compute() is None and "died" in tf.exception
+    assert pid_of(2).run()[0] == 2
+    workers = pool().workers
+    assert all(os.getpgid(w.proc.pid) != os.getpgid(0) for w in workers)  # a Ctrl-C is not theirs
+
+
+def test_only_results_the_cache_cannot_keep_stay_with_their_transformation(monkeypatch):
+    from seamless import Buffer
+
+    small = add(1, 2)
+    assert small.run() == 3 and small._held is None
+    monkeypatch.setattr(cache, "cap", 100)
+    large = add("x" * 200, "y")
+    assert large.run() == "x" * 200 + "y" and large._held is not None
+    one, two = Buffer(b"kept"), Buffer(b"")
+    one.incref()
+    one.incref()
+    one.decref()
+    two.incref()
+    cache.buffers.clear()
+    assert one.checksum.resolve() == b"kept" and two.checksum.resolve() == b""  # counted, and empty is a buffer
+    assert b"kept" in {one}
+
+
 def test_exit_and_interrupt_in_user_code(tmp_path):
     quits = direct("import sys\nsys.exit(3)")
     with pytest.raises(TransformationError, match="SystemExit: 3"):

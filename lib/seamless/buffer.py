@@ -173,8 +173,8 @@ class Buffer:
             return self.content == bytes(other)
         return NotImplemented
 
-    def __hash__(self):
-        return hash(self.checksum)
+    def __hash__(self):  # equal to bytes of the same content, so hashed alike
+        return hash(self.content)
 
     def __repr__(self):
         return f"Seamless Buffer, checksum {self.checksum}, length {len(self.content)}"

@@ -23,7 +23,7 @@ class Cache:
     def __init__(self):
         self.results = {}
         self.buffers = OrderedDict()
-        self.pinned = {}  # incref'ed buffers: never evicted
+        self.pinned = {}  # checksum -> (count, buffer): incref'ed, never evicted
         self.size = 0
         self.cap = _cap_bytes()
         self.lock = threading.Lock()
@@ -43,7 +43,8 @@ class Cache:
 
     def get_buffer(self, cs):
         with self.lock:
-            data = self.pinned.get(cs) or self.buffers.get(cs)
+            pinned = self.pinned.get(cs)
+            data = pinned[1] if pinned is not None else self.buffers.get(cs)
             if data is not None:
                 if cs in self.buffers:
                     self.buffers.move_to_end(cs)
@@ -76,12 +77,20 @@ class Cache:
                 self.size -= len(old)
 
     def pin(self, cs, data):
+        """Keep a buffer until as many unpin() calls (upstream's incref/decref)."""
         with self.lock:
-            self.pinned[cs] = data
+            count = self.pinned[cs][0] if cs in self.pinned else 0
+            self.pinned[cs] = (count + 1, data)
 
     def unpin(self, cs):
         with self.lock:
-            self.pinned.pop(cs, None)
+            if cs not in self.pinned:
+                return
+            count, data = self.pinned[cs]
+            if count > 1:
+                self.pinned[cs] = (count - 1, data)
+            else:
+                del self.pinned[cs]
 
     # --- results -------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ class _Running:
 
     def __init__(self):
         self.done = threading.Event()
-        self.result = self.data = None
+        self.result = self.data = self.error = None
 
 
 _running = {}  # transformation checksum -> _Running
@@ -39,6 +39,8 @@ _running_lock = threading.Lock()
 def compute(t) -> Checksum:
     tf = t._tf.hex()
     while True:
+        if t._canceled:
+            raise TransformationError("Transformation was canceled")
         result = cache.get_result(tf)
         if result is None and t._definition.scratch:
             result = cache.known_result(tf)  # scratch: the checksum row is the result; .value recomputes
@@ -50,23 +52,37 @@ def compute(t) -> Checksum:
                 mine = _running[tf] = _Running()
         if running is None:
             break
-        running.done.wait()  # the same transformation is executing: latch on to it
+        while not running.done.wait(0.1):  # the same transformation is executing: latch on to it
+            if t._canceled:
+                raise TransformationError("Transformation was canceled")
         if running.result is not None:
-            t._held = running.data
+            _hold(t, running.data)
             return Checksum(running.result)
-        # it failed (failures are not shared): look again, then execute it ourselves
+        if running.error is not None:
+            raise TransformationError(running.error)
+        # it was canceled or interrupted: look again, then execute it ourselves
     try:
         started = time.monotonic()
         data, mode = execute(t)
         result = calculate_checksum(data)
-        t._held = mine.data = data
+        _hold(t, data)
+        mine.data = data
         record(tf, t._definition.buffers, result, data, t._definition.scratch, mode, time.monotonic() - started)
         mine.result = result
+    except TransformationError as exc:
+        if not t._canceled:
+            mine.error = str(exc)  # those waiting for it fail the same way (nothing is cached)
+        raise
     finally:
         with _running_lock:
             del _running[tf]
         mine.done.set()
     return Checksum(result)
+
+
+def _hold(t, data):
+    """A result the buffer cache cannot keep stays with its transformation: no second run to read it."""
+    t._held = data if data is not None and len(data) > cache.cap else None
 
 
 def recompute(t) -> bytes:
@@ -76,7 +92,7 @@ def recompute(t) -> bytes:
         raise TransformationError(f"re-running transformation {t._tf} gave a different result "
                                   "(it is not deterministic); its first result is lost")
     cache.keep(t._result.hex(), data)
-    t._held = data
+    _hold(t, data)
     return data
 
 

@@ -109,7 +109,7 @@ def _run_python(transformation, get_buffer):
     celltype = transformation["__output__"][1]
     try:
         return serialize(result, celltype)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # TypeError, ValueError, RecursionError, ... from the value itself
         raise TransformationFailure(f"the result ({type(result).__name__}) cannot be stored as celltype "
                                     f"{celltype!r}: {exc}") from None
 

@@ -68,14 +68,15 @@ class Worker:
         self.ready = False  # it has said hello: it did start
         # large buffers to and from this worker go through files here; removed when it dies
         self.spill = os.path.join(pool.spill, str(number))
-        os.mkdir(self.spill, 0o700)
+        os.makedirs(self.spill, 0o700, exist_ok=True)
         parent_end, child_end = socket.socketpair()
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         env["SEAMLESS_POOL_DIR"] = self.spill
         self.proc = subprocess.Popen([sys.executable, "-m", "seamless.transformer.worker", str(child_end.fileno())],
-                                     pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL)
+                                     pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)  # a Ctrl-C is for us; workers end with our socket
         child_end.close()
         self.channel = wire.Channel(parent_end, self.spill)
         self.alive = True
@@ -149,6 +150,8 @@ class Pool:
         job = Job(self, t._transformation, _needed_buffers(t), t._tf.hex())
         t._job = job
         try:
+            if t._canceled:  # canceled before it had a job to cancel
+                raise TransformationError("Transformation was canceled")
             self.submit(job)
             job.done.wait()
         finally:
@@ -165,6 +168,8 @@ class Pool:
                 raise TransformationError("the worker pool has been closed")
             if self.broken:
                 raise TransformationError(self.broken)
+            if job.canceled:
+                return True
             worker = self._free_worker()
             if worker is None:
                 if only_if_free:
@@ -211,6 +216,10 @@ class Pool:
             job.finish(error=header.get("error") or "the worker reported a failure")
 
     def died(self, worker):
+        try:
+            status = worker.proc.wait(1)  # its socket is closed: it is exiting
+        except subprocess.TimeoutExpired:
+            status = None
         with self.lock:
             killed = not worker.alive  # by us: a cancel, or close()
             worker.alive = False
@@ -218,16 +227,13 @@ class Pool:
             worker.jobs.clear()
             if worker in self.workers:
                 self.workers.remove(worker)
-            status = worker.proc.poll()
             if worker.ready:
                 self.failed_starts = 0
-            elif not killed:
+            elif not killed and not (status is not None and status < 0):  # not a signal: it could not start
                 self.failed_starts += 1
             if self.failed_starts >= 3 and not self.closing:
                 self.broken = (f"the spawn workers exit as they start (exit status {status}; "
                                "their error is on standard error above)")
-            if not self.closing and not self.broken:
-                self.workers.append(Worker(self, next(self.numbers)))
             for job in orphans:
                 if job.canceled:
                     continue
@@ -238,6 +244,11 @@ class Pool:
                                      f"(exit status {status}); giving up")
                 else:
                     self.waiting.appendleft(job)
+            if not self.closing and not self.broken:
+                try:
+                    self.workers.append(Worker(self, next(self.numbers)))
+                except OSError as exc:
+                    self.broken = f"cannot start a spawn worker: {exc}"
             if self.broken:
                 self._fail_waiting(self.broken)
             self._dispatch_waiting()

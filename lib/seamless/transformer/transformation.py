@@ -79,7 +79,7 @@ class Transformation:
         self._tf = None
         self._transformation = None
         self._result = None
-        self._held = None  # the result bytes it computed itself (the cache may not keep them)
+        self._held = None  # its result, when too large for the buffer cache to keep
         self._exception = None
         self._construct_failed = False
         self._interrupted = False
@@ -101,10 +101,14 @@ class Transformation:
         try:
             if not self._canceled:
                 self._compute_now()
-        except BaseException:  # KeyboardInterrupt: a failure that clear_exception() or a new run undoes
+        except KeyboardInterrupt:  # not a result: clear_exception() or the next run starts it again
             self._exception = "KeyboardInterrupt: the evaluation was interrupted"
             self._interrupted = True
             raise
+        except Exception as exc:  # ours, not the code's (a store that fails, ...): a failure all the same
+            self._exception = f"{type(exc).__name__}: {exc}"
+            if os.environ.get("SEAMLESS_DEBUG") == "1":
+                raise
         finally:
             self._finish()
 
