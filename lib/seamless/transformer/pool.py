@@ -68,7 +68,8 @@ class Worker:
         self.ready = False  # it has said hello: it did start
         # large buffers to and from this worker go through files here; removed when it dies
         self.spill = os.path.join(pool.spill, str(number))
-        os.makedirs(self.spill, 0o700, exist_ok=True)
+        for path in (pool.spill, self.spill):  # the pool's may have been removed under us: private again
+            os.makedirs(path, 0o700, exist_ok=True)
         parent_end, child_end = socket.socketpair()
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
