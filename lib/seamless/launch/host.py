@@ -264,12 +264,10 @@ def _program(name, must_exist=True):
 
 def _conda_wrap(env, argv):
     """bash activates the environment, then execs argv given as arguments (never as text)."""
-    root = os.environ.get("CONDA_ROOT")
-    if not root and shutil.which("conda"):
-        found = subprocess.run(["conda", "info", "--base"], capture_output=True, text=True)
-        root = found.stdout.strip() if found.returncode == 0 else None
-    script = os.path.join(root, "etc", "profile.d", "conda.sh") if root else None
-    if not script or not os.path.isfile(script):
+    from seamless.conda import profile_script
+
+    script = profile_script()
+    if script is None:
         raise HostError(f"conda environment {env!r} requested, but conda is not found on this host "
                         "(set CONDA_ROOT or put conda on PATH)")
     activate = f"source {shlex.quote(script)} && conda activate {shlex.quote(env)} && exec \"$@\""

@@ -77,17 +77,13 @@ def run(transformation, stores, *, job_parent=None, quiet=False, scratch=False, 
 
 
 def conda_activation(env):
-    """Shell lines that activate a conda environment (from CONDA_ROOT or `conda info --base`)."""
+    """Shell lines that activate a conda environment."""
     import shlex
-    import shutil
-    import subprocess
 
-    root = os.environ.get("CONDA_ROOT")
-    if not root and shutil.which("conda"):
-        found = subprocess.run(["conda", "info", "--base"], capture_output=True, text=True)
-        root = found.stdout.strip() if found.returncode == 0 else None
-    script = os.path.join(root, "etc", "profile.d", "conda.sh") if root else None
-    if not script or not os.path.isfile(script):
+    from seamless.conda import profile_script
+
+    script = profile_script()
+    if script is None:
         raise JobError(f"conda environment {env!r}: conda is not found (set CONDA_ROOT or put conda on PATH)")
     return f"source {shlex.quote(script)}\nconda activate {shlex.quote(env)}\n"
 

@@ -212,7 +212,7 @@ def _read_word(text, i):
             out.append(part)
             expansion = expansion or exp
             quoted = True
-        elif c == "`" or (c == "$" and i + 1 < n and text[i + 1] in "({"):
+        elif _starts_expansion(text, i):
             end = _expansion_end(text, i)
             out.append(text[i:end])
             i = end
@@ -237,7 +237,7 @@ def _read_double_quoted(text, i):
         if c == "\\" and i + 1 < n and text[i + 1] in '"\\$`\n':
             out.append(text[i + 1])
             i += 2
-        elif c == "`" or (c == "$" and i + 1 < n and text[i + 1] in "({"):
+        elif _starts_expansion(text, i):
             end = _expansion_end(text, i)
             out.append(text[i:end])
             i = end
@@ -247,6 +247,11 @@ def _read_double_quoted(text, i):
             out.append(c)
             i += 1
     raise ShellSyntaxError("syntax error: unterminated double quote")
+
+
+def _starts_expansion(text, i):
+    """A $(...), ${...} or `...` starts at i."""
+    return text[i] == "`" or text.startswith(("$(", "${"), i)
 
 
 def _expansion_end(text, i):

@@ -36,92 +36,99 @@ def parallel(transformations, stage=None, substage=None):
     return _in_order(transformations, limit, threading.Condition())
 
 
-def _in_order(transformations, limit, changed):
-    listing = transformations if isinstance(transformations, TransformationList) else None
-    items = enumerate(transformations)
-    window = deque()
-    running = [0]
-    exhausted = False
+class _Window:
+    """The transformations started and not yet handed back, in input order, with at most
+    `limit` of them unfinished. on_done(tf) is called (from any thread) as each finishes;
+    it must call finished() under whatever lock guards the window."""
 
+    def __init__(self, transformations, limit, on_done):
+        self.items = enumerate(transformations)
+        self.limit = limit
+        self.on_done = on_done
+        self.started = deque()
+        self.running = 0
+        self.exhausted = False
+        self.listing = transformations if isinstance(transformations, TransformationList) else None
+
+    def fill(self):
+        while not self.exhausted and self.running < self.limit:
+            try:
+                index, tf = next(self.items)
+            except StopIteration:
+                self.exhausted = True
+                return
+            self.running += 1
+            self.started.append((index, tf))
+            tf.start()
+            tf._when_done(self.on_done)
+
+    def finished(self):
+        self.running -= 1
+
+    def head(self):
+        """The next transformation in order, or None when all have been handed back."""
+        return self.started[0][1] if self.started else None
+
+    def pop(self):
+        index, tf = self.started.popleft()
+        if self.listing is not None:
+            self.listing.finish(index)
+        return tf
+
+    def close(self):
+        if self.listing is not None:
+            self.listing.close()
+
+
+def _in_order(transformations, limit, changed):
     def done(_):
         with changed:
-            running[0] -= 1
+            window.finished()
             changed.notify_all()
 
+    window = _Window(transformations, limit, done)
     try:
         while True:
             with changed:
-                while not exhausted and running[0] < limit:
-                    try:
-                        index, tf = next(items)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    running[0] += 1
-                    window.append((index, tf))
-                    tf.start()
-                    tf._when_done(done)
-                if not window:
+                window.fill()
+                head = window.head()
+                if head is None:
                     return
-                index, head = window[0]
                 if not head._done.is_set():
                     changed.wait()
                     continue
-                window.popleft()
-            if listing is not None:
-                listing.finish(index)
+                window.pop()
             yield head
     finally:
-        if listing is not None:
-            listing.close()
+        window.close()
 
 
 async def parallel_async(transformations, stage=None, substage=None):
     import asyncio
 
-    limit = _nparallel(stage, substage)
     loop = asyncio.get_running_loop()
-    listing = transformations if isinstance(transformations, TransformationList) else None
-    window = deque()
-    running = [0]
     wake = asyncio.Event()
 
     def finished():
-        running[0] -= 1
+        window.finished()
         wake.set()
 
-    def done(_):  # called from any thread
-        loop.call_soon_threadsafe(finished)
-
-    items = enumerate(transformations)
-    exhausted = False
+    window = _Window(transformations, _nparallel(stage, substage),
+                     lambda _: loop.call_soon_threadsafe(finished))  # called from any thread
     try:
         while True:
-            while not exhausted and running[0] < limit:
-                try:
-                    index, tf = next(items)
-                except StopIteration:
-                    exhausted = True
-                    break
-                running[0] += 1
-                window.append((index, tf))
-                tf.start()
-                tf._when_done(done)
-            if not window:
+            window.fill()
+            head = window.head()
+            if head is None:
                 return
-            index, head = window[0]
             if not head._done.is_set():
                 wake.clear()
                 if not head._done.is_set():
                     await wake.wait()
                 continue
-            window.popleft()
-            if listing is not None:
-                listing.finish(index)
-            yield head
+            yield window.pop()
     finally:
-        if listing is not None:
-            listing.close()
+        window.close()
 
 
 class TransformationList:

@@ -21,7 +21,7 @@ from seamless.transformer.cache import cache
 from seamless.transformer.execute import TransformationFailure, run_transformation
 from seamless.transformer.transformation import TransformationError
 
-_pool = {"pool": None, "explicit": False}
+_pool = {"pool": None}
 
 
 class _Running:
@@ -158,7 +158,6 @@ def spawn(num_workers=None, _from_config=False):
     from seamless.transformer.pool import Pool
 
     _pool["pool"] = Pool(num_workers or multiprocessing.cpu_count())
-    _pool["explicit"] = not _from_config
 
 
 def has_spawned() -> bool:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 
+from seamless.checksum import calculate_checksum
 from seamless.identity import identity_buffer
 
 from seamless.transformer import wire
@@ -295,7 +296,7 @@ class Pool:
             from seamless.transformer.dispatch import record
 
             identity = {tf: identity_buffer(job.transformation)}
-            record(tf, {**inputs, **identity}, calculate(job.result), job.result, False, "spawn",
+            record(tf, {**inputs, **identity}, calculate_checksum(job.result), job.result, False, "spawn",
                    time.monotonic() - started)
             worker.tell({"op": "reply", "id": request, "status": "done"}, [job.result])
 
@@ -335,12 +336,6 @@ class Pool:
             except subprocess.TimeoutExpired:
                 pass
         shutil.rmtree(self.spill, ignore_errors=True)
-
-
-def calculate(data):
-    from seamless.checksum import calculate_checksum
-
-    return calculate_checksum(data)
 
 
 def _needed_buffers(t):

@@ -28,16 +28,12 @@ def celltype_name(celltype):
     return name
 
 
-class _Pins:
-    """Attribute and item access to a transformer's per-pin settings."""
-
-    def __init__(self, owner, store, what):
-        object.__setattr__(self, "_owner", owner)
-        object.__setattr__(self, "_store", store)
-        object.__setattr__(self, "_what", what)
+class _AttributeMap:
+    """Attribute access as item access, over the dict self._data; subclasses say how
+    items are read and changed."""
 
     def __getattr__(self, name):
-        if name.startswith("__"):
+        if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
         return self[name]
 
@@ -47,8 +43,35 @@ class _Pins:
     def __delattr__(self, name):
         del self[name]
 
+    def __contains__(self, name):
+        return name in self._data
+
+    def __iter__(self):
+        return iter(list(self._data))
+
+    def __len__(self):
+        return len(self._data)
+
+    def keys(self):
+        return list(self._data)
+
+    def items(self):
+        return list(self._data.items())
+
+    def __repr__(self):
+        return repr(self._data)
+
+
+class _Pins(_AttributeMap):
+    """A transformer's per-pin settings (.celltypes, .args)."""
+
+    def __init__(self, owner, store, what):
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_data", store)
+        object.__setattr__(self, "_what", what)
+
     def __getitem__(self, name):
-        return self._store[name] if self._what == "celltypes" else self._store.get(name)
+        return self._data[name] if self._what == "celltypes" else self._data.get(name)
 
     def __setitem__(self, name, value):
         self._owner._set_pin(self._what, name, value)
@@ -56,73 +79,26 @@ class _Pins:
     def __delitem__(self, name):
         self._owner._del_pin(self._what, name)
 
-    def __contains__(self, name):
-        return name in self._store
 
-    def __iter__(self):
-        return iter(list(self._store))
-
-    def __len__(self):
-        return len(self._store)
-
-    def keys(self):
-        return list(self._store)
-
-    def items(self):
-        return list(self._store.items())
-
-    def __repr__(self):
-        return repr(self._store)
-
-
-class _Namespace:
-    """.globals and .modules: names given to the code, by attribute or item."""
+class _Namespace(_AttributeMap):
+    """.globals and .modules: names given to the code."""
 
     def __init__(self, owner, check):
         object.__setattr__(self, "_owner", owner)
-        object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_data", {})
         object.__setattr__(self, "_check", check)
 
-    def __getattr__(self, name):
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)
-        return self._values.get(name)
-
-    def __setattr__(self, name, value):
-        self[name] = value
-
-    def __delattr__(self, name):
-        del self[name]
-
     def __getitem__(self, name):
-        return self._values.get(name)
+        return self._data.get(name)
 
     def __setitem__(self, name, value):
         self._check(value)
-        self._values[name] = value
+        self._data[name] = value
         self._owner._dirty()
 
     def __delitem__(self, name):
-        del self._values[name]
+        del self._data[name]
         self._owner._dirty()
-
-    def __contains__(self, name):
-        return name in self._values
-
-    def __iter__(self):
-        return iter(list(self._values))
-
-    def __len__(self):
-        return len(self._values)
-
-    def keys(self):
-        return list(self._values)
-
-    def items(self):
-        return list(self._values.items())
-
-    def __repr__(self):
-        return repr(self._values)
 
 
 def _check_module(value):
@@ -238,9 +214,9 @@ class Transformer:
         self._args = dict(other._args)
         self._meta = dict(other._meta)
         self._globals = _Namespace(self, lambda value: None)
-        self._globals._values.update(other._globals._values)
+        self._globals._data.update(other._globals._data)
         self._modules = _Namespace(self, _check_module)
-        self._modules._values.update(other._modules._values)
+        self._modules._data.update(other._modules._data)
         self.environment = Environment()
         self.environment._env.update(other.environment._env)
 
@@ -363,13 +339,13 @@ class Transformer:
     def _modules_buffers(self):
         if self._module_pins is None:
             pins = {}
-            modules = dict(self._modules._values)
+            modules = dict(self._modules._data)
             main = modules.pop("main", None)
             for name, module in modules.items():
                 pins[name] = _module_pin(source.module_definition(module))
-            if self._globals._values:
+            if self._globals._data:
                 main_code = source.module_definition(main)["code"] if main is not None else None
-                pins["main"] = _module_pin(source.globals_module(self._globals._values, main_code))
+                pins["main"] = _module_pin(source.globals_module(self._globals._data, main_code))
             elif main is not None:
                 pins["main"] = _module_pin(source.module_definition(main))
             self._module_pins = pins
