@@ -10,6 +10,18 @@ import time
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def private_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own HOME and caches: no outcome may depend on what earlier runs
+    (or the machine's user) left in ~/.cache, ~/.seamless or the environment."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("SEAMLESS_LAUNCH_DIR", str(home / ".seamless" / "launch"))
+    for name in ("SEAMLESS_REMOTE_CLIENTS", "SEAMLESS_CACHE", "SEAMLESS_TOKEN_FILE", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+
 class Service:
     def __init__(self, argv, status_file, env=None):
         self.argv = argv

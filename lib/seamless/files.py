@@ -23,3 +23,44 @@ def atomic_write(path, data: bytes | str, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+class UnsafePath(ValueError):
+    """A relative path from data (an index key, a pin name) that would leave its target."""
+
+
+def inside(root, relpath) -> str:
+    """root/relpath, refusing any relpath that could land outside root: absolute paths,
+    '..' parts, empty parts, NUL bytes. Index keys and pin names come from data that
+    anyone may have written (a .INDEX file, a poisoned cache entry), so they are checked
+    every time a file is placed by them."""
+    parts = relpath.replace("\\", "/").split("/") if isinstance(relpath, str) else None
+    if (not relpath or parts is None or "\0" in relpath or relpath.startswith("/") or ".." in parts
+            or "" in parts[:-1]):
+        raise UnsafePath(f"{relpath!r} is not a relative path inside {root}")
+    return os.path.join(root, *[p for p in parts if p not in ("", ".")])
+
+
+def within(root, path) -> bool:
+    """Does `path` (which may not exist yet) resolve to a place inside the directory root,
+    symlinks in between included?"""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def check_index(index, where="directory index"):
+    """A deep index {relative path: checksum} as found in data, checked: every key a path
+    inside the directory, every value a checksum. Raises UnsafePath."""
+    from seamless.checksum import parse_checksum
+
+    if not isinstance(index, dict):
+        raise UnsafePath(f"the {where} is not a JSON object")
+    for key, cs in index.items():
+        try:
+            inside(".", key)
+            parse_checksum(cs)
+        except (ValueError, TypeError):
+            raise UnsafePath(f"refusing the {where}: entry {key!r} -> {cs!r} is not a relative path inside "
+                             "the directory with a checksum") from None
+    return index

@@ -23,6 +23,13 @@ def debug_enabled() -> bool:
     return _debug
 
 
+def add_version(parser) -> None:
+    """--version: the tool's name and the package's version, like every Unix tool."""
+    from seamless import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s (seamless-toolbox) {__version__}")
+
+
 def error_line(prog: str, message) -> None:
     sys.stderr.write(f"{prog}: error: {message}\n")
     sys.stderr.flush()
@@ -34,10 +41,20 @@ def _traceback():
     traceback.print_exc()
 
 
-def open_stores(destination=None, writable=True, check=None, **selection):
+def selection(args):
+    """The configuration choices of --project P[:SUB], --stage S[:SUB], --queue Q."""
+    project, _, subproject = (args.project or "").partition(":")
+    stage, _, substage = (args.stage or "").partition(":")
+    if args.stage is not None and not stage:
+        raise UserError("--stage: the stage name is empty")
+    choices = {"project": project or None, "subproject": subproject or None, "queue": getattr(args, "queue", None)}
+    return {"workdir": ".", "stage": stage or None, "substage": substage or None, "choices": choices}
+
+
+def open_stores(destination=None, writable=True, check=None, **chosen):
     """The stores a tool works with, any configuration problem as a UserError.
 
-    `selection` (workdir, stage, substage, choices) picks the configuration;
+    `chosen` (workdir, stage, substage, choices: see selection()) picks the configuration;
     `check(resolved)` may refuse it (for instance an execution mode a tool lacks).
     """
     from seamless.store import StoreError
@@ -49,7 +66,7 @@ def open_stores(destination=None, writable=True, check=None, **selection):
             return stores_at(destination, writable)
         if not os.environ.get("SEAMLESS_CACHE") and os.environ.get("SEAMLESS_REMOTE_CLIENTS"):
             return active_stores()
-        resolved = resolve_config(**selection)
+        resolved = resolve_config(**chosen)
         if check is not None:
             check(resolved)
         return active_stores(resolved=resolved)

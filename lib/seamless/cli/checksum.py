@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from seamless.checksum import checksum_stream
-from seamless.cli import error_line
+from seamless.cli import add_version, error_line
 
 
 def main(argv):
@@ -13,6 +13,7 @@ def main(argv):
         description="Print '<checksum>  <file>' per file (SHA-256 of the exact bytes). "
         "'-' reads standard input.",
     )
+    add_version(parser)
     parser.add_argument("files", nargs="*", default=["-"], metavar="FILE")
     args = parser.parse_args(argv)
     failed = False

@@ -5,16 +5,16 @@ sidecar path itself, or a raw checksum. Files are verified and written atomicall
 """
 
 import argparse
-import json
 import os
+import shutil
 import sys
 
 from seamless.checksum import is_checksum, parse_checksum
-from seamless.cli import UserError, error_line, open_stores
-from seamless.run.argtyping import ArgtypeError, read_sidecar
+from seamless.cli import UserError, add_version, error_line, open_stores, selection
+from seamless.run.argtyping import ArgtypeError, read_sidecar, strip_compression
 from seamless.run.command import Target
 from seamless.run.inputs import index_checksum
-from seamless.run.results import ResultError, deliver
+from seamless.run.results import ResultError, check_index, deliver, read_index
 from seamless.transfer import Progress, add_confirm_arguments, confirm, remote
 
 PROG = "seamless-download"
@@ -22,6 +22,7 @@ PROG = "seamless-download"
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
+    add_version(p)
     p.add_argument("items", nargs="+", metavar="ITEM", help="path with sidecars, sidecar, or checksum")
     p.add_argument("-o", "--output", action="append", default=[], metavar="PATH",
                    help="where to write the item in the same position (repeatable)")
@@ -32,26 +33,41 @@ def parse_args(argv):
     add_confirm_arguments(p, "large downloads")
     p.add_argument("--destination", metavar="DIR", help="read from this buffer directory only")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per item on stderr")
-    p.add_argument("--project", help="project whose storage to use (configuration)")
-    p.add_argument("--stage", help="stage whose storage to use (configuration)")
+    p.add_argument("--project", metavar="P[:SUB]", help="project (and subproject) whose storage to use")
+    p.add_argument("--stage", metavar="S[:SUB]", help="stage (and substage) whose storage to use, as seamless-run --stage")
     return p.parse_args(argv)
 
 
 def what(item, directory_flag):
-    """(kind, checksum, index or None, default destination) for an ITEM."""
+    """(kind, checksum, index or None, default destination, compress) for an ITEM.
+
+    compress: the checksum is of the uncompressed bytes of a file named x.gz/x.zst (the
+    x.CHECKSUM that seamless-upload writes), so the file is compressed again on the way;
+    a sidecar of the file's own name (x.gz.CHECKSUM, as results get) is of its exact bytes.
+    """
     if not os.path.exists(item) and is_checksum(item):
-        return ("directory" if directory_flag else "file"), parse_checksum(item), None, item.lower()
+        return ("directory" if directory_flag else "file"), parse_checksum(item), None, item.lower(), False
     base = item.rstrip("/") or item
     for suffix in (".CHECKSUM", ".INDEX"):
         if base.endswith(suffix):
             base = base[: -len(suffix)]
-    found = read_sidecar(base)
+    exact = strip_compression(base) != base and os.path.isfile(base + ".CHECKSUM")
+    found = read_exact_sidecar(base) if exact else read_sidecar(base)
     if found is None:
         raise UserError(f"{item}: no {base}.CHECKSUM sidecar (upload it first, or give a checksum)")
     kind, cs, index = found
     if index is not None and index_checksum(index) != cs:
         index = None  # stale .INDEX: take the stored one
-    return kind, cs, index, base
+    return kind, cs, index, base, not exact
+
+
+def read_exact_sidecar(path):
+    """A file's own-name sidecar, path.CHECKSUM."""
+    with open(path + ".CHECKSUM") as f:
+        text = f.read().strip()
+    if not is_checksum(text):
+        raise ArgtypeError(f"'{path}.CHECKSUM' does not contain a valid checksum")
+    return "file", parse_checksum(text), None
 
 
 def main(argv):
@@ -60,41 +76,44 @@ def main(argv):
         raise UserError("more -o/--output paths than items")
     if args.stdout and (len(args.items) != 1 or args.output):
         raise UserError("--stdout takes exactly one item and no -o")
-    stores = open_stores(args.destination, writable=False)
+    stores = open_stores(args.destination, writable=False, **selection(args))
     plans = []
     for i, item in enumerate(args.items):
         try:
-            kind, cs, index, dest = what(item, args.directory)
-        except ArgtypeError as exc:
-            raise UserError(str(exc)) from None
+            kind, cs, index, dest, compress = what(item, args.directory)
+            if kind == "directory" and index is None:
+                index = read_index(stores, cs)
+                if index is None:
+                    raise UserError(f"{item}: the directory index {cs} is not in any store")
+            elif index is not None:
+                check_index(index, f"directory index {dest}.INDEX")
+        except (ArgtypeError, ResultError) as exc:
+            raise UserError(f"{item}: {exc}") from None
         if i < len(args.output):
             dest = args.output[i]
-        if kind == "directory" and index is None:
-            data = stores.get_buffer(cs)
-            if data is None:
-                raise UserError(f"{item}: the directory index {cs} is not in any store")
-            index = json.loads(data)
-        plans.append((item, kind, cs, index, dest))
+        plans.append((item, kind, cs, index, dest, compress))
     if args.stdout:
-        item, kind, cs, _, _ = plans[0]
+        item, kind, cs, _, _, _ = plans[0]
         if kind != "file":
             raise UserError(f"{item} is a directory: --stdout needs a file")
-        data = stores.get_buffer(cs)
-        if data is None:
+        f = stores.open_verified(cs)
+        if f is None:
             raise UserError(f"{item}: buffer {cs} is not in any store")
-        sys.stdout.buffer.write(data)
+        with f:
+            shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
         sys.stdout.flush()
         return 0
-    count = sum(len(index) if kind == "directory" else 1 for _, kind, _, index, _ in plans)
+    count = sum(len(index) if kind == "directory" else 1 for _, kind, _, index, _, _ in plans)
     if remote(stores.buffer_read) and not confirm("download", count, 0, args.answer, PROG):
         raise UserError(f"download of {count} files not confirmed (-y to allow)")
     progress = Progress(count, "download", PROG)
     failed = False
     try:
-        for item, kind, cs, index, dest in plans:
+        for item, kind, cs, index, dest, compress in plans:
             result = {"x": cs} if kind == "file" else {f"x/{rel}": c for rel, c in index.items()}
             try:
-                missing = deliver(stores, result, [Target("x", dest)], download=args.download)
+                missing = deliver(stores, result, [Target("x", dest)], download=args.download,
+                                  compress_by_name=compress)
             except ResultError as exc:
                 error_line(PROG, f"{item}: {exc}")
                 failed = True

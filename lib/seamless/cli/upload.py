@@ -11,9 +11,9 @@ import shutil
 import sys
 
 from seamless.checksum import serialize
-from seamless.cli import UserError, error_line, open_stores
+from seamless.cli import UserError, add_version, error_line, open_stores, selection
 from seamless.files import atomic_write
-from seamless.run.argtyping import Input, strip_compression
+from seamless.run.argtyping import ArgtypeError, Input, strip_compression
 from seamless.run.inputs import resolve, store_input
 from seamless.transfer import Progress, add_confirm_arguments, confirm, human, remote
 
@@ -22,6 +22,7 @@ PROG = "seamless-upload"
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
+    add_version(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="files and directories to upload")
     p.add_argument("-m", "-mv", "--move", action="store_true",
                    help="delete each file or directory once it is stored (its sidecars stay)")
@@ -30,8 +31,8 @@ def parse_args(argv):
     add_confirm_arguments(p, "large uploads")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per item on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="nothing on stderr but errors")
-    p.add_argument("--project", help="project whose storage to use (configuration)")
-    p.add_argument("--stage", help="stage whose storage to use (configuration)")
+    p.add_argument("--project", metavar="P[:SUB]", help="project (and subproject) whose storage to use")
+    p.add_argument("--stage", metavar="S[:SUB]", help="stage (and substage) whose storage to use, as seamless-run --stage")
     return p.parse_args(argv)
 
 
@@ -50,9 +51,12 @@ def main(argv):
         else:
             error_line(PROG, f"{path}: no such file or directory")
             failed = True
-    stores = open_stores(args.destination)
+    stores = open_stores(args.destination, **selection(args))
     for _, item in items:
-        resolve(item)
+        try:
+            resolve(item)
+        except ArgtypeError as exc:
+            raise UserError(str(exc)) from None
     sizes = [_size(item) for _, item in items]
     files = sum(len(item.files) if item.kind == "directory" else 1 for _, item in items)
     if remote(stores.buffer_write) and not confirm("upload", files, sum(sizes), args.answer, PROG):
@@ -68,13 +72,22 @@ def main(argv):
                 base = strip_compression(path)
             atomic_write(base + ".CHECKSUM", item.checksum + "\n")
             if args.move:
-                shutil.rmtree(item.source) if item.kind == "directory" else os.unlink(item.source)
+                _remove_stored(stores, item)
             progress.advance(size)
             if args.verbose and not args.quiet:
                 sys.stderr.write(f"{PROG}: {path}: {item.checksum}\n")
     finally:
         progress.close()
     return 1 if failed else 0
+
+
+def _remove_stored(stores, item):
+    """--move: delete the original only once every store holds a verified copy of it."""
+    checksums = list(item.index.values()) + [item.checksum] if item.kind == "directory" else [item.checksum]
+    bad = [cs for cs in checksums if not stores.stored_everywhere(cs)]
+    if bad:
+        raise UserError(f"{item.source}: kept, not deleted: the stored copy of {bad[0]} could not be verified")
+    shutil.rmtree(item.source) if item.kind == "directory" else os.unlink(item.source)
 
 
 def _size(item):

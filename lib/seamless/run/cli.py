@@ -12,15 +12,15 @@ import argparse
 import os
 import sys
 
+from seamless import __version__
 from seamless.checksum import calculate_checksum, serialize
-from seamless.cli import UserError, open_stores, set_debug
+from seamless.cli import UserError, add_version, open_stores, selection, set_debug  # noqa: F401 (selection: used by cli.init)
 from seamless.identity import identity_buffer, transformation_checksum
 from seamless.run.argtyping import ArgtypeError
 from seamless.run.command import analyze, bash_code, targets_of
 from seamless.transfer import add_confirm_arguments
 
 PROG = "seamless-run"
-VERSION = "seamless-toolbox 0.1.0"
 
 
 def parser():
@@ -29,6 +29,7 @@ def parser():
         usage="%(prog)s [OPTIONS] COMMAND...",
         description="Run a shell command as a cached transformation: the same command on the same "
         "inputs is computed once and its result reused. Options must come before the command.")
+    add_version(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="say more on stderr (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="say nothing on stderr; hide the job's stderr")
     p.add_argument("-c", dest="unquote", action="store_true",
@@ -116,16 +117,6 @@ def main(argv):
     if args.dry or args.write_remote_job:
         return dry_run(args, spec)
     return execute_or_reuse(args, spec)
-
-
-def selection(args):
-    """The configuration choices of --project P[:SUB], --stage S[:SUB], --queue Q."""
-    project, _, subproject = (args.project or "").partition(":")
-    stage, _, substage = (args.stage or "").partition(":")
-    if args.stage is not None and not stage:
-        raise UserError("--stage: the stage name is empty")
-    choices = {"project": project or None, "subproject": subproject or None, "queue": args.queue}
-    return {"workdir": ".", "stage": stage or None, "substage": substage or None, "choices": choices}
 
 
 def run_stores(args):
@@ -329,6 +320,7 @@ def write_remote_job(args, spec):
             f.write(script)
         os.chmod(path, 0o755)
         os.rename(job.dir, target)
+        job.release()
     except BaseException:
         job.cleanup()
         raise
@@ -355,26 +347,26 @@ def _quote(value):
 
 
 def execute_or_reuse(args, spec):
-    from seamless.run.results import print_result
-
     stores = run_stores(args)
+    say(args, 1, f"store: {stores.describe()}")
     if not stores.db_write or not stores.buffer_write:
         missing = "database" if not stores.db_write else "buffer store"
         raise UserError(f"no writable {missing} is configured (SEAMLESS_REMOTE_CLIENTS needs a "
                         f"{'database' if missing == 'database' else 'buffer'} entry with \"readonly\": false), "
                         "so a result could not be kept")
-    tf_cs = spec["checksum"]
-    with single_flight(stores, tf_cs, args):
+    with single_flight(stores, spec["checksum"], args):
         result = reuse(args, spec, stores)
-        if result is None:
-            result = execute(args, spec, stores)
-    if not spec["targets"]:
-        data = stores.get_buffer(result)
-        if data is None:
-            raise UserError(f"the result {result} vanished from the store")
-        print_result(data)
-        return 0
-    return deliver(args, spec, stores, result)
+        if result is not None:
+            output = open_output(args, spec, stores, result)
+            if output is not None:
+                say(args, 1, f"cache hit: result {result}")
+                return output()
+            say(args, 0, f"the cached result {result} is damaged or incomplete: computing it again")
+        result = execute(args, spec, stores)
+        output = open_output(args, spec, stores, result)
+    if output is None:
+        raise UserError(f"the result {result} vanished from the store before it could be written out")
+    return output()
 
 
 def reuse(args, spec, stores):
@@ -382,20 +374,56 @@ def reuse(args, spec, stores):
     result = stores.get_transformation(spec["checksum"])
     if result is None:
         return None
-    if not spec["targets"]:
-        ok = stores.has_buffer(result)
+    if spec["targets"] and args.download and not args.scratch:
+        index = _index(args, stores, result)
+        present = index is not None and all(stores.has_buffer(cs) for cs in index.values())
+    elif spec["targets"]:
+        present = _index(args, stores, result) is not None
     else:
-        from seamless.run.results import read_index
-
-        index = read_index(stores, result)
-        downloading = args.download and not args.scratch
-        ok = index is not None and (not downloading or all(stores.has_buffer(cs) for cs in index.values()))
-    if ok:
-        say(args, 1, f"cache hit: result {result}")
+        present = stores.has_buffer(result)
+    if present:
         return result
     say(args, 1, "cache hit, but the result bytes are gone: computing again")
     return None
 
+
+def _index(args, stores, result):
+    from seamless.run.results import ResultError, read_index
+
+    try:
+        return read_index(stores, result)
+    except ResultError as exc:
+        say(args, 0, f"ignoring the cached result: {exc}")
+        return None
+
+
+def open_output(args, spec, stores, result):
+    """Get the result's bytes ready to write out: a function that writes them (stdout or
+    the target files) and returns the exit code, or None when a good copy cannot be had
+    (corrupt copies are discarded on the way, so computing again repairs the cache)."""
+    from seamless.run.results import print_result
+
+    if not spec["targets"]:
+        f = stores.open_verified(result)  # verified before the first byte reaches stdout
+        if f is None:
+            return None
+
+        def write():
+            with f:
+                print_result(f)
+            return 0
+
+        return write
+    index = _index(args, stores, result)
+    if index is None:
+        return None
+    if args.download and not args.scratch:
+        missing = deliver(args, spec, stores, index)
+        if missing:
+            return None
+    else:
+        deliver(args, spec, stores, index)
+    return lambda: 0
 
 def execute(args, spec, stores):
     from seamless.run import execute as runner
@@ -425,7 +453,7 @@ def execute(args, spec, stores):
         stop_keepalive()
     stores.set_transformation(tf_cs, result)
     record = {"schema_version": 1, "tf_checksum": tf_cs, "result_checksum": result,
-              "seamless_version": VERSION, "execution_mode": "process", "remote_target": None,
+              "seamless_version": __version__, "execution_mode": "process", "remote_target": None,
               **usage, "gpu_memory_peak_bytes": None}
     try:
         stores.set_metadata(tf_cs, result, record)
@@ -440,23 +468,18 @@ class CommandFailed(UserError):
         self.code = code
 
 
-def deliver(args, spec, stores, result):
-    from seamless.run.results import ResultError, deliver as write_targets, read_index
+def deliver(args, spec, stores, index):
+    """Write the target files (or only their sidecars); returns what could not be had."""
+    from seamless.run.results import ResultError, deliver as write_targets
     from seamless.transfer import confirm, remote
 
-    index = read_index(stores, result)
-    if index is None:
-        raise UserError(f"the result index {result} is not in any store")
     downloading = args.download and not args.scratch
     if downloading and remote(stores.buffer_read) and not confirm("download", len(index), 0, args.answer, PROG):
         raise UserError(f"download of {len(index)} result files not confirmed (-y to allow)")
     try:
-        missing = write_targets(stores, index, spec["targets"], download=downloading)
+        return write_targets(stores, index, spec["targets"], download=downloading)
     except ResultError as exc:
         raise UserError(str(exc)) from None
-    if missing:
-        raise UserError(f"result bytes not available for {', '.join(missing)} (only checksums written)")
-    return 0
 
 
 class single_flight:

@@ -40,20 +40,34 @@ def pins_of(transformation, stores, fingertip=False):
         celltype, _, cs = spec
         mode = formats.get(name, {}).get("filesystem", {}).get("mode")
         if mode == "file":
-            if fingertip and stores.local_path(cs) is None and stores.get_buffer(cs) is None:
+            if fingertip and not _available(stores, cs):
                 recompute(stores, cs)
             pins.append(Pin(name, "file", cs))
         elif mode == "directory":
-            index = json.loads(fetch(stores, cs, f"directory {name!r}", fingertip))
+            index = _index(fetch(stores, cs, f"directory {name!r}", fingertip), name)
             if fingertip:
                 for file_cs in index.values():
-                    if stores.local_path(file_cs) is None and stores.get_buffer(file_cs) is None:
+                    if not _available(stores, file_cs):
                         recompute(stores, file_cs)
             pins.append(Pin(name, "directory", cs, index=index))
         else:
             value = deserialize(fetch(stores, cs, f"value {name!r}", fingertip), celltype)
             pins.append(Pin(name, "value", cs, value=value if isinstance(value, str) else json.dumps(value)))
     return pins
+
+
+def _index(buffer, name):
+    from seamless.files import UnsafePath, check_index
+
+    try:
+        return check_index(json.loads(buffer), f"index of directory {name!r}")
+    except (ValueError, UnsafePath) as exc:
+        raise JobError(str(exc)) from None
+
+
+def _available(stores, cs) -> bool:
+    """Is there a good copy? (A corrupt local one is discarded on the way.)"""
+    return stores.verified_local(cs) is not None or stores.has_buffer(cs)
 
 
 def run(transformation, stores, *, job_parent=None, quiet=False, scratch=False, fingertip=False,

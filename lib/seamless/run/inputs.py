@@ -9,6 +9,7 @@ as plain. Hashing streams in constant memory.
 import os
 
 from seamless.checksum import calculate_checksum, checksum_stream, serialize
+from seamless.files import UnsafePath, check_index
 from seamless.run.argtyping import ArgtypeError, strip_compression
 from seamless.store.directory import encoding_of, open_decoded
 
@@ -23,17 +24,46 @@ def file_checksum(path) -> str:
         return checksum_stream(f)[0]
 
 
+MAX_DIRECTORY_VISITS = 64
+
+
 def directory_files(root):
-    """{relative key: absolute path} of every file below root (keys as in the index)."""
+    """{relative key: absolute path} of every file below root (keys as in the index).
+
+    Symlinks are followed, as upstream, except back into a directory they are inside
+    (a cycle, such as a link to "."), which is refused; so is a directory reached
+    through more than MAX_DIRECTORY_VISITS symlinked paths (links that fan out
+    level after level would otherwise give an astronomical number of paths).
+    """
     found = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.isfile(path):
-                continue  # dangling symlink, socket...
-            rel = os.path.relpath(path, root).replace(os.sep, "/")
-            found[strip_compression(rel)] = path
+    visits = {}
+
+    def walk(path, rel, ancestors):
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as exc:
+            raise ArgtypeError(f"cannot read directory {path!r}: {exc.strerror}") from None
+        for entry in entries:
+            key = rel + entry.name
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                continue
+            if is_dir:
+                st = os.stat(entry.path)
+                real = (st.st_dev, st.st_ino)
+                if real in ancestors:
+                    raise ArgtypeError(f"directory {root!r}: {key!r} is a symlink back into a directory that "
+                                       "contains it (a cycle); remove the link, or name the inputs you need with -i")
+                visits[real] = visits.get(real, 0) + 1
+                if visits[real] > MAX_DIRECTORY_VISITS:
+                    raise ArgtypeError(f"directory {root!r}: {os.path.realpath(entry.path)!r} is reached through more "
+                                       f"than {MAX_DIRECTORY_VISITS} symlinked paths; remove some of the links")
+                walk(entry.path, key + "/", ancestors | {real})
+            elif os.path.isfile(entry.path):  # not a dangling symlink, socket...
+                found[strip_compression(key)] = entry.path
+    st = os.stat(root)
+    walk(root, "", frozenset([(st.st_dev, st.st_ino)]))
     return found
 
 
@@ -62,6 +92,11 @@ def resolve(item):
         item.checksum = index_checksum(index)
     elif item.index is not None and index_checksum(item.index) != item.checksum:
         item.index = None  # a .INDEX that does not match .CHECKSUM: the store has the real one
+    elif item.index is not None:
+        try:
+            check_index(item.index, f"directory index {item.source}.INDEX")
+        except UnsafePath as exc:
+            raise ArgtypeError(str(exc)) from None
 
 
 def store_input(stores, item):

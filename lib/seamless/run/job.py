@@ -60,19 +60,21 @@ def chmod_targets(code) -> set:
 
 def safe_path(root, name) -> str:
     """root/name, refusing names that could land outside root."""
-    parts = name.replace("\\", "/").split("/")
-    if not name or name.startswith("/") or ".." in parts or "" in parts[:-1]:
+    from seamless.files import UnsafePath, inside
+
+    try:
+        return inside(root, name)
+    except UnsafePath:
         raise JobError(f"input name {name!r} would be outside the job directory "
-                       "(use -w/-W to choose the directory that paths are relative to)")
-    return os.path.join(root, *[p for p in parts if p not in ("", ".")])
+                       "(use -w/-W to choose the directory that paths are relative to)") from None
 
 
 class Job:
     def __init__(self, stores, parent=None):
         self.stores = stores
-        self.dir = tempfile.mkdtemp(prefix="seamless-job-", dir=parent)
+        self.dir, self._lock = _claim_directory(parent)
         self.env = {}
-        self._linked = []  # (store file, stamp) to check for in-place writes
+        self._linked = []  # (store file, cs, label, stamp, mode) to check for in-place writes
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -102,33 +104,36 @@ class Job:
         from seamless.store.directory import encoding_of
 
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        source = self.stores.local_path(cs)
-        if encoding_of(dest) is not None:  # a compressed input: stored uncompressed, recompressed here
-            source = None
-        if source is None:
-            if not self.stores.get_to_file(cs, dest):
-                raise JobError(f"input {label!r}: buffer {cs} is not in any store "
-                               "(--fingertip recomputes buffers that a cached transformation produced)")
-        elif executable or not _link(source, dest):
-            shutil.copyfile(source, dest)  # its mode is about to change: never on the stored file
-        else:
-            st = os.stat(source)
-            self._linked.append((source, cs, label, (st.st_size, st.st_mtime_ns), st.st_mode))
+        encoding = encoding_of(dest)  # a compressed input: stored uncompressed, recompressed here
+        # only a stored file whose bytes are verified is linked; copies are verified on the way
+        found = None if encoding is not None or executable else self.stores.verified_local(cs)
+        if found is not None and _link(found[0], dest):
+            st = os.stat(dest)  # after linking: a new link changes the inode's ctime
+            self._linked.append((found[0], cs, label, _stamp(st), st.st_mode))
+        elif not self.stores.get_to_file(cs, dest, encoding):
+            raise JobError(f"input {label!r}: buffer {cs} is not in any store "
+                           "(--fingertip recomputes buffers that a cached transformation produced)")
         if executable:
-            os.chmod(dest, 0o755)
+            os.chmod(dest, 0o755)  # a copy: the stored file's mode never changes
 
     def tampered(self):
         """Inputs whose stored file the job changed in place (then removed from the store).
 
-        A mere mode change (chmod on a linked input) is undone instead.
+        Any change to a linked file's inode, size, mtime or ctime (a write that restores
+        the mtime still moves the ctime) means its bytes are hashed again; a concurrent job
+        linking the same file moves the ctime too, and passes. A mere mode change (chmod
+        on a linked input) is undone.
         """
+        from seamless.checksum import checksum_file
+
         bad = []
         for source, cs, label, stamp, mode in self._linked:
             try:
                 st = os.stat(source)
+                intact = _stamp(st) == stamp or checksum_file(source) == cs
             except FileNotFoundError:
                 continue
-            if (st.st_size, st.st_mtime_ns) != stamp:
+            if not intact:
                 bad.append(label)
                 for store in self.stores.buffer_write:
                     if getattr(store, "plain_path", None) and store.plain_path(cs) == source:
@@ -162,10 +167,9 @@ class Job:
         ]
         for t in pumps:
             t.start()
-        with _killing_on_signal(proc):
-            code_ = proc.wait()
-            for t in pumps:
-                t.join()
+        with _killing_on_signal(proc, pumps):
+            _wait_unreaped(proc)
+        code_ = proc.wait()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         usage = {
             "wall_time_seconds": round(time.monotonic() - started, 6),
@@ -187,13 +191,93 @@ class Job:
         return os.path.join(self.dir, "RESULT")
 
     def cleanup(self):
+        _remove_tree(self.dir)
+        self.release()
+
+    def release(self):
+        """Give up the job directory's ownership (it was removed, or moved elsewhere)."""
+        if self._lock is not None:
+            _unlink(self.dir + LOCK_SUFFIX)
+            os.close(self._lock)
+            self._lock = None
+
+
+# --- ownership of job directories ----------------------------------------------------
+# Each job directory D has a lock file D.lock beside it, locked (flock) by its owner for
+# as long as it lives. A killed owner (kill -9) releases the lock with its last breath,
+# so whoever starts the next job in that parent finds D.lock lockable and removes D.
+
+LOCK_SUFFIX = ".lock"
+JOB_PREFIX = "seamless-job-"
+
+
+def _claim_directory(parent):
+    """A new private job directory under parent, and the held lock that says it is ours."""
+    import fcntl
+
+    parent = parent or tempfile.gettempdir()
+    sweep_dead_jobs(parent)
+    while True:
+        fd, lock = tempfile.mkstemp(prefix=JOB_PREFIX, suffix=LOCK_SUFFIX, dir=parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        directory = lock[: -len(LOCK_SUFFIX)]
         try:
-            shutil.rmtree(self.dir)
-        except OSError:  # the job left read-only directories behind
-            for root, dirs, _ in os.walk(self.dir):
-                for d in dirs:
-                    os.chmod(os.path.join(root, d), stat.S_IRWXU)
-            shutil.rmtree(self.dir, ignore_errors=True)
+            os.mkdir(directory, 0o700)
+            return directory, fd
+        except FileExistsError:  # a leftover without its lock: not ours, take another name
+            os.close(fd)
+            _unlink(lock)
+
+
+def sweep_dead_jobs(parent) -> int:
+    """Remove the job directories under parent whose owner is dead; returns how many."""
+    import fcntl
+
+    removed = 0
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith(JOB_PREFIX) and name.endswith(LOCK_SUFFIX)):
+            continue
+        lock = os.path.join(parent, name)
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its owner is alive
+            os.close(fd)
+            continue
+        try:
+            if os.path.exists(lock):  # not already swept by someone else while we waited
+                _remove_tree(lock[: -len(LOCK_SUFFIX)])
+                _unlink(lock)
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _remove_tree(path):
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError:  # the job left read-only directories behind
+        for root, dirs, _ in os.walk(path):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), stat.S_IRWXU)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _pump(stream, sink, tail):
@@ -214,10 +298,11 @@ def _pump(stream, sink, tail):
 
 
 class _killing_on_signal:
-    """While the job runs, SIGINT/SIGTERM kill its process group and interrupt us."""
+    """While the job runs, SIGINT/SIGTERM kill its process group and interrupt us. However
+    the job ends, what it left running in the background is killed with it."""
 
-    def __init__(self, proc):
-        self.proc = proc
+    def __init__(self, proc, pumps):
+        self.proc, self.pumps = proc, pumps
 
     def __enter__(self):
         self.saved = {}
@@ -230,26 +315,39 @@ class _killing_on_signal:
         raise KeyboardInterrupt
 
     def __exit__(self, exc_type, exc, tb):
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-        if self.proc.poll() is None:
-            _kill_group(self.proc)
+        try:
+            _end_group(self.proc, self.pumps)
+        finally:
+            for sig, handler in self.saved.items():
+                signal.signal(sig, handler)
         return False
 
 
-def _kill_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+def _wait_unreaped(proc):
+    """Wait for the job's shell to exit but leave it unreaped, so that its pid, which is
+    also its process group's id, cannot be reused before the group is killed."""
+    if hasattr(os, "waitid"):
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    else:
         proc.wait()
+
+
+def _end_group(proc, pumps):
+    """SIGTERM the job's process group, then SIGKILL it once its pipes are closed (or
+    after a grace period): no background process outlives the job or holds us up."""
+    deadline = time.monotonic() + KILL_GRACE
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for t in pumps:
+            t.join(max(0.0, deadline - time.monotonic()))
+        deadline = time.monotonic() + KILL_GRACE
+
+
+def _stamp(st):
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _link(source, dest) -> bool:

@@ -5,8 +5,9 @@ import os
 import sys
 import threading
 
+from seamless import files
 from seamless.checksum import calculate_checksum, serialize
-from seamless.files import atomic_write
+from seamless.files import UnsafePath, atomic_write, inside, within
 from seamless.run.argtyping import strip_compression
 
 FUTURE_REFRESH = 30.0
@@ -16,27 +17,45 @@ class ResultError(Exception):
     pass
 
 
-def printable(data: bytes) -> bytes:
-    """Upstream's stdout rules: leading newlines dropped, trailing newlines collapsed to one."""
-    data = data.lstrip(b"\n")
-    if data.endswith(b"\n"):
-        data = data.rstrip(b"\n") + b"\n"
-    return data
-
-
-def print_result(data: bytes):
-    out = sys.stdout.buffer
-    out.write(printable(data))  # raw bytes, UTF-8 or not
+def print_result(f, out=None):
+    """Copy a result to stdout in constant memory, with upstream's stdout rules: leading
+    newlines dropped, trailing newlines collapsed to one; raw bytes, UTF-8 or not."""
+    out = out or sys.stdout.buffer
+    leading, pending = True, 0  # pending: newlines held back, maybe the trailing run
+    while chunk := f.read(1 << 20):
+        if leading:
+            chunk = chunk.lstrip(b"\n")
+            if not chunk:
+                continue
+            leading = False
+        body = chunk.rstrip(b"\n")
+        if body:
+            out.write(b"\n" * pending)
+            out.write(body)
+            pending = len(chunk) - len(body)
+        else:
+            pending += len(chunk)
+    if pending:
+        out.write(b"\n")
     out.flush()
 
 
-def deliver(stores, index, targets, download=True):
+def deliver(stores, index, targets, download=True, compress_by_name=False):
     """Write each target (file or directory) from the result index, with sidecars.
 
     index: {path in RESULT: checksum}. A file target gets LOCAL.CHECKSUM; a directory
     target gets LOCAL.INDEX (its sub-index, plain JSON) and LOCAL.CHECKSUM (of that).
-    With download, the bytes are written too (atomically; directories file by file).
+    With download, the bytes are written too, atomically and verified, exactly as the
+    command produced them (x.gz included); `compress_by_name` instead compresses them
+    for a LOCAL named x.gz or x.zst (a download of an upload's uncompressed checksum).
+    Every path comes from the index, which anyone may have written: each must stay
+    inside its target. Returns the paths whose bytes are in no store.
     """
+    from seamless.store.directory import encoding_of
+
+    def fetch(cs, dest):
+        return stores.get_to_file(cs, dest, encoding_of(dest) if compress_by_name else None)
+
     missing = []
     for target in targets:
         local = target.local
@@ -44,10 +63,13 @@ def deliver(stores, index, targets, download=True):
         os.makedirs(parent, exist_ok=True)
         if target.server in index:
             cs = index[target.server]
-            if download and not stores.get_to_file(cs, local):
+            if download and not fetch(cs, local):
                 missing.append(target.server)
                 continue
-            atomic_write(strip_compression(local) + ".CHECKSUM", cs + "\n")
+            # a sidecar is of the bytes of the file it is named after: x.gz.CHECKSUM of x.gz,
+            # x.CHECKSUM of the uncompressed bytes (what compress_by_name downloads)
+            sidecar = strip_compression(local) if compress_by_name else local
+            atomic_write(sidecar + ".CHECKSUM", cs + "\n")
             continue
         prefix = target.server + "/"
         sub = {k[len(prefix):]: v for k, v in index.items() if k.startswith(prefix)}
@@ -57,14 +79,24 @@ def deliver(stores, index, targets, download=True):
             if os.path.isfile(local):
                 os.unlink(local)
             for rel, cs in sorted(sub.items()):
-                dest = os.path.join(local, rel)
+                dest = _inside(local, rel)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                if not stores.get_to_file(cs, dest):
+                if not within(local, os.path.dirname(dest)):
+                    raise ResultError(f"{local}: {rel!r} would be written through a symlink that leaves "
+                                      "the directory; remove that symlink")
+                if not fetch(cs, dest):
                     missing.append(f"{target.server}/{rel}")
         buffer = serialize(sub, "plain")
         atomic_write(local + ".INDEX", buffer)
         atomic_write(local + ".CHECKSUM", calculate_checksum(buffer) + "\n")
     return missing
+
+
+def _inside(local, rel):
+    try:
+        return inside(local, rel)
+    except UnsafePath as exc:
+        raise ResultError(f"refusing a directory index entry: {exc}") from None
 
 
 class Futures:
@@ -104,5 +136,19 @@ class Futures:
 
 
 def read_index(stores, cs):
+    """A deep result index {relative path: checksum}, checked: None when absent or damaged."""
     data = stores.get_buffer(cs)
-    return None if data is None else json.loads(data)
+    if data is None:
+        return None
+    try:
+        index = json.loads(data)
+    except ValueError:
+        raise ResultError(f"the result {cs} is not a directory index") from None
+    return check_index(index)
+
+
+def check_index(index, where="directory index"):
+    try:
+        return files.check_index(index, where)
+    except UnsafePath as exc:
+        raise ResultError(str(exc)) from None

@@ -16,9 +16,11 @@ writable one.
 """
 
 import os
+import sys
+import tempfile
 
-from seamless.store import StoreError
-from seamless.store.directory import DirectoryStore
+from seamless.store import CorruptBuffer, StoreError
+from seamless.store.directory import DirectoryStore, decode_errors, open_decoded
 
 ENV = "SEAMLESS_REMOTE_CLIENTS"
 
@@ -155,6 +157,16 @@ class StoreSet:
             threading.Thread(target=ping, daemon=True, name="seamless-keepalive").start()
         return done.set
 
+    def describe(self) -> str:
+        """Where buffers and results live, in one line (for -v)."""
+
+        def where(store):
+            return getattr(store, "directory", None) or getattr(store, "url", None) or getattr(store, "path", "?")
+
+        buffers = ", ".join(dict.fromkeys(where(s) for s in self.buffer_read)) or "none"
+        results = ", ".join(dict.fromkeys(where(d) for d in self.db_read)) or "none"
+        return f"buffers in {buffers}; results in {results}"
+
     def to_json(self) -> str:
         import json
 
@@ -163,8 +175,15 @@ class StoreSet:
     # --- buffers ------------------------------------------------------------------------
 
     def get_buffer(self, cs):
+        """The verified bytes, or None. A corrupt stored copy counts as absent: it is
+        removed (where this process may write) and said on stderr, so that the caller
+        recomputes or fetches it again instead of failing forever."""
         for store in self.buffer_read:
-            data = store.get(cs)
+            try:
+                data = store.get(cs)
+            except CorruptBuffer as exc:
+                self._discard(store, exc)
+                continue
             if data is not None:
                 return data
         return None
@@ -190,54 +209,100 @@ class StoreSet:
             raise StoreError("no writable buffer store is configured")
         return self.buffer_write
 
-    def local_path(self, cs):
-        """A readable local file holding the buffer uncompressed (to link into jobs), or None."""
-        for store in self.buffer_read:
+    def _discard(self, store, exc):
+        """A stored copy failed verification: remove it if we may, and say so."""
+        path = getattr(exc, "path", None)
+        removed = False
+        if path and getattr(store, "writable", False) and hasattr(store, "remove"):
+            try:
+                store.remove(path)
+                removed = True
+            except (OSError, StoreError):
+                pass
+        warn(f"{exc}; {'removed it, ' if removed else ''}using another copy or computing it again")
+
+    def stored_everywhere(self, cs) -> bool:
+        """Does every writable store hold a good copy? Directories are verified (by the
+        stamp of this process's own write, else by hashing); a server vouches for what it
+        accepted, since it hashes every upload."""
+        for store in self._writers():
             if isinstance(store, DirectoryStore):
-                path = store.plain_path(cs)
-                if path is not None:
-                    return path
+                try:
+                    if store.verified(cs) is None:
+                        return False
+                except CorruptBuffer as exc:
+                    self._discard(store, exc)
+                    return False
+            elif not store.has(cs):
+                return False
+        return True
+
+    def verified_local(self, cs):
+        """(path, stat) of a local uncompressed file known to hold buffer cs, or None.
+
+        The file is hashed unless this process has already verified it unchanged (the
+        store's stamp: inode, size, mtime and ctime), so a corrupt or tampered stored
+        file is never handed out; a corrupt one is discarded as in get_buffer.
+        """
+        for store in self.buffer_read:
+            if not isinstance(store, DirectoryStore):
+                continue
+            try:
+                found = store.verified(cs, (None,))
+            except CorruptBuffer as exc:
+                self._discard(store, exc)
+                continue
+            if found is not None:
+                return found[0], found[2]
         return None
 
-    def get_to_file(self, cs, dest) -> bool:
-        """Write the buffer to `dest` (atomically, verified); False if no store has it.
-
-        A dest named x.gz / x.zst gets the bytes compressed that way.
-        """
-        from seamless.store.directory import encoding_of, write_encoded
-
-        encoding = encoding_of(dest)
-        if encoding is not None:
-            import tempfile
-
-            fd, plain = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dest)), prefix=".plain-")
-            os.close(fd)
+    def open_verified(self, cs):
+        """A binary file object with the buffer's bytes, verified before the first byte is
+        read (so a consumer such as a terminal never sees a wrong one), in constant memory;
+        None when no store has a good copy. The caller closes it."""
+        for store in self.buffer_read:
             try:
-                source = self.local_path(cs)
-                if source is None:
-                    if not self._get_plain_to_file(cs, plain):
-                        return False
-                    source = plain
-                write_encoded(source, plain + ".enc", encoding)
-                os.replace(plain + ".enc", dest)
-                return True
-            finally:
-                for leftover in (plain, plain + ".enc"):
-                    if os.path.exists(leftover):
-                        os.unlink(leftover)
-        return self._get_plain_to_file(cs, dest)
+                f = _open_local(store, cs) if isinstance(store, DirectoryStore) else _open_fetched(store, cs)
+            except CorruptBuffer as exc:
+                self._discard(store, exc)
+                continue
+            if f is not None:
+                return f
+        return None
+
+    def get_to_file(self, cs, dest, encoding=None) -> bool:
+        """Write the buffer to `dest` atomically, verified on the way; False if no store has it.
+
+        The bytes are written exactly as stored, whatever dest is called; `encoding`
+        ("gzip", "zstd") asks for them compressed (a compressed input of a job).
+        """
+        if encoding is None:
+            return self._get_plain_to_file(cs, dest)
+        from seamless.store.directory import write_encoded
+
+        fd, plain = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dest)), prefix=".plain-")
+        os.close(fd)
+        try:
+            if not self._get_plain_to_file(cs, plain):
+                return False
+            write_encoded(plain, plain + ".enc", encoding)
+            os.replace(plain + ".enc", dest)
+            return True
+        finally:
+            for leftover in (plain, plain + ".enc"):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
 
     def _get_plain_to_file(self, cs, dest) -> bool:
         for store in self.buffer_read:
-            if isinstance(store, DirectoryStore):
-                data = store.get(cs)
-                if data is not None:
-                    from seamless.files import atomic_write
-
-                    atomic_write(dest, data)
+            try:
+                if isinstance(store, DirectoryStore):
+                    if _copy_verified(store, cs, dest):
+                        return True
+                elif store.get_to_file(cs, dest):
                     return True
-            elif store.get_to_file(cs, dest):
-                return True
+            except CorruptBuffer as exc:
+                self._discard(store, exc)
         return False
 
     # --- results ------------------------------------------------------------------------
@@ -286,3 +351,82 @@ def _as_list(value, name):
     if not isinstance(value, list):
         raise ClientsError(f"{ENV}: '{name}' must be a list of entries")
     return value
+
+
+def warn(message):
+    """One warning line on stderr, named after the running tool."""
+    prog = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "")
+    prog = prog if prog.startswith("seamless") else "seamless"
+    sys.stderr.write(f"{prog}: warning: {message}\n")
+    sys.stderr.flush()
+
+
+def _open_local(store, cs):
+    """Open a directory store's verified copy; the open file must be the verified inode."""
+    for _ in range(2):
+        found = store.verified(cs)
+        if found is None:
+            return None
+        path, encoding, st, _ = found
+        try:
+            f = open_decoded(path, encoding)
+        except FileNotFoundError:
+            continue
+        raw = f if encoding is None else getattr(f, "fileobj", None) or getattr(f, "_fp", None)
+        if raw is None or _same_file(os.fstat(raw.fileno()), st):
+            return f
+        f.close()  # replaced or rewritten since it was verified: verify again
+    return None
+
+
+def _same_file(a, b) -> bool:
+    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns)
+
+
+def _open_fetched(store, cs):
+    """Fetch a server's buffer (verified) into an anonymous temp file and open it."""
+    import shutil
+
+    tmpdir = tempfile.mkdtemp(prefix="seamless-get-")
+    try:
+        path = os.path.join(tmpdir, cs)
+        if not store.get_to_file(cs, path):
+            return None
+        return open(path, "rb")  # still readable once its name is gone
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _copy_verified(store, cs, dest) -> bool:
+    """Copy a directory store's buffer to dest while hashing it; rename into place only
+    when it hashes to cs (one read, constant memory). Raises CorruptBuffer otherwise."""
+    import hashlib
+
+    from seamless.checksum import CHUNK
+
+    found = store.find(cs)
+    if found is None:
+        return False
+    path, encoding = found
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dest)), prefix=".download-")
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with open_decoded(path, encoding) as src:
+                    while chunk := src.read(CHUNK):
+                        h.update(chunk)
+                        out.write(chunk)
+            except FileNotFoundError:
+                return False
+            except decode_errors() as exc:
+                raise CorruptBuffer(f"{path}: cannot decompress: {exc}", path) from None
+        if h.hexdigest() != cs:
+            raise CorruptBuffer(f"{path} does not have the correct sha-256 checksum", path)
+        os.chmod(tmp, 0o644)  # as atomic_write: mkstemp's 0600 would hide results from others
+        os.replace(tmp, dest)
+        return True
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+

@@ -1,0 +1,376 @@
+"""Never a wrong result, never a lost file, never a write outside the target (issue 10).
+
+Each test is a regression test for a defect found by trying the tools as an unlucky or
+hostile user would: corrupt or tampered stored buffers, compressed results, poisoned
+directory indexes, background processes, symlink cycles, big outputs, killed runs.
+"""
+
+import gzip
+import hashlib
+import json
+import os
+import resource
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from conftest import tool
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ)
+    e["SEAMLESS_CACHE"] = str(tmp_path / "cache")
+    return e
+
+
+@pytest.fixture
+def work(tmp_path):
+    d = tmp_path / "work"
+    d.mkdir()
+    (d / "data.txt").write_text("hello\n")
+    return d
+
+
+def call(name, *argv, cwd, env, timeout=120, **kw):
+    return subprocess.run([tool(name), *argv], cwd=cwd, env=env, capture_output=True, timeout=timeout, **kw)
+
+
+def run(*argv, cwd, env, **kw):
+    return call("seamless-run", *argv, cwd=cwd, env=env, **kw)
+
+
+def stored(tmp_path, cs):
+    """The stored file of a buffer in the SEAMLESS_CACHE of `env`."""
+    return tmp_path / "cache" / "__TOPLEVEL__" / cs[:2] / cs
+
+
+def corrupt(path, data=b"corrupt\n"):
+    os.chmod(path, 0o644)
+    path.write_bytes(data)
+
+
+def count_runs(tmp_path):
+    path = tmp_path / "count"
+    return ["--metavar", f"COUNT={path}"], lambda: len(path.read_text().split()) if path.exists() else 0
+
+
+# --- 1. integrity -----------------------------------------------------------------------
+
+
+def test_a_corrupt_stored_input_is_never_used(work, env, tmp_path):
+    assert run("cat data.txt", cwd=work, env=env).stdout == b"hello\n"
+    corrupt(stored(tmp_path, sha(b"hello\n")), b"jello\n")
+    proc = run("tr a-z A-Z < data.txt", cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"HELLO\n"  # re-stored from the user's file, which is right there
+    assert stored(tmp_path, sha(b"hello\n")).read_bytes() == b"hello\n"
+
+
+def test_a_corrupt_stored_input_behind_a_sidecar_is_an_error_not_a_result(work, env, tmp_path):
+    assert call("seamless-upload", "--move", "data.txt", cwd=work, env=env).returncode == 0
+    corrupt(stored(tmp_path, sha(b"hello\n")), b"jello\n")
+    proc = run("tr a-z A-Z < data.txt", cwd=work, env=env)
+    assert proc.returncode == 1 and b"JELLO" not in proc.stdout
+    assert b"not in any store" in proc.stderr and b"correct sha-256" in proc.stderr
+    assert not stored(tmp_path, sha(b"hello\n")).exists()  # the corrupt copy is gone
+
+
+def test_an_in_place_write_that_restores_the_mtime_is_caught(work, env, tmp_path):
+    script = ('m=$(stat -c %y data.txt); printf J | dd of=data.txt conv=notrunc status=none; '
+              'touch -d "$m" data.txt; cat data.txt')
+    proc = run("-i", "data.txt", script, cwd=work, env=env)
+    assert proc.returncode == 1 and b"in place" in proc.stderr
+    assert not stored(tmp_path, sha(b"hello\n")).exists()  # the damaged buffer was removed
+    proc = run("-i", "data.txt", script, cwd=work, env=env)
+    assert proc.returncode == 1  # nothing was cached: it runs (and is caught) again
+
+
+def test_concurrent_jobs_linking_one_input_are_not_mistaken_for_writers(work, env):
+    procs = [subprocess.Popen([tool("seamless-run"), "-i", "data.txt", f"sleep 0.5; cat data.txt; echo {i}"],
+                              cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(4)]
+    for i, p in enumerate(procs):
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0 and out == f"hello\n{i}\n".encode(), err
+
+
+@pytest.mark.parametrize("mode", ["stdout", "file"])
+def test_a_corrupt_cached_result_is_recomputed(work, env, tmp_path, mode):
+    meta, runs = count_runs(tmp_path)
+    command = ['echo x >> "$COUNT"; echo result'] if mode == "stdout" else \
+              ["-cp", "out.txt", 'echo x >> "$COUNT"; echo result > out.txt']
+    assert run(*meta, *command, cwd=work, env=env).returncode == 0
+    corrupt(stored(tmp_path, sha(b"result\n")), b"wrong!\n")
+    (work / "out.txt").unlink(missing_ok=True)
+    proc = run(*meta, *command, cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr
+    got = proc.stdout if mode == "stdout" else (work / "out.txt").read_bytes()
+    assert got == b"result\n" and runs() == 2
+    assert b"correct sha-256" in proc.stderr and b"computing it again" in proc.stderr
+    assert stored(tmp_path, sha(b"result\n")).read_bytes() == b"result\n"
+    assert run(*meta, *command, cwd=work, env=env).returncode == 0 and runs() == 2  # a hit again
+
+
+def test_upload_move_over_a_corrupt_stored_copy_keeps_a_good_copy(work, env, tmp_path):
+    assert call("seamless-upload", "data.txt", cwd=work, env=env).returncode == 0
+    corrupt(stored(tmp_path, sha(b"hello\n")))
+    proc = call("seamless-upload", "--move", "data.txt", cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert not (work / "data.txt").exists()
+    assert stored(tmp_path, sha(b"hello\n")).read_bytes() == b"hello\n"
+    assert call("seamless-download", "data.txt", cwd=work, env=env).returncode == 0
+    assert (work / "data.txt").read_bytes() == b"hello\n"
+
+
+def test_a_corrupt_copy_is_not_stored_everywhere(work, tmp_path):
+    """What --move asks before it deletes the user's file."""
+    from seamless.store.clients import StoreSet
+    from seamless.store.directory import DirectoryStore
+
+    store = DirectoryStore(tmp_path / "bufs", writable=True, create=True)
+    cs = store.put(b"hello\n")
+    corrupt(tmp_path / "bufs" / cs[:2] / cs)
+    stores = StoreSet([DirectoryStore(tmp_path / "bufs")], [store])
+    store.forget(cs)
+    assert stores.stored_everywhere(cs) is False
+
+
+def test_gz_results_have_exactly_the_bytes_the_command_wrote(work, env):
+    assert run("seq 10 | gzip -n > nums.txt.gz", cwd=work, env=env).returncode == 0
+    assert gzip.decompress((work / "nums.txt.gz").read_bytes()) == b"".join(b"%d\n" % i for i in range(1, 11))
+    proc = run("zcat nums.txt.gz | wc -l", cwd=work, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == b"10"
+    assert run("-cp", "out.gz", "seq 3 | gzip -n > out.gz", cwd=work, env=env).returncode == 0
+    assert gzip.decompress((work / "out.gz").read_bytes()) == b"1\n2\n3\n"
+    assert run("-cp", "d", "mkdir d; seq 2 | gzip -n > d/two.gz", cwd=work, env=env).returncode == 0
+    assert gzip.decompress((work / "d" / "two.gz").read_bytes()) == b"1\n2\n"
+    (work / "nums.txt.gz").unlink()  # a cache hit delivers the same bytes
+    assert run("seq 10 | gzip -n > nums.txt.gz", cwd=work, env=env).returncode == 0
+    assert gzip.decompress((work / "nums.txt.gz").read_bytes()).count(b"\n") == 10
+
+
+def test_a_result_sidecar_belongs_to_the_results_own_name(work, env):
+    assert run("gzip -nc data.txt > data.txt.gz", cwd=work, env=env).returncode == 0
+    gz = (work / "data.txt.gz").read_bytes()
+    assert (work / "data.txt.gz.CHECKSUM").read_text() == sha(gz) + "\n"
+    assert not (work / "data.txt.CHECKSUM").exists()
+    proc = run("wc -l data.txt", cwd=work, env=env)
+    assert proc.returncode == 0 and proc.stdout == b"1 data.txt\n", proc.stderr
+    (work / "data.txt.gz").unlink()  # the own-name sidecar downloads the exact bytes
+    assert call("seamless-download", "data.txt.gz", cwd=work, env=env).returncode == 0
+    assert (work / "data.txt.gz").read_bytes() == gz
+
+
+# --- 2. security: directory indexes ------------------------------------------------------
+
+
+def poisoned_index(good_cs):
+    return {"ok.txt": good_cs, "../../evil.txt": good_cs, "/tmp/abs-evil.txt": good_cs}
+
+
+def test_seamless_download_refuses_index_keys_outside_the_target(work, env, tmp_path):
+    (work / "d").mkdir()
+    (work / "d" / "ok.txt").write_text("hello\n")
+    assert call("seamless-upload", "d", cwd=work, env=env).returncode == 0
+    for bad in ("../../evil.txt", "/tmp/abs-evil.txt", "a/../../evil.txt", "nul\0.txt"):
+        index = {"ok.txt": sha(b"hello\n"), bad: sha(b"hello\n")}
+        buffer = (json.dumps(index, sort_keys=True, indent=2) + "\n").encode()
+        (work / "d.INDEX").write_bytes(buffer)
+        (work / "d.CHECKSUM").write_text(sha(buffer) + "\n")
+        proc = call("seamless-download", "d", "-o", "out", cwd=work, env=env)
+        assert proc.returncode == 1 and b"not a relative path inside" in proc.stderr, proc.stderr
+        assert not (tmp_path / "evil.txt").exists() and not os.path.exists("/tmp/abs-evil.txt")
+        assert not (work / "out").exists()
+
+
+def test_seamless_run_refuses_a_poisoned_cached_result_index(work, env, tmp_path):
+    command = ["-i", "data.txt", "-cp", "out", "mkdir out; cp data.txt out/ok.txt"]
+    tf = run("--dry", *command, cwd=work, env=env).stdout.decode().strip()
+    assert run(*command, cwd=work, env=env).returncode == 0
+    buffer = (json.dumps({f"out/{k}": v for k, v in poisoned_index(sha(b"hello\n")).items()},
+                         sort_keys=True, indent=2) + "\n").encode()
+    target = stored(tmp_path, sha(buffer))
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(buffer)
+    db = sqlite3.connect(tmp_path / "cache" / "__TOPLEVEL__" / "seamless.db")
+    db.execute("UPDATE transformation SET result = ? WHERE checksum = ?", (sha(buffer), tf))
+    db.commit()
+    db.close()
+    import shutil
+
+    shutil.rmtree(work / "out")
+    for sidecar in ("out.INDEX", "out.CHECKSUM"):
+        (work / sidecar).unlink()
+    proc = run(*command, cwd=work, env=env)
+    assert b"not a relative path inside" in proc.stderr
+    assert not (tmp_path / "evil.txt").exists() and not os.path.exists("/tmp/abs-evil.txt")
+    # the poisoned row is not served: the command ran again and delivered the real result
+    assert proc.returncode == 0 and (work / "out" / "ok.txt").read_text() == "hello\n"
+
+
+def test_a_symlink_in_the_target_directory_does_not_redirect_a_download(work, env, tmp_path):
+    (work / "d" / "sub").mkdir(parents=True)
+    (work / "d" / "sub" / "f.txt").write_text("hello\n")
+    assert call("seamless-upload", "d", cwd=work, env=env).returncode == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (work / "out").mkdir()
+    os.symlink(outside, work / "out" / "sub")
+    proc = call("seamless-download", "d", "-o", "out", cwd=work, env=env)
+    assert proc.returncode == 1 and b"symlink" in proc.stderr
+    assert not list(outside.iterdir())
+
+
+# --- 3. hangs and resources ---------------------------------------------------------------
+
+
+def test_background_processes_end_with_the_job(work, env):
+    start = time.monotonic()
+    proc = run("sleep 25 & echo hi", cwd=work, env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == b"hi\n"
+    assert time.monotonic() - start < 15
+    assert subprocess.run(["pgrep", "-f", "^sleep 25$"], capture_output=True).returncode == 1
+
+
+def test_sigterm_after_the_shell_ended_leaves_no_background_process(work, env):
+    p = subprocess.Popen([tool("seamless-run"), "sleep 26 & echo hi"], cwd=work, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2)  # the shell has ended; its background sleep has not
+    p.send_signal(signal.SIGTERM)
+    p.wait(20)
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", "^sleep 26$"], capture_output=True).returncode == 1
+
+
+def test_sigterm_kills_the_job_and_its_background_processes(work, env):
+    p = subprocess.Popen([tool("seamless-run"), "sleep 41 & sleep 42; echo x"], cwd=work, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while subprocess.run(["pgrep", "-f", "^sleep 42$"], capture_output=True).returncode and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(20) == 130
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", "^sleep 4[12]$"], capture_output=True).returncode == 1
+
+
+def test_directory_symlink_cycles_are_refused_at_once(work, env):
+    (work / "d" / "sub").mkdir(parents=True)
+    (work / "d" / "sub" / "f.txt").write_text("x\n")
+    os.symlink(".", work / "d" / "loop")
+    os.symlink("..", work / "d" / "sub" / "up")
+    for name, argv in (("seamless-run", ["-i", "d", "ls d"]), ("seamless-upload", ["d"])):
+        proc = call(name, *argv, cwd=work, env=env, timeout=30)
+        assert proc.returncode == 1 and b"cycle" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_symlinks_that_fan_out_are_refused_at_once(work, env):
+    levels = 40  # 2**40 paths if every link were followed
+    for i in range(levels + 1):
+        (work / f"l{i}").mkdir()
+    for i in range(levels):
+        for name in ("a", "b"):
+            os.symlink(f"../l{i + 1}", work / f"l{i}" / name)
+    (work / f"l{levels}" / "f.txt").write_text("x\n")
+    proc = call("seamless-upload", "l0", cwd=work, env=env, timeout=30)
+    assert proc.returncode == 1 and b"symlinked paths" in proc.stderr
+
+
+def test_a_non_cyclic_directory_symlink_is_followed(work, env):
+    (work / "real").mkdir()
+    (work / "real" / "f.txt").write_text("x\n")
+    (work / "d").mkdir()
+    os.symlink("../real", work / "d" / "one")
+    os.symlink("../real", work / "d" / "two")
+    proc = run("-i", "d", "find d -type f | sort; cat d/two/f.txt", cwd=work, env=env)
+    assert proc.returncode == 0 and proc.stdout == b"d/one/f.txt\nd/two/f.txt\nx\n", proc.stderr
+
+
+def peak_rss_of(argv, cwd, env, stdout):
+    """Peak RSS (bytes) of one child process run to completion."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.chdir(cwd)
+            fd = os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return usage.ru_maxrss * 1024
+
+
+def test_a_big_stdout_result_is_streamed_not_held_in_memory(work, env, tmp_path):
+    size = 200 << 20
+    command = [tool("seamless-run"), f"head -c {size} /dev/zero | tr '\\0' a"]
+    for attempt in ("miss", "hit"):
+        out = tmp_path / f"out-{attempt}"
+        rss = peak_rss_of(command, work, env, out)
+        assert out.stat().st_size == size
+        assert rss < 100 << 20, f"{attempt}: {rss >> 20} MiB for a {size >> 20} MiB result"
+
+
+def test_download_stdout_is_streamed(work, env, tmp_path):
+    (work / "big.txt").write_bytes(b"b" * (150 << 20))
+    assert call("seamless-upload", "--move", "big.txt", cwd=work, env=env).returncode == 0
+    out = tmp_path / "out"
+    rss = peak_rss_of([tool("seamless-download"), "--stdout", "big.txt"], work, env, out)
+    assert out.stat().st_size == 150 << 20 and rss < 100 << 20
+
+
+def test_a_killed_runs_job_directory_is_removed_by_the_next_run(work, env, tmp_path):
+    jobs = tmp_path / "cache" / "__TOPLEVEL__" / ".seamless-run" / "jobs"
+    p = subprocess.Popen([tool("seamless-run"), "sleep 30; echo x"], cwd=work, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (jobs.exists() and any(jobs.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(d.is_dir() for d in jobs.iterdir())
+    p.kill()
+    p.wait()
+    subprocess.run(["pkill", "-f", "^sleep 30$"])
+    assert any(d.is_dir() for d in jobs.iterdir())  # left behind by kill -9
+    # a live job's directory is never taken for a dead one
+    live = subprocess.Popen([tool("seamless-run"), "sleep 3; echo live"], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1)
+    assert run("echo next", cwd=work, env=env).returncode == 0
+    out, err = live.communicate(timeout=60)
+    assert live.returncode == 0 and out == b"live\n", err
+    assert list(jobs.iterdir()) == []
+
+
+def test_write_remote_job_leaves_no_lock_behind(work, env, tmp_path):
+    target = tmp_path / "remote-job"
+    assert run("--write-remote-job", str(target), "cat data.txt", cwd=work, env=env).returncode == 0
+    assert (target / "transform.sh").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")] == []
+
+
+# --- 4. traps ----------------------------------------------------------------------------
+
+
+def test_verbose_names_the_store_in_force(work, env, tmp_path):
+    proc = run("-v", "cat data.txt", cwd=work, env=env)
+    assert f"store: buffers in {tmp_path / 'cache' / '__TOPLEVEL__'}".encode() in proc.stderr
+
+
+def test_upload_and_download_honour_the_stage(work, env, tmp_path):
+    assert call("seamless-upload", "--stage", "dev", "--move", "data.txt", cwd=work, env=env).returncode == 0
+    assert (tmp_path / "cache" / "__TOPLEVEL__" / "STAGE-dev" / sha(b"hello\n")[:2] / sha(b"hello\n")).exists()
+    proc = run("--stage", "dev", "cat data.txt", cwd=work, env=env)
+    assert proc.returncode == 0 and proc.stdout == b"hello\n", proc.stderr
+    assert run("cat data.txt", cwd=work, env=env).returncode == 1  # not in the unstaged store
+    assert call("seamless-download", "data.txt", cwd=work, env=env).returncode == 1
+    assert call("seamless-download", "--stage", "dev", "data.txt", cwd=work, env=env).returncode == 0
+    assert (work / "data.txt").read_text() == "hello\n"
