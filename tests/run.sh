@@ -43,5 +43,9 @@ python -m pytest -q "$@" || status=$?
 if [ "$status" = 5 ]; then
   echo "tests/run.sh: error: pytest collected no tests" >&2
 fi
-bats tests/bats || status=$((status ? status : 1))
+# a HOME of their own, like every pytest test (conftest.py): nothing that earlier runs
+# or this user left in ~/.cache or ~/.seamless may change an outcome
+bats_home=$(mktemp -d)
+HOME="$bats_home" XDG_CACHE_HOME="$bats_home/.cache" bats tests/bats || status=$((status ? status : 1))
+rm -rf "$bats_home"
 exit "$status"
