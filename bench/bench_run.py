@@ -5,6 +5,8 @@ One JSON line:
   cache_hit:    median wall time and peak RSS of `seamless-run 'seq 1 10 | tac'` once cached
   new_command:  median wall time of a never-seen `echo N`, and its overhead over plain bash
   hash_1gib:    `seamless-run --dry` on a 1 GiB input vs `sha256sum` (speed ratio, peak RSS)
+  big_stdout:   peak RSS and time of a 256 MiB stdout result, computed then cached (it is
+                streamed: memory must not grow with the result)
 Both tools run with bytecode caching on (as installed software does) after a warm-up.
 """
 
@@ -65,6 +67,17 @@ def hashing(tool, env, work):
             "speed_vs_sha256sum": round(sha_s / ours_s, 2), "peak_rss_mib": round(ours_rss, 1)}
 
 
+BIG_STDOUT = 256 << 20
+
+
+def big_stdout(tool, env, work):
+    command = [tool, f"yes abcdefg | head -c {BIG_STDOUT}"]
+    miss_s, miss_rss = timed(command, work, env)
+    hit_s, hit_rss = timed(command, work, env)
+    return {"result_mib": BIG_STDOUT >> 20, "miss_s": round(miss_s, 2), "miss_peak_rss_mib": round(miss_rss, 1),
+            "hit_s": round(hit_s, 2), "hit_peak_rss_mib": round(hit_rss, 1)}
+
+
 def main():
     ours = common.our_tool("seamless-run")
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
@@ -79,6 +92,7 @@ def main():
         result["bash_s"] = round(bash_s, 4)
         result["ours"]["new_trivial_overhead_s"] = round(result["ours"]["new_trivial_s"] - bash_s, 4)
         result["hash_1gib"] = hashing(ours, env, work)
+        result["big_stdout"] = {"ours": big_stdout(ours, env, work)}
         venv = common.upstream_venv()
         if venv and os.path.exists(os.path.join(venv, "bin", "seamless-run")):
             up_env = {**base_env, "SEAMLESS_CACHE": os.path.join(tmp, "upstream"),
@@ -89,6 +103,7 @@ def main():
                 result["upstream"] = measure(os.path.join(venv, "bin", "seamless-run"), up_env, work, "u")
                 result["ratio_cache_hit"] = round(result["upstream"]["cache_hit_s"] / result["ours"]["cache_hit_s"], 1)
                 result["ratio_new_trivial"] = round(result["upstream"]["new_trivial_s"] / result["ours"]["new_trivial_s"], 1)
+                result["big_stdout"]["upstream"] = big_stdout(os.path.join(venv, "bin", "seamless-run"), up_env, work)
             finally:
                 _stop_upstream_services(up_env)
     print(json.dumps(result))

@@ -17,7 +17,6 @@ writable one.
 
 import os
 import sys
-import tempfile
 
 from seamless.store import CorruptBuffer, StoreError
 from seamless.store.directory import DirectoryStore, decode_errors, open_decoded
@@ -278,6 +277,8 @@ class StoreSet:
         """
         if encoding is None:
             return self._get_plain_to_file(cs, dest)
+        import tempfile
+
         from seamless.store.directory import write_encoded
 
         fd, plain = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dest)), prefix=".plain-")
@@ -386,6 +387,7 @@ def _same_file(a, b) -> bool:
 def _open_fetched(store, cs):
     """Fetch a server's buffer (verified) into an anonymous temp file and open it."""
     import shutil
+    import tempfile
 
     tmpdir = tempfile.mkdtemp(prefix="seamless-get-")
     try:
@@ -401,6 +403,7 @@ def _copy_verified(store, cs, dest) -> bool:
     """Copy a directory store's buffer to dest while hashing it; rename into place only
     when it hashes to cs (one read, constant memory). Raises CorruptBuffer otherwise."""
     import hashlib
+    import tempfile
 
     from seamless.checksum import CHUNK
 
