@@ -232,3 +232,89 @@ def test_full_disk_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(NoSpace):
         store.put_stream(io.BytesIO(b"more data"))
     assert [f for _, _, fs in os.walk(tmp_path) for f in fs] == [".HASHSERVER_PREFIX"]
+
+
+def _corrupt_in_place(path, data):
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(data)  # silent corruption, same size
+
+
+@pytest.mark.parametrize("how", ["put", "put_stream", "put_stream_no_checksum", "put_file", "put_file_no_checksum"])
+def test_writing_good_bytes_replaces_a_corrupt_file(tmp_path, how):
+    """Issue 10: a write of verified bytes over a corrupt stored file must replace it
+    (whether the file was corrupt before this process saw it, or after it was verified)."""
+    store = DirectoryStore(tmp_path / "buffers", writable=True, create=True)
+    data = b"the right bytes " * 1000
+    cs = cs_of(data)
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    write = {
+        "put": lambda: store.put(data, cs),
+        "put_stream": lambda: store.put_stream(io.BytesIO(data), cs),
+        "put_stream_no_checksum": lambda: store.put_stream(io.BytesIO(data)),
+        "put_file": lambda: store.put_file(source, cs),
+        "put_file_no_checksum": lambda: store.put_file(source),
+    }[how]
+    path = tmp_path / "buffers" / cs[:2] / cs
+    path.parent.mkdir()
+    path.write_bytes(b"X" * len(data))  # corrupt before the store ever looked at it
+    write()
+    assert path.read_bytes() == data
+    assert store.has_verified(cs)
+    _corrupt_in_place(path, b"Y")  # corrupt after it was verified (and stamped)
+    write()
+    assert path.read_bytes() == data
+    assert store.has_verified(cs)
+    assert sorted(os.listdir(path.parent)) == [cs]  # no temp file left behind
+
+
+def test_has_verified(tmp_path):
+    store = DirectoryStore(tmp_path, writable=True)
+    data = b"verify me"
+    cs = cs_of(data)
+    assert not store.has_verified(cs)
+    store.put(data)
+    assert store.has_verified(cs)
+    path = tmp_path / cs[:2] / cs
+    _corrupt_in_place(path, b"V")
+    assert not store.has_verified(cs)
+    assert not path.exists()  # a writable store removes the corrupt file, so a write can repair it
+    # a read-only store says False and leaves the file alone
+    path.write_bytes(b"bad")
+    assert not DirectoryStore(tmp_path).has_verified(cs)
+    assert path.exists()
+    # a good compressed form next to a corrupt plain one counts
+    path.unlink()
+    store.put_stream(io.BytesIO(gzip.compress(data)), cs, "gzip")
+    path.write_bytes(b"bad")
+    assert store.has_verified(cs)
+
+
+def _same_prefix(cs, n=1):
+    """n buffers whose checksums start with the same two digits as cs."""
+    found = []
+    i = 0
+    while len(found) < n:
+        data = b"prefix mate %d" % i
+        if cs_of(data)[:2] == cs[:2]:
+            found.append(data)
+        i += 1
+    return found
+
+
+@pytest.mark.parametrize("how", ["put", "put_stream_no_checksum"])
+def test_removed_prefix_directory_is_recreated(tmp_path, how):
+    """Issue 10: `rm -rf DIR/ab` while a store is open: later writes to ab/ must work."""
+    import shutil
+
+    store = DirectoryStore(tmp_path, writable=True)
+    cs = store.put(b"first")
+    shutil.rmtree(tmp_path / cs[:2])
+    (data,) = _same_prefix(cs)
+    if how == "put":
+        cs2 = store.put(data)
+    else:
+        cs2 = store.put_stream(io.BytesIO(data))[0]
+    assert (tmp_path / cs2[:2] / cs2).read_bytes() == data
+    assert store.get(cs2) == data

@@ -200,9 +200,11 @@ def test_token(start_service, bufferdir, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
     server = start_service("seamless-hashserver", bufferdir, "--writable", "--token-file", token_file)
-    assert request(server, "GET", "/healthcheck")[0] == 401
-    assert request(server, "GET", "/healthcheck", headers={"Authorization": "Bearer wrong"})[0] == 401
-    assert request(server, "GET", "/healthcheck", headers={"Authorization": "Bearer s3cret"})[0] == 200
+    path = "/" + cs_of(b"x")
+    assert request(server, "GET", path)[0] == 401
+    assert request(server, "GET", path, headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert request(server, "GET", path, headers={"Authorization": "Bearer s3cret"})[0] == 404
+    assert request(server, "GET", "/healthcheck")[0] == 200  # needs no token
     with pytest.raises(StoreError, match="unauthorized"):
         HttpBufferStore(server.url, writable=True).put(b"x")
     store = HttpBufferStore(server.url, writable=True, token_file=str(token_file))
@@ -453,3 +455,93 @@ def test_bad_server_options_fail_fast(bufferdir, args, code, message):
                           timeout=30)
     assert proc.returncode == code and message in proc.stderr
     assert time.monotonic() - start < 10
+
+
+def _corrupt_in_place(path, data):
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(data)  # silent corruption, same size
+
+
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+def test_put_of_good_bytes_replaces_a_corrupt_file(hashserver, bufferdir, encoding):
+    """Issue 10: a PUT of the right bytes over a corrupt stored file answered 201 and kept it."""
+    data = b"the right bytes " * 500
+    cs = cs_of(data)
+    name = cs + (".gz" if encoding else "")
+    body = gzip.compress(data) if encoding else data
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    path = bufferdir / cs[:2] / name
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(b"X" * len(data)) if encoding else b"X" * len(data))
+    assert request(hashserver, "PUT", "/" + cs, body, headers)[0] == 200
+    assert path.read_bytes() == body
+    assert request(hashserver, "GET", "/" + cs)[2] == data  # verified and stamped
+    _corrupt_in_place(path, b"Y" * 12)  # corrupt again, after the server vouched for it
+    assert request(hashserver, "PUT", "/" + cs, body, headers)[0] == 200
+    assert path.read_bytes() == body
+    assert request(hashserver, "PUT", "/" + cs, body, headers)[0] == 201  # a good copy is kept
+    assert request(hashserver, "GET", "/" + cs)[2] == data
+
+
+def _start_slow_upload(server, cs, total=1000):
+    """A client that sends the headers and a few bytes of a PUT, then stalls."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    sock.sendall(f"PUT /{cs} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n".encode() + b"z" * 10)
+    deadline = time.monotonic() + 20
+    while not json.loads(request(server, "GET", "/has-now", json.dumps([cs]).encode())[2])[0]:
+        assert time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.05)
+    return sock
+
+
+def test_get_waits_a_bounded_time_for_a_slow_upload(start_service, bufferdir):
+    """Issue 10: a GET waited without limit while a slow client uploaded the same checksum."""
+    server = start_service("seamless-hashserver", bufferdir, "--writable", "--lock-timeout", "1")
+    data = b"d" * 1000
+    cs = cs_of(data)
+    sock = _start_slow_upload(server, cs)
+    try:
+        start = time.monotonic()
+        assert request(server, "GET", "/" + cs)[0] == 404  # as if absent, after the bound
+        length = json.loads(request(server, "GET", "/buffer-length", json.dumps([cs]).encode())[2])
+        assert length == [0]
+        # another client uploading the same buffer is not held up by the stalled one either
+        assert request(server, "PUT", "/" + cs, data)[0] == 200
+        assert time.monotonic() - start < 25  # generous: three bounded waits of 1 s
+        assert request(server, "GET", "/" + cs)[2] == data  # what is verified is served at once
+    finally:
+        sock.close()
+    assert request(server, "GET", "/" + cs)[2] == data  # the stalled upload's failure removes nothing
+
+
+def test_removed_prefix_directory_is_recreated_by_the_server(hashserver, bufferdir):
+    """Issue 10: after `rm -rf BUFDIR/ab`, every PUT to ab/ failed until a restart."""
+    import shutil
+
+    first = b"first in this prefix"
+    cs = cs_of(first)
+    assert request(hashserver, "PUT", "/" + cs, first)[0] == 200
+    shutil.rmtree(bufferdir / cs[:2])
+    i = 0
+    while cs_of(b"mate %d" % i)[:2] != cs[:2]:
+        i += 1
+    mate = b"mate %d" % i
+    assert request(hashserver, "PUT", "/" + cs_of(mate), mate)[0] == 200
+    assert request(hashserver, "GET", "/" + cs_of(mate))[2] == mate
+    assert request(hashserver, "PUT", "/" + cs, first)[0] == 200  # and the removed one again
+    assert request(hashserver, "GET", "/" + cs)[2] == first
+
+
+def test_http_store_has_verified(hashserver, bufferdir):
+    """What seamless-upload --move asks before deleting the original, over HTTP."""
+    store = HttpBufferStore(hashserver.url, writable=True)
+    data = b"check me " * 1000
+    cs = store.put(data)
+    assert store.has_verified(cs)
+    assert not store.has_verified(cs_of(b"absent"))
+    _corrupt_in_place(bufferdir / cs[:2] / cs, b"Z")
+    assert not store.has_verified(cs)
+    gz = cs_of(b"gz form")
+    store.client.call("PUT", "/" + gz, gzip.compress(b"gz form"), {"Content-Encoding": "gzip"})
+    assert store.has_verified(gz)

@@ -70,11 +70,27 @@ start() {  # start a server in the background; sets $pid and $url
   pid=
 }
 
-@test "hashserver: --token-file requires the bearer token" {
+@test "hashserver: --token-file requires the bearer token (any case), except for /healthcheck" {
   echo tok > token
   start seamless-hashserver buffers --token-file token
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/healthcheck")" = 401 ]
-  [ "$(curl -s -H 'Authorization: Bearer tok' "$url/healthcheck")" = OK ]
+  cs=$(printf hello | sha256sum | cut -c1-64)
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/$cs")" = 401 ]
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer tok' "$url/$cs")" = 404 ]
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: bearer tok' "$url/$cs")" = 404 ]
+  [ "$(curl -s "$url/healthcheck")" = OK ]
+}
+
+@test "hashserver: oversized headers get 431, connections over --max-connections get 503" {
+  start seamless-hashserver buffers --max-connections 1
+  big=$(head -c 17000 /dev/zero | tr '\0' a)
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $big" "$url/healthcheck")" = 431 ]
+  exec 7<>"/dev/tcp/127.0.0.1/${url##*:}"  # holds the only connection
+  printf 'GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n' >&7
+  read -r reply <&7
+  [[ "$reply" == "HTTP/1.1 200 OK"* ]]
+  run curl -s -w '%{http_code}' "$url/healthcheck"
+  [[ "$output" == *"server busy"*503 ]]
+  exec 7>&-
 }
 
 @test "db: PUT and GET a transformation with curl" {

@@ -5,6 +5,9 @@
   slowest part of http.server, and its 501/505 replies would be 5xx for client errors).
 * Port selection by actually binding (a fixed port, a random port of a range, or 0),
   the status-file handshake, idle shutdown, optional bearer token, clean signal exit.
+* What a client can make us hold before its token is checked is bounded: 16 KiB of
+  request line and headers per request, and --max-connections connections at once (one
+  thread each); a connection over the limit gets 503 from the accepting thread.
 """
 
 import argparse
@@ -26,8 +29,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from seamless.cli import UserError, debug_enabled
 from seamless.launch.status import StatusFileError, wait_for_status_file, write_final_status, write_status
 
-MAX_LINE = 65536
+MAX_LINE = 65536  # a line of chunked-body framing
+MAX_HEADER_BYTES = 16 << 10  # request line + headers of one request (nginx, node: 8-16 KiB)
 MAX_HEADERS = 100
+MAX_CONNECTIONS = 256
 # an unread request body up to this size is drained to keep the connection; larger closes
 # it. PUT bodies are always drained: clients send the whole body before reading the
 # answer, so closing early would turn a 201 or 4xx into a broken pipe on their side.
@@ -157,7 +162,7 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self):
         self.close_connection = True
         try:
-            line = self.rfile.readline(MAX_LINE + 1)
+            line = self.rfile.readline(MAX_HEADER_BYTES + 1)
         except (TimeoutError, ConnectionError):
             return
         if not line:
@@ -192,17 +197,19 @@ class Handler(BaseHTTPRequestHandler):
         self.requestline = line[:200].decode("latin-1").rstrip("\r\n")
         self.close_connection = True  # until the request line and headers are known good
         self.request_version = "HTTP/1.0"
-        if len(line) > MAX_LINE:
-            raise HTTPError(414, "request line too long", close=True)
+        if len(line) > MAX_HEADER_BYTES:
+            raise HTTPError(414, f"request line longer than {MAX_HEADER_BYTES} bytes", close=True)
         parts = line.decode("latin-1").split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise HTTPError(400, "malformed request line", close=True)
         self.command, self.path, self.request_version = parts
         headers = {}
+        budget = MAX_HEADER_BYTES - len(line)
         while True:
-            raw = self.rfile.readline(MAX_LINE + 1)
-            if len(raw) > MAX_LINE:
-                raise HTTPError(431, "request header line too long", close=True)
+            raw = self.rfile.readline(budget + 1)
+            budget -= len(raw)
+            if budget < 0:
+                raise HTTPError(431, f"request headers larger than {MAX_HEADER_BYTES} bytes in all", close=True)
             if raw in (b"\r\n", b"\n"):
                 break
             if not raw:
@@ -223,13 +230,13 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.close_connection = connection == "close"
         self.body = self._body_reader(headers)
-        self.server.check_auth(headers.get("authorization"))
-        if self.command not in self.allowed_methods:
-            raise HTTPError(405, "Method Not Allowed")
         path, _, self.query = self.path.partition("?")
-        if path == "/healthcheck" and self.command != "PUT":
-            self.respond(200, "OK")  # launchers and client keep-alives poll this
+        if path == "/healthcheck" and self.command in ("GET", "HEAD"):
+            self.respond(200, "OK")  # no token needed: it reveals nothing, and launchers poll it
         else:
+            self.server.check_auth(headers.get("authorization"))
+            if self.command not in self.allowed_methods:
+                raise HTTPError(405, "Method Not Allowed")
             self.route(self.command, path)
         if self.body is not None and not self.body.discard(self._drain_limit()):
             self.close_connection = True
@@ -309,13 +316,54 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, handler, *, token=None, verbose=False):
+    def __init__(self, handler, *, token=None, verbose=False, max_connections=MAX_CONNECTIONS):
         super().__init__(("127.0.0.1", 0), handler, bind_and_activate=False)
-        self.token = token
+        self.token = None if token is None else token.encode()
         self.verbose = verbose
+        self.max_connections = max_connections
+        self.connections = 0
         self._lock = threading.Lock()
         self.active = 0
         self.last_activity = time.monotonic()
+        body = (f"server busy: {max_connections} connections are open, the limit "
+                "(see --max-connections); retry later\n").encode()
+        self._busy = (f"HTTP/1.1 503 Service Unavailable\r\nServer: {handler.server_version}\r\n"
+                      f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+                      "Retry-After: 1\r\nConnection: close\r\n\r\n").encode() + body
+
+    def process_request(self, request, client_address):
+        with self._lock:
+            busy = self.connections >= self.max_connections
+            if not busy:
+                self.connections += 1
+        if busy:
+            return self._refuse(request)
+        try:
+            super().process_request(request, client_address)  # a thread for this connection
+        except BaseException:
+            self._connection_closed()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connection_closed()
+
+    def _connection_closed(self):
+        with self._lock:
+            self.connections -= 1
+
+    def _refuse(self, request):
+        """503 and close, in the accepting thread (no thread per refused connection, and
+        no waiting on the client: the few bytes fit in a fresh socket's send buffer)."""
+        try:
+            request.setblocking(False)
+            request.send(self._busy)
+            request.recv(1 << 16)  # what has arrived: closing on unread data would reset the connection
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     def server_bind(self):
         # skip HTTPServer.server_bind: its getfqdn() can hang on machines without DNS
@@ -340,7 +388,9 @@ class Server(ThreadingHTTPServer):
     def check_auth(self, header):
         if self.token is None:
             return
-        if not header or not hmac.compare_digest(header.encode(), b"Bearer " + self.token.encode()):
+        scheme, _, credentials = (header or "").strip().partition(" ")
+        # the scheme word is case-insensitive (RFC 9110 11.1); latin-1 gives back the bytes sent
+        if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode("latin-1"), self.token):
             raise HTTPError(401, "Unauthorized: send 'Authorization: Bearer <token>' (see --token-file)")
 
     def log_exception(self, exc):
@@ -389,6 +439,13 @@ def _port(text):
     return value
 
 
+def _count(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def _seconds(text):
     value = float(text)
     if not value > 0:
@@ -411,6 +468,8 @@ def add_server_arguments(parser: argparse.ArgumentParser):
                         help="exit after SECONDS without any request")
     parser.add_argument("--token-file", metavar="FILE",
                         help="require 'Authorization: Bearer <token>' with the token in FILE")
+    parser.add_argument("--max-connections", type=_count, default=MAX_CONNECTIONS, metavar="N",
+                        help=f"serve at most N connections at once; refuse more with 503 (default {MAX_CONNECTIONS})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request on stderr")
 
 

@@ -118,7 +118,8 @@ def main(argv):
     args.dbfile = os.path.expanduser(args.dbfile)
     if not args.writable and not os.path.exists(args.dbfile):
         raise UserError(f"database file {args.dbfile} does not exist (start with --writable to create it)")
-    server = Server(DatabaseHandler, token=read_token(args.token_file), verbose=args.verbose)
+    server = Server(DatabaseHandler, token=read_token(args.token_file), verbose=args.verbose,
+                    max_connections=args.max_connections)
 
     def start():
         try:

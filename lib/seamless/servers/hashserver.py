@@ -3,9 +3,14 @@
 GET/HEAD/PUT /<checksum>, PUT /promise/<checksum>, GET /has, /has-now, /buffer-length
 (JSON list bodies), GET /healthcheck. Buffers live in a DirectoryStore; extra
 directories are searched read-only.
+
+Waiting for a buffer someone is writing (an upload to this server, an external writer's
+.LOCK file) is bounded by --lock-timeout: a stalled client cannot hold readers, or other
+uploaders of the same buffer, for longer.
 """
 
 import argparse
+import collections
 import json
 import os
 import threading
@@ -32,7 +37,7 @@ class BufferService:
         self.writable = writable
         self.lock_timeout = lock_timeout
         self.cond = threading.Condition()
-        self.uploading = set()
+        self.uploading = collections.Counter()  # checksum -> uploads in progress
         self.promises = {}  # checksum -> monotonic expiry
 
     def stores(self):
@@ -59,10 +64,19 @@ class BufferService:
                 return True
         return any(store.find(cs) is not None for store in self.stores())
 
+    def await_uploads(self, cs, deadline) -> bool:
+        """Wait until no upload of cs is in progress, or until `deadline` (monotonic);
+        True if none is. Call with self.cond held."""
+        while self.uploading[cs]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.cond.wait(left)
+        return True
+
     def length(self, cs):
         with self.cond:
-            while cs in self.uploading:
-                self.cond.wait()
+            self.await_uploads(cs, time.monotonic() + self.lock_timeout)
         for store in self.stores():
             try:
                 n = store.length(cs)
@@ -76,10 +90,11 @@ class BufferService:
     def locate(self, cs, wait=True):
         """(store, path, encoding, stat, length) of a verified stored form, or None.
 
-        With `wait`, a missing buffer is waited for while it is being uploaded, while it
-        is promised, and while an external writer's lock file is young.
+        With `wait`, a missing buffer is waited for while it is being uploaded (at most
+        lock_timeout), while it is promised (until the promise expires), and while an
+        external writer's lock file is young; then it counts as absent.
         """
-        lock_deadline = time.monotonic() + self.lock_timeout
+        deadline = time.monotonic() + self.lock_timeout
         last_look = False
         while True:
             for store in self.stores():
@@ -94,14 +109,15 @@ class BufferService:
             if not wait or last_look:
                 return None
             with self.cond:
-                if cs in self.uploading:
-                    self.cond.wait()
+                if self.uploading[cs]:
+                    if not self.await_uploads(cs, deadline):
+                        last_look = True  # a stalled upload: answer with what is stored
                     continue
                 left = self.promised(cs)
                 if left:
                     self.cond.wait(left)
                     continue
-            if time.monotonic() < lock_deadline and self._locked(cs):
+            if time.monotonic() < deadline and self._locked(cs):
                 time.sleep(1.0)
                 continue
             last_look = True  # an upload may have landed between the look and the lock
@@ -119,20 +135,26 @@ class BufferService:
         return False
 
     def begin_upload(self, cs, encoding) -> bool:
-        """Claim the upload of cs; False if that stored form is already there."""
+        """Start an upload of cs; False if a verified copy (plain, or in this encoding) is
+        stored already. An upload of cs in progress is waited for, at most lock_timeout:
+        then both write, which the store makes harmless."""
         with self.cond:
-            while cs in self.uploading:  # another client is sending it: wait for the outcome
-                self.cond.wait()
-            if self.store.find(cs, {None, encoding}) is not None:
-                self.promises.pop(cs, None)
-                self.cond.notify_all()
-                return False
-            self.uploading.add(cs)
-            return True
+            self.await_uploads(cs, time.monotonic() + self.lock_timeout)
+            self.uploading[cs] += 1
+        try:
+            there = self.store.has_verified(cs, {None, encoding})  # a corrupt copy is removed
+        except BaseException:
+            self.end_upload(cs, False)
+            raise
+        if there:
+            self.end_upload(cs, True)
+        return not there
 
     def end_upload(self, cs, stored):
         with self.cond:
-            self.uploading.discard(cs)
+            self.uploading[cs] -= 1
+            if self.uploading[cs] <= 0:
+                del self.uploading[cs]
             if stored:
                 self.promises.pop(cs, None)
             self.cond.notify_all()
@@ -309,7 +331,8 @@ def main(argv):
     for d in extra:
         if not os.path.isdir(d):
             raise UserError(f"extra directory {d} does not exist")
-    server = Server(HashserverHandler, token=read_token(args.token_file), verbose=args.verbose)
+    server = Server(HashserverHandler, token=read_token(args.token_file), verbose=args.verbose,
+                    max_connections=args.max_connections)
 
     def start():
         try:

@@ -7,6 +7,8 @@ holding the uncompressed size. Reads look at both layouts and every form; writes
 the store's layout. A write streams into <target dir>/<cs>-<random> while hashing,
 is chmod 0444 and renamed into place only when the hash matches, so no reader ever
 sees a partial or wrong buffer, and concurrent writers of one checksum are harmless.
+A write is skipped only when a copy already stored is verified (has_verified); a
+corrupt one is replaced, so a write that returns leaves a verified copy in place.
 """
 
 import errno
@@ -165,7 +167,6 @@ class DirectoryStore:
                 raise StoreError(f"cannot write to buffer directory {self.directory}: {exc.strerror}") from None
         self._stamps = {}
         self._stamps_lock = threading.Lock()
-        self._made = set()  # prefix directories known to exist
         self._counter = 0  # temp file names: <cs>-<pid>-<thread>-<n>
 
     def __repr__(self):
@@ -279,6 +280,26 @@ class DirectoryStore:
         self._remember(cs, stamp, length)
         return path, encoding, st, length
 
+    def has_verified(self, cs: str, encodings=(None, "gzip", "zstd")) -> bool:
+        """True if a stored form of cs (among `encodings`) hashes to cs (see verified).
+
+        A corrupt form is removed when the store is writable, so that a write repairs it,
+        and the next form is looked at; one that cannot be read is not verified.
+        """
+        cs = parse_checksum(cs)
+        for encoding in encodings:
+            while True:
+                try:
+                    if self.verified(cs, (encoding,)) is not None:
+                        return True
+                except CorruptBuffer as exc:
+                    if self.writable and exc.path and self.remove(exc.path):
+                        continue  # the same form may sit in the other layout too
+                except OSError:
+                    pass  # unreadable: not verified
+                break
+        return False
+
     def _remember(self, cs, stamp, length):
         with self._stamps_lock:
             if len(self._stamps) >= MAX_STAMPS:
@@ -296,12 +317,13 @@ class DirectoryStore:
             raise ReadOnlyStore(f"buffer directory {self.directory} is read-only")
 
     def put(self, data, checksum=None) -> str:
-        """Store a buffer; returns its checksum. Raises ChecksumMismatch if `checksum` is wrong."""
+        """Store a buffer; returns its checksum once a verified copy is in place.
+        Raises ChecksumMismatch if `checksum` is wrong."""
         self._check_writable()
         cs = calculate_checksum(data)
         if checksum is not None and parse_checksum(checksum) != cs:
             raise ChecksumMismatch(f"buffer hashes to {cs}, not {checksum}")
-        if self.find(cs, (None,)) is None:
+        if not self.has_verified(cs, (None,)):
             self._ingest(cs, None, lambda f: (_write_all(f, data), (cs, len(data)))[1])
         return cs
 
@@ -310,7 +332,9 @@ class DirectoryStore:
 
         `length` limits how many bytes are read (an HTTP body). With `checksum` None the
         checksum is computed on the way. Returns (checksum, stored_path, uncompressed
-        length). Nothing becomes visible unless the uncompressed bytes hash correctly.
+        length). Nothing becomes visible unless the uncompressed bytes hash correctly;
+        then they replace whatever was stored under that name (the caller has checked,
+        with has_verified, whether a good copy made the write unnecessary).
         """
         self._check_writable()
         cs = None if checksum is None else parse_checksum(checksum)
@@ -348,17 +372,25 @@ class DirectoryStore:
             raise StoreError(f"invalid {encoding} payload: {exc}") from None
 
     def put_file(self, path, checksum=None) -> str:
-        """Copy a file into the store in constant memory; returns its checksum."""
+        """Copy a file into the store in constant memory; returns its checksum once a
+        verified copy is in place (with `checksum` given, a verified one there already
+        saves the copy)."""
+        self._check_writable()
+        if checksum is not None and self.has_verified(checksum, (None,)):
+            return parse_checksum(checksum)
         with open(path, "rb") as src:
             return self.put_stream(src, checksum)[0]
 
-    def _target(self, cs) -> str:
-        """The directory for cs, created on first use."""
-        target = self.target_dir(cs)
-        if self.layout == "prefix" and target not in self._made:
-            _makedir(target)
-            self._made.add(target)
-        return target
+    def _in_dir(self, directory, op):
+        """op() on a path in `directory`, creating that prefix directory if it is missing:
+        on first use, or because someone removed it since (so no list of made ones is kept)."""
+        try:
+            return op()
+        except FileNotFoundError:
+            if directory == self.directory:
+                raise
+            _makedir(directory)
+            return op()
 
     def _ingest(self, expected, encoding, fill):
         """Create <target>/<cs><suffix> atomically from fill(file) -> (cs, length).
@@ -367,11 +399,11 @@ class DirectoryStore:
         when the checksum is known, else in the store root (same filesystem either way).
         It is made read-only before the rename, so the buffer appears complete and 0444.
         """
-        tmpdir = self.directory if expected is None else self._target(expected)
+        tmpdir = self.directory if expected is None else self.target_dir(expected)
         self._counter += 1
         tmp = os.path.join(tmpdir, f"{expected or 'incoming'}-{os.getpid()}-{threading.get_ident()}-{self._counter}")
         try:
-            f = open(tmp, "xb", buffering=0)
+            f = self._in_dir(tmpdir, lambda: open(tmp, "xb", buffering=0))
         except OSError as exc:
             raise _write_error(self.directory, exc) from None
         renamed = False
@@ -380,13 +412,13 @@ class DirectoryStore:
                 cs, length = fill(f)
                 if expected is not None and cs != expected:
                     raise ChecksumMismatch("Incorrect checksum")
-                final = os.path.join(self._target(cs), cs + SUFFIXES[encoding])
+                final = os.path.join(self.target_dir(cs), cs + SUFFIXES[encoding])
                 os.fchmod(f.fileno(), FILE_MODE)
-                if not os.path.exists(final):
-                    os.replace(tmp, final)
-                    renamed = True
-                    st = os.fstat(f.fileno())  # written and hashed by us: vouch for it
-                    self._remember(cs, (final, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), length)
+                # verified bytes: they replace whatever is there (possibly a corrupt file)
+                self._in_dir(os.path.dirname(final), lambda: os.replace(tmp, final))
+                renamed = True
+                st = os.fstat(f.fileno())  # written and hashed by us: vouch for it
+                self._remember(cs, (final, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), length)
         except OSError as exc:
             raise _write_error(self.directory, exc) from None
         finally:
@@ -396,11 +428,14 @@ class DirectoryStore:
                 except FileNotFoundError:
                     pass
         base = final[: len(final) - len(SUFFIXES[encoding])]
-        if encoding is None:
-            if renamed and os.path.exists(base + LENGTH_SUFFIX):
-                os.unlink(base + LENGTH_SUFFIX)
-        elif not os.path.exists(base):
-            atomic_write(base + LENGTH_SUFFIX, str(length), mode=FILE_MODE)
+        try:
+            if encoding is None:
+                if os.path.exists(base + LENGTH_SUFFIX):
+                    os.unlink(base + LENGTH_SUFFIX)
+            elif not os.path.exists(base):
+                atomic_write(base + LENGTH_SUFFIX, str(length), mode=FILE_MODE)
+        except OSError:
+            pass  # the buffer is stored; a sidecar only saves decompressing it to learn its length
         return cs, final, length
 
     def sweep_temp(self, max_age=STALE_TEMP_SECONDS) -> int:
@@ -430,13 +465,17 @@ class DirectoryStore:
                     pass
         return removed
 
-    def remove(self, path):
-        """Remove a stored file (a corrupt one), if this store may write."""
+    def remove(self, path) -> bool:
+        """Remove a stored file (a corrupt one), if this store may write; False if it
+        cannot be removed."""
         self._check_writable()
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError:
+            return False
+        return True
 
 
 def _write_all(f, data):
@@ -450,6 +489,8 @@ def _makedir(path):
         os.mkdir(path)
     except FileExistsError:
         return
+    except OSError as exc:
+        raise _write_error(os.path.dirname(path), exc) from None
     try:
         os.chmod(path, DIR_MODE)
     except OSError:

@@ -75,12 +75,9 @@ class HttpBufferStore:
                 return data
         raise CorruptBuffer(f"{self.url} sent bytes for {cs} that do not match the checksum")
 
-    def get_to_file(self, cs, path) -> bool:
-        """Stream a buffer into `path` (atomically, verified); False when absent."""
-        cs = parse_checksum(cs)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".download-", dir=directory)
-        os.close(fd)
+    def _fetch(self, cs, open_sink):
+        """GET cs, streaming the decoded bytes into open_sink() (opened anew on a retry):
+        (200, their sha-256) or (status, body)."""
 
         def handle(response):
             if response.status != 200:
@@ -88,7 +85,7 @@ class HttpBufferStore:
             encoding = response.getheader("Content-Encoding")
             dec = Decoder(encoding) if encoding and encoding != "identity" else None
             h = hashlib.sha256()
-            with open(tmp, "wb") as f:
+            with open_sink() as f:
                 while chunk := response.read(CHUNK):
                     for piece in dec.feed(chunk) if dec is not None else (chunk,):
                         h.update(piece)
@@ -97,8 +94,30 @@ class HttpBufferStore:
                 dec.finish()
             return 200, h.hexdigest()
 
+        return self.client.call("GET", "/" + cs, headers={"Accept-Encoding": "gzip"}, handle=handle)
+
+    def has_verified(self, cs) -> bool:
+        """True if the server sends bytes that hash to cs. Reads the whole buffer: it is
+        for making sure of a copy (before deleting the original), not for lookups."""
+        cs = parse_checksum(cs)
         try:
-            status, result = self.client.call("GET", "/" + cs, headers={"Accept-Encoding": "gzip"}, handle=handle)
+            status, result = self._fetch(cs, lambda: open(os.devnull, "wb"))
+        except (StoreError, *decode_errors()):  # a compressed form that does not decode
+            return False
+        if status in (400, 404):  # 400: the server found its copy corrupt
+            return False
+        if status != 200:
+            raise self._fail(status, result, f"GET {cs}")
+        return result == cs
+
+    def get_to_file(self, cs, path) -> bool:
+        """Stream a buffer into `path` (atomically, verified); False when absent."""
+        cs = parse_checksum(cs)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".download-", dir=directory)
+        os.close(fd)
+        try:
+            status, result = self._fetch(cs, lambda: open(tmp, "wb"))
             if status == 404:
                 return False
             if status != 200:

@@ -67,6 +67,10 @@ class ReadOnly(DBError):
     status = 405
 
 
+class NoSpace(DBError):
+    status = 507  # Insufficient Storage
+
+
 class _LazyJson:
     """json, imported on first use: most opens of the file never need it."""
 
@@ -402,9 +406,23 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                try:
+                    self.conn.execute("COMMIT")
+                    return False
+                except sqlite3.Error as error:
+                    exc = error
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolls back by itself after some errors (a full disk among them)
         finally:
             self.db._write_lock.release()
+        if _disk_full(exc):
+            raise NoSpace(f"no space left on the disk of database {self.db.path}: nothing was written "
+                          "(free some space and retry)") from None
+        if exc_type is None:
+            raise exc
         return False
 
 
@@ -417,6 +435,13 @@ def _set_transformation(c, tf, result):
         c.execute('DELETE FROM "rev_transformation" WHERE checksum=? AND result=?', (tf, row[0]))
     if not c.execute('SELECT 1 FROM "rev_transformation" WHERE result=? AND checksum=?', (result, tf)).fetchone():
         c.execute('INSERT INTO "rev_transformation" (result, checksum) VALUES (?, ?)', (result, tf))
+
+
+def _disk_full(exc) -> bool:
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    return code & 0xFF == sqlite3.SQLITE_FULL if code is not None else "disk is full" in str(exc)
 
 
 def _valid_checksum_fields(fields):
