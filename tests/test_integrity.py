@@ -172,22 +172,22 @@ def test_a_result_sidecar_belongs_to_the_results_own_name(work, env):
 # --- 2. security: directory indexes ------------------------------------------------------
 
 
-def poisoned_index(good_cs):
-    return {"ok.txt": good_cs, "../../evil.txt": good_cs, "/tmp/abs-evil.txt": good_cs}
+def poisoned_index(good_cs, tmp_path):
+    return {"ok.txt": good_cs, "../../evil.txt": good_cs, f"{tmp_path}/abs-evil.txt": good_cs}
 
 
 def test_seamless_download_refuses_index_keys_outside_the_target(work, env, tmp_path):
     (work / "d").mkdir()
     (work / "d" / "ok.txt").write_text("hello\n")
     assert call("seamless-upload", "d", cwd=work, env=env).returncode == 0
-    for bad in ("../../evil.txt", "/tmp/abs-evil.txt", "a/../../evil.txt", "nul\0.txt"):
+    for bad in ("../../evil.txt", f"{tmp_path}/abs-evil.txt", "a/../../evil.txt", "nul\0.txt"):
         index = {"ok.txt": sha(b"hello\n"), bad: sha(b"hello\n")}
         buffer = (json.dumps(index, sort_keys=True, indent=2) + "\n").encode()
         (work / "d.INDEX").write_bytes(buffer)
         (work / "d.CHECKSUM").write_text(sha(buffer) + "\n")
         proc = call("seamless-download", "d", "-o", "out", cwd=work, env=env)
         assert proc.returncode == 1 and b"not a relative path inside" in proc.stderr, proc.stderr
-        assert not (tmp_path / "evil.txt").exists() and not os.path.exists("/tmp/abs-evil.txt")
+        assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "abs-evil.txt").exists()
         assert not (work / "out").exists()
 
 
@@ -195,7 +195,7 @@ def test_seamless_run_refuses_a_poisoned_cached_result_index(work, env, tmp_path
     command = ["-i", "data.txt", "-cp", "out", "mkdir out; cp data.txt out/ok.txt"]
     tf = run("--dry", *command, cwd=work, env=env).stdout.decode().strip()
     assert run(*command, cwd=work, env=env).returncode == 0
-    buffer = (json.dumps({f"out/{k}": v for k, v in poisoned_index(sha(b"hello\n")).items()},
+    buffer = (json.dumps({f"out/{k}": v for k, v in poisoned_index(sha(b"hello\n"), tmp_path).items()},
                          sort_keys=True, indent=2) + "\n").encode()
     target = stored(tmp_path, sha(buffer))
     target.parent.mkdir(exist_ok=True)
@@ -211,7 +211,7 @@ def test_seamless_run_refuses_a_poisoned_cached_result_index(work, env, tmp_path
         (work / sidecar).unlink()
     proc = run(*command, cwd=work, env=env)
     assert b"not a relative path inside" in proc.stderr
-    assert not (tmp_path / "evil.txt").exists() and not os.path.exists("/tmp/abs-evil.txt")
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "abs-evil.txt").exists()
     # the poisoned row is not served: the command ran again and delivered the real result
     assert proc.returncode == 0 and (work / "out" / "ok.txt").read_text() == "hello\n"
 

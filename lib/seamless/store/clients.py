@@ -221,20 +221,10 @@ class StoreSet:
         warn(f"{exc}; {'removed it, ' if removed else ''}using another copy or computing it again")
 
     def stored_everywhere(self, cs) -> bool:
-        """Does every writable store hold a good copy? Directories are verified (by the
-        stamp of this process's own write, else by hashing); a server vouches for what it
-        accepted, since it hashes every upload."""
-        for store in self._writers():
-            if isinstance(store, DirectoryStore):
-                try:
-                    if store.verified(cs) is None:
-                        return False
-                except CorruptBuffer as exc:
-                    self._discard(store, exc)
-                    return False
-            elif not store.has(cs):
-                return False
-        return True
+        """Does every writable store hold a verified copy? (A directory checks the stamp of
+        this process's own write, else hashes; a server is read back, since upstream's
+        accepts a PUT over a corrupt file.)"""
+        return all(store.has_verified(cs) for store in self._writers())
 
     def verified_local(self, cs):
         """(path, stat) of a local uncompressed file known to hold buffer cs, or None.
