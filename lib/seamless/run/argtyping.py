@@ -4,7 +4,8 @@ The rules are upstream seamless-run's, so that the same command gets the same in
   rule 1  a word with an extension (not a number) must be an existing file   (-g1: off)
   rule 2  a word without one, other than the first, must not be a file       (-g2: off)
   rule 3  a word ending in / must be an existing directory
-A sidecar X.CHECKSUM (plus X.INDEX for a directory) stands for X when X is absent.
+A sidecar X.CHECKSUM (plus X.INDEX for a directory) stands for X when X is absent, also
+as X/ (unlike upstream, which refuses a sidecar directory with the slash).
 Pin names are paths relative to the argtyping directory (-w DIR, -W for /), or the
 basename (-ms), or file1.ext, file2.ext... (-mx). Unlike upstream, a name that would
 point outside the job directory (../x, an absolute path) is refused, not linked there.
@@ -42,6 +43,7 @@ class Input:
         self.checksum, self.index, self.executable = checksum, index, executable
         self.words = []
         self.files = {}
+        self.optional = False  # found outside the primary pipeline: a value if it cannot be an input
 
 
 def strip_compression(path: str) -> str:
@@ -108,7 +110,7 @@ def read_sidecar(path: str):
     return "file", checksum, None
 
 
-def classify(word: str, argno: int, rule1=True, rule2=True, expansion=False):
+def classify(word: str, argno: int, rule1=True, rule2=True, expansion=False, rule3=True):
     """Return None for a value, else an Input (name not yet mapped)."""
     if word.endswith(SIDECARS):
         path = os.path.abspath(os.path.expanduser(word))
@@ -117,15 +119,18 @@ def classify(word: str, argno: int, rule1=True, rule2=True, expansion=False):
     word = os.path.expanduser(word)
     path = os.path.abspath(word)
     wait_for_future(path)
-    sidecar = read_sidecar(path) if not raw.endswith("/") else None
+    sidecar = read_sidecar(path)
     exists_file = os.path.isfile(path)
     exists_dir = os.path.isdir(path)
     how = f"argument #{argno} {raw!r}"
-    if raw.endswith("/"):  # rule 3
-        if not exists_dir:
-            problem = "is not a directory" if os.path.exists(path) else "does not exist"
+    if raw.endswith("/"):  # rule 3: a directory, or a directory's sidecars
+        problem = "is not a directory" if os.path.exists(path) or sidecar else "does not exist"
+        if sidecar and sidecar[0] != "directory":
+            sidecar = None
+        if not exists_dir and sidecar is None:
+            if not rule3:
+                return None
             raise ArgtypeError(f"{how} ends with a slash, so it must be a directory, and it {problem}")
-        return Input(path, "directory")
     if sidecar is not None:
         kind, checksum, index = sidecar
         return Input(path, kind, checksum=checksum, index=index)
@@ -166,10 +171,14 @@ def find_executable(word: str):
 
 
 def map_names(inputs, mode: str, workdir: str):
-    """Give each input its pin name, according to the file mapping mode."""
+    """Give each input its pin name, according to the file mapping mode. An optional input
+    that is outside workdir or whose name is taken gets the name None."""
     counter = 0
     seen = {}
     for item in inputs:
+        if item.optional and not _inside(item.source, workdir):
+            item.name = None
+            continue
         if mode == "literal" or (mode == "extension" and item.kind == "directory"):
             name = _relative(item.source, workdir)
         elif mode == "strip":
@@ -186,6 +195,9 @@ def map_names(inputs, mode: str, workdir: str):
             suffixes = _suffix(stem) + base[len(stem):]
             name = f"file{counter}{suffixes}"
         other = seen.get(name)
+        if other is not None and other != item.source and item.optional:
+            item.name = None
+            continue
         if other is not None and other != item.source:
             raise ArgtypeError(f"two inputs would both be called {name!r} in the job: {other} and "
                                f"{item.source} (choose another file mapping: -mx, or literal with -w)")
@@ -193,9 +205,14 @@ def map_names(inputs, mode: str, workdir: str):
         item.name = name
 
 
+def _inside(path: str, workdir: str) -> bool:
+    rel = os.path.relpath(path, workdir)
+    return not (rel == "." or rel == ".." or rel.startswith("../") or os.path.isabs(rel))
+
+
 def _relative(path: str, workdir: str) -> str:
     rel = os.path.relpath(path, workdir)
-    if rel == "." or rel == ".." or rel.startswith("../") or os.path.isabs(rel):
+    if not _inside(path, workdir):
         raise ArgtypeError(f"{path!r} is not under the directory that paths are taken relative to "
                            f"({workdir}); choose that directory with -w DIR or -W, or use -ms / -mx")
     return rel

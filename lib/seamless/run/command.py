@@ -1,18 +1,26 @@
 """From a command string to its inputs, its result targets and the code that runs it.
 
-Only the primary pipeline (the first, or --primary N) is argtyped, as upstream; the
-last command's stdout redirection to a relative file becomes a result target. Words
-whose pin name differs from how they were written (-w, -ms, -mx, absolute paths) are
-rewritten in place, quoted when needed.
+The primary pipeline (the first, or --primary N) is argtyped with upstream's rules. The
+rest of the script is scanned too, where upstream lets its files fail in the job: there a
+word is an input only if it names an existing file or directory (or its sidecars) that
+can be one, and nothing is an error. Not inputs anywhere: what an earlier command writes
+(`> tmp.txt`), and outside the primary pipeline the -cp results and the fallback after
+`||` (it runs only when the left side failed; upstream's results leave it out). An input
+inside a directory input is not a pin of its own: the directory brings it. The last
+command's stdout redirection to a relative file becomes a result target. Words whose
+pin name differs from how they were written (./x, -w, -ms, -mx, absolute paths) are
+rewritten in place, spelled to keep their meaning.
 """
 
 import os
 
 from seamless.run import shell
-from seamless.run.argtyping import ArgtypeError, Input, classify, find_executable, map_names
+from seamless.run.argtyping import (ArgtypeError, Input, classify, find_executable, map_names,
+                                    strip_compression)
 
 FORBIDDEN_PINS = ("code", "bashcode", "pins_")
 STDOUT_OPS = (">", ">>", ">|", "&>", "&>>")
+WRITE_OPS = STDOUT_OPS + (">&",)  # >& FILE is &> FILE
 
 
 class Target:
@@ -32,7 +40,7 @@ class Analysis:
 
 
 def analyze(command: str, *, primary=1, rule1=True, rule2=True, workdir=".", mapping="literal",
-            extra_inputs=()) -> Analysis:
+            extra_inputs=(), captures=()) -> Analysis:
     try:
         pipelines = shell.parse(command)
     except shell.ShellSyntaxError as exc:
@@ -43,38 +51,83 @@ def analyze(command: str, *, primary=1, rule1=True, rule2=True, workdir=".", map
         raise ArgtypeError(f"--primary {primary}: the command has {len(pipelines)} part(s)")
     workdir = os.path.abspath(os.path.expanduser(workdir))
 
-    inputs = []
+    results = {os.path.normpath(server) for server, _ in map(parse_capture, captures) if server != "STDOUT"}
+    written = set()  # what the commands so far redirect their output to
+    strict, lenient = [], []  # (input, the word naming it)
+    programs = set()  # words in command position
     argno = 0
-    for cmd in pipelines[primary - 1].commands:
-        words = list(cmd.words)
-        words += [r.target for r in cmd.redirects if r.op == "<"]  # input files of redirections
-        for position, word in enumerate(words):
-            argno += 1
-            found = None
-            if position == 0 and word in cmd.words:
-                script = find_executable(word.value)
-                if script is not None:
-                    found = Input(script, "file", executable=True)
-                elif "/" not in word.value:
-                    continue  # a program on PATH (or a shell builtin): a plain value
-            if found is None:
-                found = classify(word.value, argno, rule1, rule2, word.has_expansion)
+    for cmd, number, fallback in _walk(pipelines):
+        is_primary = number == primary
+        for position, word in enumerate(cmd.words + [r.target for r in cmd.redirects if r.op == "<"]):
+            argno += is_primary
+            if (fallback and not is_primary) or _under(word, written) or (not is_primary and _under(word, results)):
+                continue
+            program = position == 0 and word is cmd.words[0]
+            found = _examine(word, program, argno, is_primary, rule1, rule2)
             if found is not None:
-                _add(inputs, found).words.append(word)
+                (strict if is_primary else lenient).append((found, word))
+                if program:
+                    programs.add(word)
+        written.update(os.path.normpath(r.target.value) for r in cmd.redirects
+                       if r.op in WRITE_OPS and not r.is_dup and not r.target.has_expansion)
+
+    inputs = []
+    for found, word in strict:
+        _add(inputs, found).words.append(word)
     for path in extra_inputs:
         found = classify(path, 1, rule1=False, rule2=False)
         if found is None:
             raise ArgtypeError(f"input {path!r} (-i/-I): file or directory does not exist")
         _add(inputs, found)
+    for found, word in lenient:
+        found.optional = True
+        _add(inputs, found).words.append(word)
     map_names(inputs, mapping, workdir)
     for item in inputs:
-        if item.name in FORBIDDEN_PINS or item.name.startswith("__") or item.name.startswith("META__"):
-            raise ArgtypeError(f"an input may not be called {item.name!r} in the job; use -mx or another -w")
+        if item.name and (item.name in FORBIDDEN_PINS or item.name.startswith(("__", "META__"))):
+            if not item.optional:
+                raise ArgtypeError(f"an input may not be called {item.name!r} in the job; use -mx or another -w")
+            item.name = None
+    inputs = [item for item in inputs if item.name]
+    covered = _covered(inputs)
 
-    analysis = Analysis(command, inputs)
-    analysis.command = _rewrite(command, inputs, analysis)
+    analysis = Analysis(command, [item for item in inputs if item not in covered])
+    analysis.command = _rewrite(command, inputs, analysis, programs)
     analysis.redirect = _redirect_target(pipelines[-1])
     return analysis
+
+
+def _walk(pipelines, nested=False):
+    """(command, number of its pipeline or 0 in a substitution, whether it is a fallback
+    after ||), in the order the commands run."""
+    for number, pipeline in enumerate(pipelines, 1):
+        fallback = pipeline.after == "||"
+        for cmd in pipeline.commands:
+            for inner in cmd.substitutions:
+                for sub, _, sub_fallback in _walk(inner, nested=True):
+                    yield sub, 0, fallback or sub_fallback
+            yield cmd, 0 if nested else number, fallback
+
+
+def _examine(word, program, argno, strict, rule1, rule2):
+    """The input a word names, or None. Outside the primary pipeline no rule applies."""
+    if program:
+        script = find_executable(word.value)
+        if script is not None:
+            return Input(script, "file", executable=True)
+        if "/" not in word.value:
+            return None  # a program on PATH (or a shell builtin): a plain value
+    if strict:
+        return classify(word.value, argno, rule1, rule2, word.has_expansion)
+    return classify(word.value, argno, False, False, word.has_expansion, rule3=False)
+
+
+def _under(word, paths):
+    """The word names one of `paths` (normalized, as written) or something inside one."""
+    if not paths or word.has_expansion:
+        return False
+    path = os.path.normpath(word.value)
+    return any(path == p or path.startswith(p + "/") for p in paths)
 
 
 def _add(inputs, found):
@@ -86,21 +139,58 @@ def _add(inputs, found):
     return found
 
 
+def _covered(inputs):
+    """Inputs inside a directory input, renamed to their path in it: the directory brings
+    them along. For files always (two pins for one file: upstream fails there); for
+    directories only outside the primary pipeline (upstream keeps both). Not executables
+    (copied to be made executable) nor compressed files (their index key drops the suffix)."""
+    directories = sorted((i for i in inputs if i.kind == "directory" and os.path.isdir(i.source)),
+                         key=lambda i: len(i.source))
+    covered = []
+    for item in inputs:
+        if item.executable or not os.path.exists(item.source) or (item.kind == "directory" and not item.optional):
+            continue
+        for d in directories:
+            rel = os.path.relpath(item.source, d.source)
+            if item is not d and item.source.startswith(d.source + "/") and rel == strip_compression(rel):
+                item.name = f"{d.name}/{rel}"
+                covered.append(item)
+                break
+    return covered
+
+
 def _quote(text):
-    import shlex
+    """`text` as one shell word: as it is if the shell reads it so, else single-quoted."""
+    if any(c in _SPECIAL or c < " " or c == "\x7f" for c in text) or text[:1] in "~#":
+        return "'" + text.replace("'", "'\"'\"'") + "'"
+    return text
 
-    return shlex.quote(text)
+
+_SPECIAL = set(" \t\n'\"\\$`;&|<>()*?[{")
 
 
-def _rewrite(command, inputs, analysis):
+def _spell(name, program):
+    """How to write job path `name` so that the shell reads that path: a leading - would
+    be an option, and a program named like a builtin or keyword, or like an assignment,
+    would not be looked up on PATH; ./ in front keeps them paths."""
+    if name.startswith("-") or (program and "/" not in name and (
+            name in shell.BUILTINS or name in shell.RESERVED or "=" in name or _quote(name) != name)):
+        name = "./" + name
+    return _quote(name)
+
+
+def _rewrite(command, inputs, analysis, programs):
     edits = []
     for item in inputs:
+        bare = False
+        for word in item.words:
+            text = word.value if word.value == item.name else _spell(item.name, word in programs)
+            if text != word.value:
+                edits.append((word.start, word.end, text))
+            bare = bare or (word in programs and "/" not in text)
         if item.executable:
             analysis.executables.append(item.name)
-            analysis.path_export = analysis.path_export or "/" not in item.name
-        for word in item.words:
-            if word.value != item.name:
-                edits.append((word.start, word.end, _quote(item.name)))
+            analysis.path_export = analysis.path_export or bare
     for start, end, text in sorted(edits, reverse=True):
         command = command[:start] + text + command[end:]
     return command
@@ -141,26 +231,30 @@ def targets_of(analysis, captures):
             targets.append(Target(server, local))  # one more local copy of stdout
 
     for capture in captures:
-        server, sep, local = capture.partition(":")
-        if sep and not server:
-            if not local:
-                raise ArgtypeError(f"--capture {capture!r}: empty local name")
-            add("STDOUT", local)
-            continue
-        if server != "/" and server.endswith("/"):
-            server = server.rstrip("/")  # upstream would nest res/ inside RESULT/res
-        norm = os.path.normpath(server)
-        if os.path.isabs(norm) or norm == ".." or norm.startswith("../") or norm == ".":
-            raise ArgtypeError(f"--capture {capture!r}: the result must be a path inside the job directory")
-        local = local if sep else server
-        if not local:
-            raise ArgtypeError(f"--capture {capture!r}: empty local name")
-        add(server, local)
+        add(*parse_capture(capture))
     redirect = analysis.redirect
     if redirect and not any(os.path.normpath(redirect).startswith(os.path.normpath(t.server) + "/")
                             for t in targets):  # inside a captured directory: it comes along
         add(redirect, redirect)
     return targets
+
+
+def parse_capture(capture):
+    """(job path, local path) of a -cp X / A:B / :B; the job path of stdout is STDOUT."""
+    server, sep, local = capture.partition(":")
+    if sep and not server:
+        if not local:
+            raise ArgtypeError(f"--capture {capture!r}: empty local name")
+        return "STDOUT", local
+    if server != "/" and server.endswith("/"):
+        server = server.rstrip("/")  # upstream would nest res/ inside RESULT/res
+    norm = os.path.normpath(server)
+    if os.path.isabs(norm) or norm == ".." or norm.startswith("../") or norm == ".":
+        raise ArgtypeError(f"--capture {capture!r}: the result must be a path inside the job directory")
+    local = local if sep else server
+    if not local:
+        raise ArgtypeError(f"--capture {capture!r}: empty local name")
+    return server, local
 
 
 def bash_code(analysis, targets, metavars=()) -> str:
@@ -187,7 +281,7 @@ def bash_code(analysis, targets, metavars=()) -> str:
         lines.append(command)
     for server in moved:
         d = "RESULT/" + (os.path.dirname(server) if server != "STDOUT" else "")
-        lines.append(f"mv {_quote(server)} {_quote(d)}")
+        lines.append(f"mv {_quote('./' + server if server.startswith('-') else server)} {_quote(d)}")
     return "\n".join(lines) + "\n"
 
 

@@ -4,14 +4,25 @@ seamless-run needs, from a command string: the words of each simple command (quo
 removed, with their positions so they can be rewritten), the redirections (a `> out.txt`
 target becomes a result), and how commands group into pipelines (`|`) and lists
 (`;`, `&&`, `||`, `&`, newlines). Quotes, backslashes, `$(...)`, `${...}`, backticks,
-comments, here-strings and fd duplications (`2>&1`, `>&2`) are understood; nothing is
-expanded or executed. Compound commands are flattened: `(` `)` `{` `}` only delimit.
+comments, here-strings, here-documents and fd duplications (`2>&1`, `>&2`) are
+understood; nothing is expanded or executed. Compound commands are flattened: `( )` and
+`{ }` groups belong to the pipeline they are in, and keywords only delimit. The commands
+inside `$(...)`, backticks and `<(...)`/`>(...)` are parsed too, as the `substitutions`
+of the command whose word holds them.
 """
 
 OPERATORS = ("&&", "||", ";;", "|&", "|", "&", ";", "(", ")")
 REDIRECT_OPS = ("&>>", "&>", ">>", ">|", ">&", "<<<", "<<-", "<<", "<&", "<>", ">", "<")
 RESERVED = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "in",
-            "case", "esac", "select", "function", "{", "}", "!", "time", "[[", "]]"}
+            "case", "esac", "select", "function", "{", "}", "!", "time", "[[", "]]", "coproc"}
+# bash's builtins: a command word with one of these names never runs a file from PATH
+BUILTINS = {".", ":", "[", "alias", "bg", "bind", "break", "builtin", "caller", "cd", "command",
+            "compgen", "complete", "compopt", "continue", "declare", "dirs", "disown", "echo",
+            "enable", "eval", "exec", "exit", "export", "false", "fc", "fg", "getopts", "hash",
+            "help", "history", "jobs", "kill", "let", "local", "logout", "mapfile", "popd",
+            "printf", "pushd", "pwd", "read", "readarray", "readonly", "return", "set", "shift",
+            "shopt", "source", "suspend", "test", "times", "trap", "true", "type", "typeset",
+            "ulimit", "umask", "unalias", "unset", "wait"}
 
 
 class ShellSyntaxError(ValueError):
@@ -23,11 +34,12 @@ class Word:
     [start, end) in the command string and the raw text there; whether it contains
     $..., backticks or glob characters, and whether it was quoted."""
 
-    __slots__ = ("value", "start", "end", "raw_text", "has_expansion", "quoted")
+    __slots__ = ("value", "start", "end", "raw_text", "has_expansion", "quoted", "substitutions")
 
-    def __init__(self, value, start, end, raw_text="", has_expansion=False, quoted=False):
+    def __init__(self, value, start, end, raw_text="", has_expansion=False, quoted=False, substitutions=()):
         self.value, self.start, self.end = value, start, end
         self.raw_text, self.has_expansion, self.quoted = raw_text, has_expansion, quoted
+        self.substitutions = substitutions  # [start, end) of each $(...) `...` <(...) body
 
 
 class Redirect:
@@ -47,27 +59,34 @@ class Redirect:
 
 
 class Command:
-    """A simple command: its words (leading assignments kept apart) and redirections."""
+    """A simple command: its words (leading assignments kept apart) and redirections, and
+    the pipelines of the command substitutions in them (they run before it)."""
 
     def __init__(self):
         self.words = []
         self.assignments = []
         self.redirects = []
+        self.substitutions = []
         self.group_redirect = False  # the redirects follow a ( ... ) group ending here
 
 
 class Pipeline:
-    def __init__(self):
+    """Commands joined by |; `after` is the list operator before it (None for the first)."""
+
+    def __init__(self, after=None):
         self.commands = []
+        self.after = after
 
 
-def parse(text: str) -> list:
-    """Parse a command string into a list of pipelines (the top-level list flattened)."""
-    tokens = _tokenize(text)
+def parse(text: str, start=0, end=None) -> list:
+    """Parse a command string (or its span [start, end)) into a list of pipelines (the
+    top-level list flattened); positions are always those in `text`."""
+    tokens = _tokenize(text, start, len(text) if end is None else end)
     pipelines = [Pipeline()]
     current = Command()
     depth = 0
     expect_target = None  # a redirect operator waiting for its word
+    function_name = function_parens = False
 
     def finish_command():
         nonlocal current
@@ -75,12 +94,31 @@ def parse(text: str) -> list:
             pipelines[-1].commands.append(current)
         current = Command()
 
-    def finish_pipeline():
+    def finish_pipeline(operator):
         finish_command()
         if pipelines[-1].commands:
-            pipelines.append(Pipeline())
+            pipelines.append(Pipeline(operator))
+
+    def open_group():
+        nonlocal depth
+        finish_command()
+        depth += 1
+
+    def close_group(closer):
+        nonlocal depth
+        depth -= 1
+        if depth < 0:
+            raise ShellSyntaxError(f"syntax error: unmatched '{closer}'")
+        finish_command()
+        current.group_redirect = True  # redirects right after a group apply to the whole group
 
     for kind, value, fd in tokens:
+        if kind == "word":
+            for span in value.substitutions:
+                try:
+                    current.substitutions.append(parse(text, *span))
+                except ShellSyntaxError:
+                    pass  # kept verbatim, as before: only its files go unseen
         if expect_target is not None:
             if kind != "word":
                 raise ShellSyntaxError(f"syntax error: a file name must follow '{expect_target[0]}'")
@@ -92,34 +130,38 @@ def parse(text: str) -> list:
             if not current.words and _is_assignment(value.raw_text):
                 current.assignments.append(value)
             elif not current.words and value.value in RESERVED and not value.quoted:
+                if value.value in "{}":  # a { ...; } group, like ( ... )
+                    open_group() if value.value == "{" else close_group("}")
+                function_name = value.value == "function"
                 continue  # keywords of compound commands: not arguments
+            elif function_name:
+                function_name = False  # function NAME { ...; }: the name is no command
             else:
                 current.words.append(value)
         elif kind == "redirect":
             expect_target = (value, fd)
         elif value == "(":
-            if current.words:
-                continue  # a function definition f() ...: ignore the parentheses
-            finish_command()
-            depth += 1
+            if current.words:  # NAME() { ...; }: a function definition, not a command
+                current.words.clear()
+                function_parens = True
+                continue
+            open_group()
         elif value == ")":
-            depth -= 1
-            if depth < 0:
-                raise ShellSyntaxError("syntax error: unmatched ')'")
-            finish_command()
-            # redirects right after a group apply to the whole group
-            current.group_redirect = True
+            if function_parens:
+                function_parens = False
+                continue
+            close_group(")")
         elif value in ("|", "|&"):
             finish_command()
         else:  # ; & && || ;; newline
             if depth == 0:
-                finish_pipeline()
+                finish_pipeline(value)
             else:
                 finish_command()
     if expect_target is not None:
         raise ShellSyntaxError(f"syntax error: a file name must follow '{expect_target[0]}'")
     if depth != 0:
-        raise ShellSyntaxError("syntax error: unmatched '('")
+        raise ShellSyntaxError("syntax error: unmatched '(' or '{'")
     finish_command()
     if current.redirects and pipelines[-1].commands:
         pipelines[-1].commands[-1].redirects.extend(current.redirects)
@@ -131,10 +173,10 @@ def _is_assignment(raw: str) -> bool:
     return bool(sep) and name.replace("_", "a").isalnum() and not name[0].isdigit() and name.isascii()
 
 
-def _tokenize(text: str):
+def _tokenize(text: str, i: int, n: int):
     """Yield (kind, value, fd) with kind 'word' (a Word), 'op' or 'redirect'."""
     tokens = []
-    i, n = 0, len(text)
+    heredocs = []  # (delimiter, strip tabs) of here-documents whose body starts at the next line
     while i < n:
         c = text[i]
         if c in " \t":
@@ -145,7 +187,7 @@ def _tokenize(text: str):
             continue
         if c == "\n":
             tokens.append(("op", "\n", None))
-            i += 1
+            i = _skip_heredocs(text, i + 1, n, heredocs)
             continue
         if c == "#":
             while i < n and text[i] != "\n":
@@ -160,7 +202,7 @@ def _tokenize(text: str):
             tokens.append(("redirect", op, int(text[i:j])))
             i = j + len(op)
             continue
-        op = _match(text, i, REDIRECT_OPS)
+        op = "" if text.startswith(("<(", ">("), i) else _match(text, i, REDIRECT_OPS)
         if op:
             tokens.append(("redirect", op, None))
             i += len(op)
@@ -170,9 +212,25 @@ def _tokenize(text: str):
             tokens.append(("op", op, None))
             i += len(op)
             continue
-        word, i = _read_word(text, i)
+        word, i = _read_word(text, i, n)
+        if tokens and tokens[-1][0] == "redirect" and tokens[-1][1] in ("<<", "<<-"):
+            heredocs.append((word.value, tokens[-1][1] == "<<-"))
         tokens.append(("word", word, None))
     return tokens
+
+
+def _skip_heredocs(text, i, n, heredocs):
+    """Past the bodies of the pending here-documents, which start at i: text, not commands."""
+    while heredocs:
+        delimiter, strip_tabs = heredocs.pop(0)
+        while i < n:
+            end = text.find("\n", i, n)
+            end = n if end < 0 else end
+            line = text[i:end].lstrip("\t") if strip_tabs else text[i:end]
+            i = min(end + 1, n)
+            if line == delimiter:
+                break
+    return i
 
 
 def _match(text, i, choices):
@@ -185,13 +243,13 @@ def _match(text, i, choices):
 _WORD_END = set(" \t\n;&|()<>")
 
 
-def _read_word(text, i):
+def _read_word(text, i, n):
     start = i
-    n = len(text)
     out = []
     expansion = False
     quoted = False
-    while i < n and text[i] not in _WORD_END:
+    subs = []
+    while i < n and (text[i] not in _WORD_END or (text[i] in "<>" and text.startswith("(", i + 1))):
         c = text[i]
         if c == "\\":
             if i + 1 < n:
@@ -208,12 +266,12 @@ def _read_word(text, i):
             i = end + 1
             quoted = True
         elif c == '"':
-            i, part, exp = _read_double_quoted(text, i + 1)
+            i, part, exp = _read_double_quoted(text, i + 1, subs)
             out.append(part)
             expansion = expansion or exp
             quoted = True
-        elif _starts_expansion(text, i):
-            end = _expansion_end(text, i)
+        elif _starts_expansion(text, i) or text.startswith(("<(", ">("), i):
+            end = _expansion_end(text, i, subs)
             out.append(text[i:end])
             i = end
             expansion = True
@@ -222,11 +280,11 @@ def _read_word(text, i):
                 expansion = expansion or c != "~"
             out.append(c)
             i += 1
-    word = Word("".join(out), start, i, text[start:i], expansion, quoted)
+    word = Word("".join(out), start, i, text[start:i], expansion, quoted, subs)
     return word, i
 
 
-def _read_double_quoted(text, i):
+def _read_double_quoted(text, i, subs=None):
     n = len(text)
     out = []
     expansion = False
@@ -238,7 +296,7 @@ def _read_double_quoted(text, i):
             out.append(text[i + 1])
             i += 2
         elif _starts_expansion(text, i):
-            end = _expansion_end(text, i)
+            end = _expansion_end(text, i, subs)
             out.append(text[i:end])
             i = end
             expansion = True
@@ -254,14 +312,23 @@ def _starts_expansion(text, i):
     return text[i] == "`" or text.startswith(("$(", "${"), i)
 
 
-def _expansion_end(text, i):
-    """Index after the $(...), ${...} or `...` starting at i (kept verbatim in the word)."""
+def _expansion_end(text, i, subs=None):
+    """Index after the $(...), ${...}, `...` or <(...) starting at i (kept verbatim in the
+    word); the span of a command's body is added to `subs`."""
     if text[i] == "`":
         end = text.find("`", i + 1)
         if end < 0:
             raise ShellSyntaxError("syntax error: unterminated backquote")
-        return end + 1
-    return _skip_balanced(text, i + 1)
+        body = (i + 1, end)
+        end += 1
+    else:
+        end = _skip_balanced(text, i + 1)
+        if text[i + 1] == "{" or text.startswith("$((", i):
+            return end  # a parameter or an arithmetic expansion: no command in it
+        body = (i + 2, end - 1)
+    if subs is not None:
+        subs.append(body)
+    return end
 
 
 def _skip_balanced(text, i):

@@ -1,0 +1,300 @@
+"""seamless-run finds the files of every command of a script, not only the first one's.
+
+Upstream argtypes only the primary pipeline, so `sleep 2; cat in.txt` dies in the job
+with "No such file". Here the other commands are scanned too, leniently: only words that
+name an existing file or directory (or its sidecars) become inputs, no rule ever fails
+there, and a file the script writes itself is never an input of a later command. The
+primary pipeline keeps upstream's rules exactly (tests/test_run_identity.py), and where
+upstream works the transformation stays upstream's (the live comparison at the end).
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import tool
+from seamless.run.command import analyze
+from test_run_identity import dry, seamless_run
+
+
+def run(tmp_path, *argv, cwd=None):
+    return seamless_run(list(argv), cwd or tmp_path, tmp_path)
+
+
+def pins(tf):
+    return sorted(k for k in tf if not k.startswith("__") and k != "code")
+
+
+# --- every command is scanned ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["set -o pipefail; cut -f1 in.txt | sort",
+                                     "sleep 0.1; cat in.txt | cut -f1 | sort",
+                                     "true && cut -f1 < in.txt | sort",
+                                     "echo start >&2\ncut -f1 in.txt | sort"])
+def test_a_later_command_reads_its_file(tmp_path, command):
+    (tmp_path / "in.txt").write_text("b\t1\na\t2\n")
+    proc = run(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b"a\nb\n"
+    (tmp_path / "in.txt").write_text("d\t1\nc\t2\n")  # its contents are part of the identity
+    assert run(tmp_path, command).stdout == b"c\nd\n"
+
+
+@pytest.mark.parametrize("command", ["true; (cat a.txt)", "true; { cat a.txt; }",
+                                     "true; if true; then cat a.txt; fi",
+                                     "true; for i in 1; do cat a.txt; done",
+                                     "true; while false; do :; done; cat < a.txt",
+                                     "true; X=$(cat a.txt); echo $X", "true; echo `cat a.txt`",
+                                     "true; echo \"$(cat a.txt)\"", "true; cat <(sort a.txt)"])
+def test_words_inside_compound_commands_and_substitutions(tmp_path, command):
+    (tmp_path / "a.txt").write_text("A\n")
+    proc, tf, code = dry(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr
+    assert pins(tf) == ["a.txt"] and code == f"(\n{command}\n) > RESULT\n"
+
+
+def test_a_here_document_is_text_not_commands(tmp_path):
+    (tmp_path / "a.txt").write_text("A\n")
+    (tmp_path / "b.txt").write_text("B\n")
+    command = "true; cat <<EOF\nb.txt\nEOF\ncat a.txt; cat <<-'X'\n\tb.txt ; cat b.txt\n\tX\necho done"
+    proc, tf, code = dry(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr
+    assert pins(tf) == ["a.txt"]
+    proc = run(tmp_path, command)
+    assert proc.stdout == b"b.txt\nA\nb.txt ; cat b.txt\ndone\n", proc.stderr
+
+
+def test_the_scan_never_fails_where_upstream_let_words_through(tmp_path):
+    """Rules 1, 2 and 3 apply to the primary pipeline only; elsewhere a word that is not
+    an existing file is a value, and one that cannot be an input stays a value."""
+    (tmp_path / "a.txt").write_text("A\n")
+    (tmp_path / "noext").write_text("n\n")
+    (tmp_path / "code").mkdir()
+    (tmp_path / "w").mkdir()
+    command = ("cat a.txt; echo x.y v1.2 nodir/ a.txt/; cat noext; ls . .. / /etc/hostname ~ >/dev/null; "
+               "ls code; cat w/../a.txt")
+    proc, tf, code = dry(tmp_path, command, cwd=tmp_path / "w")
+    assert proc.returncode == 1  # a.txt is not under w: the primary's rule holds
+    proc, tf, code = dry(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr
+    assert pins(tf) == ["a.txt", "noext"]
+    # the last word is a.txt as well: rewritten to its name in the job
+    assert code == "(\n" + command.replace("w/../a.txt", "a.txt") + "\n) > RESULT\n"
+
+
+def test_a_fallback_after_or_is_not_scanned(tmp_path):
+    """`a || b`: b runs only when a failed. Upstream shares those results (b.txt is not
+    in them), so b is not scanned: name its files with -i."""
+    (tmp_path / "a.txt").write_text("A\n")
+    (tmp_path / "b.txt").write_text("B\n")
+    proc, tf, code = dry(tmp_path, "cat a.txt || cat b.txt; cat a.txt && cat b.txt")
+    assert pins(tf) == ["a.txt", "b.txt"]
+    for command in ("cat a.txt || cat b.txt", "cat a.txt || (cat b.txt; cat b.txt) | wc -l"):
+        (tmp_path / "JOB" / "transformation.json").unlink()
+        (tmp_path / "JOB" / "command.txt").unlink()
+        (tmp_path / "JOB").rmdir()
+        proc, tf, code = dry(tmp_path, command)
+        assert pins(tf) == ["a.txt"]
+
+
+def test_primary_keeps_the_strict_rules(tmp_path):
+    (tmp_path / "a.txt").write_text("A\n")
+    assert run(tmp_path, "--dry", "cat a.txt; cat missing.txt").returncode == 0
+    proc = run(tmp_path, "--dry", "--primary", "2", "cat a.txt; cat missing.txt")
+    assert proc.returncode == 1 and b"missing.txt" in proc.stderr and b"-g1" in proc.stderr
+    proc = run(tmp_path, "--dry", "--primary", "2", "echo x.y; cat a.txt")  # the first is lenient now
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_directory_input_brings_the_files_inside_it(tmp_path):
+    (tmp_path / "d" / "s").mkdir(parents=True)
+    (tmp_path / "d" / "x.txt").write_text("X\n")
+    (tmp_path / "d" / "s" / "y.txt").write_text("Y\n")
+    for command in ("ls d; cat d/x.txt d/s/y.txt", "cat d/x.txt; ls -R d | wc -l", "ls d d/x.txt", "ls d; ls d/s"):
+        proc = run(tmp_path, command)
+        assert proc.returncode == 0, (command, proc.stderr)
+    command = "ls sub 2>/dev/null; cat d/x.txt; ls d; cat ../x.txt /etc/hostname"
+    proc, tf, code = dry(tmp_path, "-ms", command)
+    assert pins(tf) == ["d"] and code == f"(\n{command}\n) > RESULT\n"
+
+
+# --- files the script writes are not inputs ----------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["sort in.txt > tmp.txt; head -1 tmp.txt",
+                                     "sort in.txt >tmp.txt && head -1 ./tmp.txt",
+                                     "(sort in.txt > tmp.txt; head -1 tmp.txt) | cat",
+                                     "sort in.txt 2>/dev/null 1> tmp.txt; head -1 < tmp.txt"])
+def test_a_file_written_earlier_is_not_an_input_of_a_later_command(tmp_path, command):
+    (tmp_path / "in.txt").write_text("b\na\n")
+    (tmp_path / "tmp.txt").write_text("stale\n")  # a leftover copy must not be used
+    proc, tf, code = dry(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr
+    assert pins(tf) == ["in.txt"]
+    proc = run(tmp_path, command)
+    assert proc.returncode == 0 and proc.stdout == b"a\n", proc.stderr
+
+
+def test_a_file_read_before_it_is_written_is_an_input(tmp_path):
+    (tmp_path / "log.txt").write_text("old\n")
+    proc, tf, code = dry(tmp_path, "true; cat log.txt; echo new > log.txt")
+    assert pins(tf) == ["log.txt"]
+
+
+def test_result_targets_are_not_inputs_of_other_commands(tmp_path, monkeypatch):
+    """A -cp result that an earlier run downloaded must not come back as an input (the
+    job's `mkdir res` would fail). analyze() is called directly: seamless-run passes it
+    the -cp list."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "a.txt").write_text("downloaded\n")
+    (tmp_path / "keep.txt").write_text("k\n")
+    command = "true; mkdir res; cp keep.txt res/a.txt; ls res res/"
+
+    def names(command, captures=()):
+        return sorted(i.name for i in analyze(command, captures=captures).inputs)
+
+    assert names(command) == ["keep.txt", "res"]
+    assert names(command, ["res"]) == names(command, ["./res/:elsewhere"]) == ["keep.txt"]
+    assert names(command, ["res/a.txt", ":out"]) == ["keep.txt", "res"]
+    # the primary pipeline keeps upstream's rule: an existing directory is an input
+    assert names("ls res", ["res"]) == ["res"]
+
+
+# --- rewritten words mean what the user wrote --------------------------------------------
+
+
+def test_a_dash_name_stays_a_file(tmp_path):
+    (tmp_path / "-R").mkdir()
+    (tmp_path / "-R" / "f").write_text("f\n")
+    (tmp_path / "-n.txt").write_text("dash\n")
+    proc = run(tmp_path, "ls ./-R")
+    assert proc.returncode == 0 and proc.stdout == b"f\n", proc.stderr
+    proc, tf, code = dry(tmp_path, "ls ./-R/ && cat ./-n.txt")
+    assert pins(tf) == ["-R", "-n.txt"] and code == "(\nls ./-R && cat ./-n.txt\n) > RESULT\n"
+    proc = run(tmp_path, "cat ./-n.txt")
+    assert proc.stdout == b"dash\n", proc.stderr
+
+
+def test_a_script_shadowed_by_a_builtin_keeps_its_path(tmp_path):
+    """`./test` is the script, `test` the builtin: the ./ stays where PATH would not be
+    searched; elsewhere the word is rewritten as upstream does."""
+    (tmp_path / "data.txt").write_text("d\n")
+    for name in ("test", "echo", "a=b.sh", "script.sh"):
+        script = tmp_path / name
+        script.write_text('#!/bin/bash\necho "script $1"\n')
+        script.chmod(0o755)
+    for n, name in enumerate(("test", "echo", "a=b.sh")):
+        proc, tf, code = dry(tmp_path / f"job{n}", f"./{name} data.txt", cwd=tmp_path)
+        assert code == f"chmod +x '{name}'\n(\n./{name} data.txt\n) > RESULT\n"
+    proc, tf, code = dry(tmp_path, "./script.sh data.txt")
+    assert code == "export PATH=./:$PATH\nchmod +x 'script.sh'\n(\nscript.sh data.txt\n) > RESULT\n"
+    for name in ("test", "echo", "script.sh"):
+        proc = run(tmp_path, f"./{name} data.txt")
+        assert proc.returncode == 0 and proc.stdout == b"script data.txt\n", (name, proc.stderr)
+
+
+def test_rewritten_words_are_quoted_only_where_the_shell_needs_it(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "my file.txt").write_text("m\n")
+    (tmp_path / "sub" / "données.txt").write_text("d\n")
+    (tmp_path / "sub" / "it's$x.txt").write_text("q\n")
+    proc, tf, code = dry(tmp_path, "-ms", "cat sub/my\\ file.txt sub/données.txt \"sub/it's\\$x.txt\"")
+    assert proc.returncode == 0, proc.stderr
+    assert code == "(\ncat 'my file.txt' données.txt 'it'\"'\"'s$x.txt'\n) > RESULT\n"
+    assert run(tmp_path, "-ms", "cat sub/my\\ file.txt sub/données.txt \"sub/it's\\$x.txt\"").stdout == b"m\nd\nq\n"
+
+
+def test_a_dash_result_is_moved_as_a_file(tmp_path):
+    proc = run(tmp_path, "seq 2 > -out.txt")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "-out.txt").read_text() == "1\n2\n"
+
+
+# --- a directory given by its sidecars, with or without the slash -------------------------
+
+
+def sidecar_dir(tmp_path, name):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "x.txt").write_text("x\n")
+    proc = subprocess.run([tool("seamless-upload"), name], cwd=tmp_path, capture_output=True,
+                          env={**os.environ, "SEAMLESS_CACHE": str(tmp_path / "cache"),
+                               "HOME": str(tmp_path / "home")}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for path in sorted((tmp_path / name).rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    (tmp_path / name).rmdir()
+
+
+def test_input_directory_with_a_slash_may_be_sidecars(tmp_path):
+    sidecar_dir(tmp_path, "results")
+    assert not (tmp_path / "results").exists() and (tmp_path / "results.INDEX").exists()
+    proc = run(tmp_path, "-i", "results/", "ls results")
+    assert proc.returncode == 0 and proc.stdout == b"x.txt\n", proc.stderr
+    slash, plain = (dry(tmp_path / sub, "-i", option, "ls results", cwd=tmp_path)
+                    for sub, option in (("s", "results/"), ("p", "results")))
+    assert slash[1] == plain[1] and pins(slash[1]) == ["results"]
+
+
+def test_command_line_directory_with_a_slash_may_be_sidecars(tmp_path):
+    sidecar_dir(tmp_path, "d")
+    proc = run(tmp_path, "ls d/")
+    assert proc.returncode == 0 and proc.stdout == b"x.txt\n", proc.stderr
+    (tmp_path / "f.txt.CHECKSUM").write_text((tmp_path / "d.CHECKSUM").read_text())
+    proc = run(tmp_path, "cat f.txt/")  # a file's sidecar is not a directory
+    assert proc.returncode == 1 and b"directory" in proc.stderr
+
+
+# --- where upstream works, the transformation is upstream's --------------------------------
+
+VENV = os.environ.get("SEAMLESS_UPSTREAM_VENV", "")
+UPSTREAM = os.path.join(VENV, "bin", "seamless-run") if VENV else ""
+
+SAME_AS_UPSTREAM = [
+    "cat a.txt || cat b.txt",
+    "X=$(cat a.txt); echo $X",
+    "{ cat a.txt; cat b.txt; } | wc -l",
+    "cat a.txt | { cat b.txt; }",
+    "f() { cat a.txt; }; f",
+    "cat ./a.txt .//b.txt",
+    "cat a.txt > sortie_é.txt",
+    "cat a.txt 2>&1 | wc -l; echo done",
+    "cat a.txt; echo v1.2 nodir/",
+    "sort a.txt > t.txt; echo x",
+    "ls d; ls d/s",
+    "ls d d/s",
+]
+
+
+@pytest.mark.skipif(not os.path.exists(UPSTREAM), reason="no upstream virtualenv (SEAMLESS_UPSTREAM_VENV)")
+def test_same_transformation_as_upstream_where_upstream_works(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.txt").write_text("A\n")
+    (work / "b.txt").write_text("B\n")
+    (work / "d" / "s").mkdir(parents=True)
+    (work / "d" / "s" / "y.txt").write_text("Y\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    env.update(HOME=str(home), SEAMLESS_CACHE=str(tmp_path / "upcache"),
+               PATH=os.path.join(VENV, "bin") + os.pathsep + env["PATH"])
+    try:
+        for n, command in enumerate(SAME_AS_UPSTREAM):
+            jobs = []
+            for who, argv in (("up", [UPSTREAM]), ("ours", [tool("seamless-run")])):
+                job = tmp_path / f"{who}{n}"
+                proc = subprocess.run([*argv, "--dry", "-j", str(job), command], cwd=work, env=env,
+                                      capture_output=True, timeout=300)
+                assert proc.returncode == 0, (who, command, proc.stderr.decode()[-1000:])
+                jobs.append(((job / "transformation.json").read_text(), (job / "command.txt").read_text()))
+            assert jobs[0] == jobs[1], command
+    finally:
+        for status in (home / ".remote-http-launcher" / "server").glob("*.json"):
+            try:
+                os.kill(int(json.loads(status.read_text())["pid"]), 15)
+            except (OSError, ValueError, KeyError):
+                pass
