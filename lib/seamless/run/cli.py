@@ -184,7 +184,7 @@ def prepare(args, command):
     metavars = parse_assignments(args.metavar, "--metavar")
     analysis = analyze(command, primary=args.primary, rule1=args.rule1, rule2=args.rule2,
                        workdir=args.workdir, mapping=args.mapping or "literal",
-                       extra_inputs=extra_inputs(args))
+                       extra_inputs=extra_inputs(args), captures=args.capture)
     if args.prologue:
         analysis.command = "; ".join(args.prologue + [analysis.command])
     targets = targets_of(analysis, args.capture)

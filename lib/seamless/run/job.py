@@ -75,6 +75,7 @@ class Job:
         self.dir, self._lock = _claim_directory(parent)
         self.env = {}
         self._linked = []  # (store file, cs, label, stamp, mode) to check for in-place writes
+        self._placed = {}  # job path -> checksum of the input file placed there
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -85,24 +86,35 @@ class Job:
             if pin.kind == "file":
                 dest = safe_path(self.dir, pin.name)
                 self._place(pin.checksum, dest, pin.executable, pin.name)
-                self.env[pin.name] = pin.name
+                self._export(pin.name, pin.name)
             elif pin.kind == "directory":
                 root = safe_path(self.dir, pin.name)
                 os.makedirs(root, exist_ok=True)
                 for rel, cs in sorted(pin.index.items()):
                     self._place(cs, safe_path(root, rel), False, f"{pin.name}/{rel}")
-                self.env[pin.name] = pin.name
+                self._export(pin.name, pin.name)
             else:
                 dest = safe_path(self.dir, pin.name)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 with open(dest, "w") as f:
                     f.write(pin.value + "\n")
                 if "." not in pin.name and len(pin.value) <= 1000:
-                    self.env[pin.name] = pin.value
+                    self._export(pin.name, pin.value)
+
+    def _export(self, name, value):
+        if "=" not in name and "\0" not in name and "\0" not in value:  # else not an environment entry
+            self.env[name] = value
 
     def _place(self, cs, dest, executable, label):
         from seamless.store.directory import encoding_of
 
+        placed = self._placed.get(dest)
+        if placed is not None:  # also inside another input (d and d/sub): one file, if they agree
+            if placed != cs:
+                raise JobError(f"two inputs disagree about {label!r} ({placed} and {cs}): refresh their "
+                               ".CHECKSUM/.INDEX sidecars")
+            return
+        self._placed[dest] = cs
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         encoding = encoding_of(dest)  # a compressed input: stored uncompressed, recompressed here
         # only a stored file whose bytes are verified is linked; copies are verified on the way
