@@ -395,7 +395,7 @@ class Transformer:
                 pins[name] = ["plain", "checksum", Checksum(value).hex()]
                 continue
             if isinstance(value, Buffer):  # upstream: the pin's buffer, as it is (a file's bytes)
-                cs = value.checksum.hex()
+                cs = calculate_checksum(value.content)  # not a checksum= it was given
                 pins[name] = [celltype, None, cs]
                 buffers[cs] = value.content
                 continue
