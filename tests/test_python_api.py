@@ -108,6 +108,46 @@ def test_failures_are_reported_and_never_cached(tmp_path):
     assert runs_of(tmp_path / "log") == 3
 
 
+SCALE = 3
+
+
+def bump_helper(x):
+    return x + SCALE
+
+
+@delayed
+def scaled(x):
+    return x * SCALE
+
+
+@delayed
+def uses_helper(x):
+    return bump_helper(x)
+
+
+@pytest.mark.parametrize("where", ["process", "spawn"])
+def test_a_module_level_name_not_in_globals_is_named_with_the_fix(where):
+    if where == "spawn":
+        spawn(1)
+    tf = scaled(2)
+    assert tf.compute() is None
+    assert "NameError: name 'SCALE' is not defined" in tf.exception  # the user's traceback, as before
+    assert 'in scaled' in tf.exception and "x * SCALE" in tf.exception
+    assert ("name 'SCALE' is not defined inside the transformation: module-level names are not part of it; "
+            "pass it as an argument or declare it with `scaled.globals.SCALE = SCALE`") in tf.exception
+    helper = uses_helper(2)  # a helper's own module-level name: declared the same way
+    assert helper.compute() is None and "`uses_helper.globals.bump_helper = bump_helper`" in helper.exception
+    fixed = delayed(uses_helper)
+    fixed.globals.bump_helper = bump_helper
+    with pytest.raises(TransformationError, match="`uses_helper.globals.SCALE = SCALE`"):
+        fixed(2).run()
+    fixed.globals.SCALE = SCALE
+    assert fixed(2).run() == 5
+    local = delayed("def f(x):\n    y = x\n    del y\n    return y")(x=1)
+    assert local.compute() is None  # not a module-level name: no such advice
+    assert "UnboundLocalError" in local.exception and ".globals" not in local.exception
+
+
 def test_settings_are_checked_when_made():
     with pytest.raises(AttributeError):
         add.celltypes.c = "int"

@@ -8,6 +8,7 @@ written after every execution.
 """
 
 import os
+import sys
 import threading
 from collections import OrderedDict
 
@@ -50,7 +51,7 @@ class Cache:
                     self.buffers.move_to_end(cs)
                 return data
         stores = self.stores()
-        data = stores.get_buffer(cs) if stores is not None else None
+        data = read_store(stores, cs) if stores is not None else None
         if data is not None:
             self.keep(cs, data)
         return data
@@ -78,6 +79,10 @@ class Cache:
 
     def pin(self, cs, data):
         """Keep a buffer until as many unpin() calls (upstream's incref/decref)."""
+        from seamless.checksum import calculate_checksum
+
+        if calculate_checksum(data) != cs:  # a Buffer given a wrong checksum= must not poison the cache
+            raise ValueError(f"the buffer does not hash to {cs}: not kept")
         with self.lock:
             count = self.pinned[cs][0] if cs in self.pinned else 0
             self.pinned[cs] = (count + 1, data)
@@ -125,6 +130,34 @@ class Cache:
             self.buffers.clear()
             self.pinned.clear()
             self.size = 0
+
+
+def read_store(stores, cs):
+    """A buffer from the stores, or None; a corrupt stored copy counts as none (it is
+    removed where the store may write, so that the good bytes can be stored again)."""
+    from seamless.store import CorruptBuffer
+
+    try:
+        return stores.get_buffer(cs)
+    except CorruptBuffer as exc:
+        removed = _remove_corrupt(stores, exc.path)
+        sys.stderr.write(f"seamless: warning: stored buffer {cs} is corrupt ({exc}); "
+                         f"{'removed and ' if removed else ''}treated as missing\n")
+        return None
+
+
+def _remove_corrupt(stores, path) -> bool:
+    from seamless.store import StoreError
+    from seamless.store.directory import DirectoryStore
+
+    for store in stores.buffer_write:
+        if path and isinstance(store, DirectoryStore) and path.startswith(os.path.join(store.directory, "")):
+            try:
+                store.remove(path)
+                return True
+            except (StoreError, OSError):
+                return False
+    return False
 
 
 cache = Cache()

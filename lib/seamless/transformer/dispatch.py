@@ -86,13 +86,16 @@ def _hold(t, data):
 
 
 def recompute(t) -> bytes:
-    """Execute again (a scratch result, or one evicted from memory): the same bytes."""
-    data, _ = execute(t)
-    if calculate_checksum(data) != t._result.hex():
+    """Execute again (a scratch result, or one no cache or store holds any more, or only
+    corrupt): the same bytes, kept as a first execution's are."""
+    started = time.monotonic()
+    data, mode = execute(t)
+    result = t._result.hex()
+    if calculate_checksum(data) != result:
         raise TransformationError(f"re-running transformation {t._tf} gave a different result "
                                   "(it is not deterministic); its first result is lost")
-    cache.keep(t._result.hex(), data)
     _hold(t, data)
+    record(t._tf.hex(), t._definition.buffers, result, data, t._definition.scratch, mode, time.monotonic() - started)
     return data
 
 

@@ -103,7 +103,7 @@ def _run_python(transformation, get_buffer):
                 raise RuntimeError("Output variable name 'result' undefined")
             result = namespace["result"]
     except (Exception, SystemExit) as exc:  # sys.exit() in user code is a failure, not our exit
-        raise TransformationFailure(_user_traceback(exc)) from None
+        raise TransformationFailure(_user_traceback(exc) + _name_hint(exc, func_name or "transformer")) from None
     if result is None:
         raise TransformationFailure("RuntimeError: Result is empty")
     celltype = transformation["__output__"][1]
@@ -169,6 +169,23 @@ def _user_traceback(exc):
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(exc), exc, tb))
     return text
+
+
+def _name_hint(exc, transformer):
+    """For a name the code (or a .globals function) looked up at module level and did not
+    find: the code sees its pins, .globals and .modules, not the module it was written in."""
+    if type(exc) is not NameError or not exc.name or str(exc) != f"name {exc.name!r} is not defined":
+        return ""
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    if not (filename.startswith("transformer-") or filename == "module-main"):
+        return ""  # a library's or a .modules module's own bug: not ours to explain
+    name = exc.name
+    return (f"name {name!r} is not defined inside the transformation: module-level names are not part of it; "
+            f"pass it as an argument or declare it with `{transformer}.globals.{name} = {name}` "
+            "(a module: import it inside the function)\n")
 
 
 def _user_frame(filename):

@@ -4,6 +4,8 @@ the same bytes. Its missing inputs are rebuilt the same way. The rebuilt buffer 
 in memory only, as upstream does (a scratch result stays scratch).
 """
 
+import json
+
 from seamless.buffer import CacheMissError
 from seamless.checksum import calculate_checksum
 from seamless.transformer.cache import cache
@@ -16,14 +18,15 @@ def recompute(cs: str, _busy=frozenset()) -> bytes:
         raise CacheMissError(f"{cs}: not in memory, and no stores are in force to find the transformation "
                              "that made it (call seamless.config.init())")
     errors = []
-    for tf, transformation in stores.producers(cs):
+    for tf in stores.get_rev_transformations(cs):
         if tf in _busy:
             continue
-        if transformation is None:
+        stored = cache.get_buffer(tf)  # a corrupt copy is as good as none
+        if stored is None:
             errors.append(f"transformation {tf} is not stored")
             continue
         try:
-            data = _rerun(stores, cs, transformation, _busy | {tf})
+            data = _rerun(stores, cs, json.loads(stored), _busy | {tf})
         except (TransformationFailure, CacheMissError, OSError, ValueError) as exc:
             errors.append(f"re-running {tf} failed: {exc}")
             continue
@@ -46,7 +49,7 @@ def _rerun(stores, cs, transformation, busy):
             recompute_command(stores, cs)
         except (JobError, StoreError) as exc:
             raise TransformationFailure(str(exc)) from None
-        return stores.get_buffer(cs)
+        return cache.get_buffer(cs)
 
     def get_buffer(input_cs):
         data = cache.get_buffer(input_cs)

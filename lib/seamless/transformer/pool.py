@@ -272,11 +272,20 @@ class Pool:
         from seamless.transformer.dispatch import record
 
         *inputs, data = buffers
+        if calculate_checksum(data) != header["result"]:  # never a result row, or a cached buffer, for other bytes
+            raise ValueError(f"the result of {header['tf']} does not hash to {header['result']}")
         record(header["tf"], dict(zip(header["buffers"], inputs, strict=True)), header["result"], data,
                header["scratch"], "spawn", header["seconds"])
 
     def nested(self, worker, header, buffers):
-        """A worker's transformation wants another one computed."""
+        """A worker's transformation wants another one computed; it waits for our answer."""
+        try:
+            self._nested(worker, header, buffers)
+        except Exception as exc:  # a store that fails, ...: still an answer, or the worker waits forever
+            worker.tell({"op": "reply", "id": header.get("id"), "status": "error",
+                         "error": f"{type(exc).__name__}: {exc}"})
+
+    def _nested(self, worker, header, buffers):
         request = header["id"]
         tf = header["tf"]
         result = cache.get_result(tf)

@@ -11,6 +11,7 @@ Transformation: later changes to the transformer do not change calls already mad
 
 import inspect
 
+from seamless.buffer import Buffer, Checksum
 from seamless.checksum import CELLTYPES, calculate_checksum, plain_dumps, serialize
 from seamless.transformer import source
 from seamless.transformer.transformation import Definition, Transformation
@@ -391,9 +392,15 @@ class Transformer:
             if celltype == "yaml":
                 raise NotImplementedError(name)
             if celltype == "checksum":
-                from seamless.buffer import Checksum
-
                 pins[name] = ["plain", "checksum", Checksum(value).hex()]
+                continue
+            if isinstance(value, Buffer):  # upstream: the pin's buffer, as it is (a file's bytes)
+                cs = calculate_checksum(value.content)  # not a checksum= it was given
+                pins[name] = [celltype, None, cs]
+                buffers[cs] = value.content
+                continue
+            if isinstance(value, Checksum):  # upstream: a buffer in the stores, by reference (a plain str is a value)
+                pins[name] = [celltype, None, value.hex()]
                 continue
             if celltype == "module":
                 pin, data = _module_pin(source.module_definition(value))
