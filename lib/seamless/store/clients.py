@@ -218,7 +218,8 @@ class StoreSet:
                 removed = True
             except (OSError, StoreError):
                 pass
-        warn(f"{exc}; {'removed it, ' if removed else ''}using another copy or computing it again")
+        warn(f"corrupt stored buffer: {exc}; {'removed it, ' if removed else ''}"
+             "using another copy or computing it again")
 
     def stored_everywhere(self, cs) -> bool:
         """Does every writable store hold a verified copy? (A directory checks the stamp of

@@ -51,7 +51,7 @@ class Cache:
                     self.buffers.move_to_end(cs)
                 return data
         stores = self.stores()
-        data = read_store(stores, cs) if stores is not None else None
+        data = stores.get_buffer(cs) if stores is not None else None  # a corrupt copy: None
         if data is not None:
             self.keep(cs, data)
         return data
@@ -130,34 +130,6 @@ class Cache:
             self.buffers.clear()
             self.pinned.clear()
             self.size = 0
-
-
-def read_store(stores, cs):
-    """A buffer from the stores, or None; a corrupt stored copy counts as none (it is
-    removed where the store may write, so that the good bytes can be stored again)."""
-    from seamless.store import CorruptBuffer
-
-    try:
-        return stores.get_buffer(cs)
-    except CorruptBuffer as exc:
-        removed = _remove_corrupt(stores, exc.path)
-        sys.stderr.write(f"seamless: warning: stored buffer {cs} is corrupt ({exc}); "
-                         f"{'removed and ' if removed else ''}treated as missing\n")
-        return None
-
-
-def _remove_corrupt(stores, path) -> bool:
-    from seamless.store import StoreError
-    from seamless.store.directory import DirectoryStore
-
-    for store in stores.buffer_write:
-        if path and isinstance(store, DirectoryStore) and path.startswith(os.path.join(store.directory, "")):
-            try:
-                store.remove(path)
-                return True
-            except (StoreError, OSError):
-                return False
-    return False
 
 
 cache = Cache()
