@@ -67,3 +67,22 @@ def test_readonly_wal_database_in_readonly_directory():
     finally:
         os.chmod(d, 0o755)
         shutil.rmtree(d)
+
+
+TOOLS = sorted(os.listdir(os.path.join(os.path.dirname(__file__), "..", "bin")))
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_every_tool_answers_version(name):
+    import seamless
+
+    proc = subprocess.run([tool(name), "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{name} (seamless-toolbox) {seamless.__version__}\n"
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_every_tool_has_a_man_page_that_lists_version(name):
+    page = os.path.join(os.path.dirname(__file__), "..", "man", "man1", name + ".1")
+    with open(page) as f:
+        assert "\\-\\-version" in f.read()

@@ -26,7 +26,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from seamless.cli import UserError, debug_enabled
+from seamless.cli import UserError, add_version, debug_enabled
 from seamless.launch.status import StatusFileError, wait_for_status_file, write_final_status, write_status
 
 MAX_LINE = 65536  # a line of chunked-body framing
@@ -455,6 +455,7 @@ def _seconds(text):
 
 def add_server_arguments(parser: argparse.ArgumentParser):
     """The options every seamless server takes (launcher-compatible)."""
+    add_version(parser)
     parser.add_argument("--writable", action="store_true", help="accept PUT requests")
     ports = parser.add_mutually_exclusive_group()
     ports.add_argument("--port", type=_port, help="listen on this port (0: any free port)")
