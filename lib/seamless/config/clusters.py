@@ -6,10 +6,9 @@ the cluster and the key, and suggest the nearest valid key. Two fixes: the docum
 `daskserver: {pure_dask: true}` is accepted, and `job_script_prologue` works in queues.
 """
 
-import difflib
 import os
 
-from seamless.config.errors import ConfigError
+from seamless.config.errors import ConfigError, did_you_mean
 
 CLUSTER_KEYS = {"frontends", "type", "tunnel", "workers", "default_queue", "queues",
                 "memory_per_core_property_name"}
@@ -31,9 +30,8 @@ QUEUE_TYPES = {"cores": int, "job_cores": int, "maximum_jobs": int, "worker_thre
 
 
 def _unknown(where, key, valid):
-    near = difflib.get_close_matches(str(key), sorted(valid), n=1)
-    hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(sorted(valid))}"
-    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+    hint = did_you_mean(key, valid, f"valid keys: {', '.join(sorted(valid))}")
+    return ConfigError(f"{where}: unknown key '{key}'; {hint}")
 
 
 def _check_keys(mapping, valid, where):
