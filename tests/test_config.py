@@ -287,8 +287,8 @@ def test_tools_yaml_rendering(home, tmp_path):
     write(d, "- project: proj\n- cluster: hpc\n- stage prod: []\n")
     spec = render("hashserver", res(d, "prod"), "rw", status_file="/s.json")
     assert spec["key"] == "hashserver-hpc-rw-proj--STAGE-prod"
-    assert spec["argv"] == ["seamless-hashserver", "--status-file", "/s.json", "--timeout", "600",
-                            "~/bufs/proj/STAGE-prod", "--writable"]
+    assert spec["argv"] == ["seamless-hashserver", "--status-file", "/s.json", "--token-file", "TOKEN_FILE",
+                            "--timeout", "600", "~/bufs/proj/STAGE-prod", "--writable"]
     assert spec["hostname"] == "login.hpc"
     db = render("database", res(d, "prod"), "ro", status_file="/s.json")
     assert db["argv"][-1] == "~/dbs/proj/STAGE-prod/seamless.db" and "--writable" not in db["argv"]

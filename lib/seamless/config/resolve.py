@@ -34,6 +34,7 @@ class Resolved:
         self.nparallel = None
         self.files = []
         self.clusters = {}
+        self.sources = {}  # cluster name -> the file that defined it (for messages)
         self.warnings = []
         self.store_in = None  # where results go when this configuration has no persistent storage
 
@@ -87,6 +88,7 @@ def resolve(workdir=".", stage=None, substage=None, choices=None, environ=None, 
             raise ConfigError(f"{source}: local_cluster '{local}' is not a defined cluster "
                               f"({', '.join(clusters) or 'none'})")
     result.clusters = clusters
+    result.sources = {name: source for name, (_, source) in known.items()}
     explicit = set()
     for entry in active:
         if entry.name == "clusters":
@@ -207,6 +209,7 @@ def _seamless_cache(result, path, choices):
         {"hostname": "localhost", "hashserver": {"bufferdir": root}, "database": {"database_dir": root}}],
         "queues": {}}
     result.clusters = {CACHE_CLUSTER: result.definition}
+    result.sources = {CACHE_CLUSTER: "SEAMLESS_CACHE"}
     result.local = True
     result.project = choices.get("project") or TOPLEVEL
     result.subproject = choices.get("subproject")
