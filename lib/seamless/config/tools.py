@@ -67,6 +67,7 @@ def render(tool, resolved, mode="rw", status_file="STATUS_FILE", tools=None):
     settings["workdir"] = workdir
     command = _substitute(entry["command_template"], injected, settings)
     number = resolved.definition["frontends"].index(frontend) + 1
+    source = resolved.sources.get(resolved.cluster, "the cluster definition")
     return {
         "tool": tool,
         "key": _substitute(entry["key_template"], injected, settings),
@@ -79,7 +80,7 @@ def render(tool, resolved, mode="rw", status_file="STATUS_FILE", tools=None):
         "tunnel": bool(resolved.definition.get("tunnel")) and not resolved.local,
         "conda": settings.get("conda"),
         "ports_from": f"port_start/port_end of the {tool} of cluster '{resolved.cluster}' (frontend {number}, "
-                      f"{frontend.get('hostname')}) in {resolved.sources.get(resolved.cluster, 'the cluster definition')}",
+                      f"{frontend.get('hostname')}) in {source}",
     }
 
 
