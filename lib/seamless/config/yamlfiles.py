@@ -76,27 +76,31 @@ MAX_VALUES = 100_000  # far above any real config file; a 400-byte alias bomb ex
 
 
 def _parse(path):
-    import yaml
-
-    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         with open(path) as f:
-            loader = loader_class(f)
-            try:
-                node = loader.get_single_node()
-                if node is None:
-                    return None
-                _check_expansion(node, path)
-                return loader.construct_document(node)
-            finally:
-                loader.dispose()
+            return load_yaml(f, path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_yaml(stream, source):
+    """Safe-load YAML text or a file object, refusing alias bombs; errors name `source`."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
 
 
 def _check_expansion(root, path):
