@@ -256,7 +256,7 @@ def test_reference_storage_examples(home, tmp_path):
         "loc: {type: slurm, frontends: [{hostname: h, hashserver: {bufferdir: ~/bufs}, "
         "database: {database_dir: ~/dbs}, daskserver: {}}], queues: {q: {cores: 1}}}\n")
     d = tmp_path / "p"
-    write(d, "- project: proj\n- subproject: sub/x\n- cluster: loc\n- remote: daskserver\n")
+    write(d, "- project: proj\n- subproject: sub/x\n- cluster: loc\n- remote: daskserver\n- stage prod: []\n")
     r = res(d, "prod", "gpu")
     assert storage.bufferdir(r) == "~/bufs/proj/sub/x/STAGE-prod"
     assert storage.database_file(r) == "~/dbs/proj/sub/x/STAGE-prod/seamless.db"
@@ -284,11 +284,11 @@ def test_tools_yaml_rendering(home, tmp_path):
     from seamless.config.tools import render
 
     d = tmp_path / "p"
-    write(d, "- project: proj\n- cluster: hpc\n")
+    write(d, "- project: proj\n- cluster: hpc\n- stage prod: []\n")
     spec = render("hashserver", res(d, "prod"), "rw", status_file="/s.json")
     assert spec["key"] == "hashserver-hpc-rw-proj--STAGE-prod"
-    assert spec["argv"] == ["seamless-hashserver", "--status-file", "/s.json", "--timeout", "600",
-                            "~/bufs/proj/STAGE-prod", "--writable"]
+    assert spec["argv"] == ["seamless-hashserver", "--status-file", "/s.json", "--token-file", "TOKEN_FILE",
+                            "--timeout", "600", "~/bufs/proj/STAGE-prod", "--writable"]
     assert spec["hostname"] == "login.hpc"
     db = render("database", res(d, "prod"), "ro", status_file="/s.json")
     assert db["argv"][-1] == "~/dbs/proj/STAGE-prod/seamless.db" and "--writable" not in db["argv"]

@@ -44,10 +44,19 @@ def spec(tmp_path, key="hs-test", extra="", **fields):
     return str(path)
 
 
-def answers(url):
+def answers(connection):
+    """Does the service of a connection answer /healthcheck (with its token, if any)?"""
     from seamless.launch.host import answers as check
 
-    return check(url + "/healthcheck")
+    return check(connection["url"] + "/healthcheck", token=token_of(connection))
+
+
+def token_of(connection):
+    try:
+        with open(connection["token_file"]) as f:
+            return f.read().strip()
+    except (KeyError, OSError):
+        return None
 
 
 # --- local --------------------------------------------------------------------------------------
@@ -57,7 +66,7 @@ def test_launch_then_reuse(tmp_path, env):
     first = launch([spec(tmp_path)], env)
     assert first.returncode == 0, first.stderr
     connection = json.loads(first.stdout)
-    assert answers(connection["url"])
+    assert answers(connection)
     status = json.loads((tmp_path / "launch" / "server" / "hs-test.json").read_text())
     assert status["status"] == "running" and status["port"] == connection["port"]
     assert {"pid", "uid", "command", "workdir", "log", "parameters"} <= set(status)
@@ -91,7 +100,7 @@ def test_kill9_then_relaunch_quickly(tmp_path, env):
     second = launch([spec(tmp_path)], env)
     assert second.returncode == 0, second.stderr
     assert time.monotonic() - start < 5
-    assert answers(json.loads(second.stdout)["url"]) and not answers(first["url"]) or \
+    assert answers(json.loads(second.stdout)) and not answers(first) or \
         json.loads(second.stdout)["port"] == first["port"]
 
 
@@ -141,7 +150,7 @@ def test_idle_timeout_and_the_state_it_leaves(tmp_path, env):
     deadline = time.monotonic() + 10  # watch the pid: a request would reset the idle timer
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.3)
-    assert not alive(pid) and not answers(first["url"])
+    assert not alive(pid) and not answers(first)
     status = json.loads((tmp_path / "launch" / "server" / "hs-test.json").read_text())
     assert status["status"] == "stopped"
     start = time.monotonic()
@@ -160,7 +169,7 @@ def test_ps_logs_stop_rm(tmp_path, env):
     assert rows[0]["status"] in ("stale", "stopped")
     assert launch(["rm", "hs-test"], env).stdout == b"hs-test: removed\n"
     assert launch(["ps", "--json"], env).stdout == b""
-    assert launch(["stop", "nothing"], env).stdout == b"nothing: not running\n"
+    assert launch(["stop", "hs-test"], env).returncode == 1  # removed: unknown now
 
 
 @pytest.mark.parametrize("text,message", [
@@ -279,7 +288,7 @@ def test_launch_from_the_configuration(tmp_path, env):
     proc = launch(["database", "--cluster", "lab", "--project", "p", "--stage", "s"], env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     connection = json.loads(proc.stdout)
-    assert connection["key"] == "database-lab-rw-p--STAGE-s" and answers(connection["url"])
+    assert connection["key"] == "database-lab-rw-p--STAGE-s" and answers(connection)
     assert (tmp_path / "labdbs" / "p" / "STAGE-s" / "seamless.db").exists()
     bad = launch(["hashserver", "--project", "p"], env, cwd=tmp_path)
     assert bad.returncode == 1 and b"--cluster" in bad.stderr
@@ -322,7 +331,7 @@ def test_over_ssh(frontend, tmp_path, env, tunnel):
     proc = launch(["hashserver", "--cluster", "front", "--project", "p"], env, cwd=work)
     assert proc.returncode == 0, proc.stderr
     connection = json.loads(proc.stdout)
-    assert connection["ssh_hostname"] == sshd.ALIAS and answers(connection["url"])
+    assert connection["ssh_hostname"] == sshd.ALIAS and answers(connection)
     if tunnel:
         assert connection["tunneled-port"] != connection["port"] and connection["tunnel_pid"]
     # seamless-run uses the frontend's services (started over ssh as needed)
@@ -333,7 +342,7 @@ def test_over_ssh(frontend, tmp_path, env, tunnel):
     assert f":{remote_port}".encode() in launch(["logs", connection["key"]], env).stdout  # from the frontend
     stopped = launch(["stop", connection["key"]], env)
     assert stopped.stdout.decode() == f"{connection['key']}: stopped\n"
-    assert not answers(connection["url"])
+    assert not answers(connection)
     # without a client file, the frontend is still where stop and rm act
     assert launch(["stop", connection["key"]], env).stdout.decode() == f"{connection['key']}: not running\n"
     assert launch(["rm", connection["key"]], env).stdout.decode() == f"{connection['key']}: removed\n"

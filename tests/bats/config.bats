@@ -73,7 +73,11 @@ teardown() {
   run seamless-init --stage lab
   [ "${lines[0]}" = "$first" ]
   url=$(echo "$first" | awk '{print $2}')
-  [ "$(curl -s "$url/healthcheck")" = OK ]
+  token="$SEAMLESS_LAUNCH_DIR/client/hashserver-lab-rw-proj--STAGE-lab.token"
+  [ "$(stat -c %a "$token")" = 600 ]
+  [ "$(curl -s -H "Authorization: Bearer $(cat "$token")" "$url/healthcheck")" = OK ]
+  # without the token, other local users get nothing
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/$(printf x | sha256sum | cut -c1-64)")" = 401 ]
 }
 
 @test "seamless-init: an unreachable frontend is one clear line, exit 1" {

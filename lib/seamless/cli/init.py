@@ -50,10 +50,11 @@ def describe(resolved):
 
     where = resolved.store_in or resolved
 
-    project = resolved.project + (f"/{resolved.subproject}" if resolved.subproject else "")
+    # a configuration may select neither (results then go to the local cache, shown below)
+    project = (resolved.project or "-") + (f"/{resolved.subproject}" if resolved.subproject else "")
     stage = (resolved.stage or "-") + (f":{resolved.substage}" if resolved.substage else "")
     rows = [
-        ("cluster", resolved.cluster, "(this machine)" if resolved.local else ""),
+        ("cluster", resolved.cluster or "-", "(this machine)" if resolved.local else ""),
         ("project", project, ""),
         ("stage", stage, ""),
         ("execution", resolved.execution, resolved.remote if resolved.execution == "remote" else ""),

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from seamless.cli import UserError
+from seamless.cli import UserError, error_line
 
 PROG = "seamless-launch"
 COMMANDS = ("ps", "stop", "logs", "rm", "_host")
@@ -86,19 +86,21 @@ def dry_run(spec):
 
     from seamless.launch.executor import executor_for
 
-    shown = {k: v for k, v in spec.items() if k != "argv" and v not in (None, False, {})}
-    shown["command"] = shlex.join(spec["argv"]).replace("STATUS_FILE", "{status_file}")
+    shown = {k: v for k, v in spec.items() if k not in ("argv", "ports_from") and v not in (None, False, {})}
+    shown["command"] = shlex.join(spec["argv"]).replace("STATUS_FILE", "{status_file}").replace(
+        "TOKEN_FILE", "{token_file}")
     shown["where"] = executor_for(spec).where
     return shown
 
 
 SPEC_KEYS = {"key", "workdir", "command", "tool", "hostname", "ssh_hostname", "tunnel", "handshake", "conda",
-             "parameters"}
+             "parameters", "token"}
 
 
 def spec_from_file(path):
-    """An explicit launch spec: key, workdir, command ({status_file} is filled in), and
-    optionally hostname, ssh_hostname, tunnel, handshake, conda, parameters, tool."""
+    """An explicit launch spec: key, workdir, command ({status_file} and {token_file} are
+    filled in), and optionally hostname, ssh_hostname, tunnel, handshake, conda,
+    parameters, tool, token (false: a service without a token)."""
     import shlex
 
     from seamless.config.errors import ConfigError
@@ -131,10 +133,11 @@ def spec_from_file(path):
             raise ValueError("must be a string or a list of arguments")
     except ValueError as exc:
         raise UserError(f"{path}: command: {exc}") from None
-    argv = ["STATUS_FILE" if a == "{status_file}" else a for a in argv]
+    argv = [{"{status_file}": "STATUS_FILE", "{token_file}": "TOKEN_FILE"}.get(a, a) for a in argv]
     if not any(a == "--status-file" and b == "STATUS_FILE" for a, b in zip(argv, argv[1:], strict=False)):
         raise UserError(f"{path}: the command must pass --status-file {{status_file}} to the service")
-    for name, kind, what in (("tunnel", bool, "true or false"), ("parameters", dict, "a mapping"),
+    for name, kind, what in (("tunnel", bool, "true or false"), ("token", bool, "true or false"),
+                             ("parameters", dict, "a mapping"),
                              ("handshake", str, "a path such as healthcheck"), ("conda", str, "an environment name"),
                              ("tool", str, "a name"), ("hostname", str, "a host name"),
                              ("ssh_hostname", str, "a host name or ssh alias")):
@@ -151,10 +154,31 @@ def spec_from_file(path):
                 check_ssh_host(data[name])
     except (HostError, LaunchError) as exc:
         raise UserError(f"{path}: {exc}") from None
+    argv = _with_token(path, argv, data.get("token"))
     return {"key": str(data["key"]), "tool": data.get("tool") or argv[0], "workdir": workdir, "argv": argv,
             "hostname": data.get("hostname"), "ssh_hostname": data.get("ssh_hostname"),
             "tunnel": data.get("tunnel", False), "handshake": data.get("handshake"), "conda": data.get("conda"),
             "parameters": data.get("parameters") or {}}
+
+
+SERVERS_WITH_TOKENS = ("seamless-hashserver", "seamless-db")  # they take --token-file
+
+
+def _with_token(path, argv, token):
+    """A token by default for our servers; for any other program, when its command
+    passes --token-file {token_file} (token: false turns it off)."""
+    uses = "TOKEN_FILE" in argv
+    ours = os.path.basename(argv[0]) in SERVERS_WITH_TOKENS and "--token-file" not in argv
+    if token is False and uses:
+        raise UserError(f"{path}: token: false, but the command passes --token-file {{token_file}}")
+    if token is None:
+        token = uses or ours
+    if token and not uses:
+        if not ours:
+            raise UserError(f"{path}: token: true, but the command does not pass --token-file {{token_file}} "
+                            "to the service")
+        argv = [*argv, "--token-file", "TOKEN_FILE"]
+    return argv
 
 
 # --- managing --------------------------------------------------------------------------------
@@ -171,24 +195,58 @@ def manage(argv):
     logs.add_argument("key", metavar="KEY")
     logs.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
     args = p.parse_args(argv)
+    if args.command == "ps":
+        return list_services(args.json)
+    failed = False
+    for key in [args.key] if args.command == "logs" else args.keys:
+        try:
+            manage_one(args, key)
+        except UserError as exc:  # one line per key; the others are still done
+            error_line(PROG, exc)
+            failed = True
+    return 1 if failed else 0
+
+
+def manage_one(args, key):
     from seamless.launch import client, host
     from seamless.launch.executor import LaunchError
 
+    executor = None
     try:
-        if args.command == "ps":
-            return list_services(args.json)
+        host.check_key(key)
+        executor = client.executor_of(key)
+        known_here = client.known(key)
         if args.command == "logs":
-            sys.stdout.write(client.executor_of(args.key).call("logs", args.key, args.tail))
-            return 0
-        for key in args.keys:
-            host.check_key(key)
-            ran = client.executor_of(key).call("stop" if args.command == "stop" else "rm", key)
-            client.drop_client(key) if args.command == "stop" else client.forget(key)
-            state = {"stop": ("stopped", "not running"), "rm": ("removed", "not found")}[args.command]
-            print(f"{key}: {state[0] if ran else state[1]}")
-    except (LaunchError, host.HostError) as exc:
+            if not known_here and executor.call("inspect", key) is None:
+                raise UserError(_unknown(key))
+            sys.stdout.write(executor.call("logs", key, args.tail))
+            return
+        done = executor.call(args.command, key)
+    except LaunchError as exc:
+        if args.command == "rm" and executor and executor.ssh_host:  # a gone frontend must not stay in ps forever
+            client.forget(key)
+            raise UserError(f"{exc}; {key} is forgotten here (its state on {executor.ssh_host} is left)") from None
         raise UserError(str(exc)) from None
-    return 0
+    except host.HostError as exc:
+        raise UserError(str(exc)) from None
+    if args.command == "stop":
+        client.drop_client(key)
+        if done is None and not known_here:
+            raise UserError(_unknown(key))
+        print(f"{key}: {'stopped' if done else 'not running'}")
+    else:
+        client.forget(key)
+        if not done and not known_here:
+            raise UserError(_unknown(key))
+        print(f"{key}: removed")
+
+
+def _unknown(key):
+    from seamless.config.errors import did_you_mean
+
+    keys = service_rows()
+    return f"unknown service '{key}'; " + did_you_mean(key, keys, "seamless-launch ps lists the known ones"
+                                                       if keys else "no services are known here")
 
 
 def _count(text):
@@ -201,7 +259,8 @@ def _count(text):
     return value
 
 
-def list_services(as_json):
+def service_rows():
+    """{key: row} of the services on this host and those this side connects to elsewhere."""
     from seamless.launch import client, host
 
     rows = {row["key"]: {**row, "where": "here"} for row in host.ps()}
@@ -213,11 +272,18 @@ def list_services(as_json):
         row = rows.setdefault(key, {"key": key, "status": "remote", "pid": None})
         if suffix == ".json":
             connection = client.read_client(key) or {}
-            row.update(status="connected" if row["status"] == "remote" else row["status"], url=connection.get("url"),
+            if connection.get("url") and row["status"] in ("running", "remote"):  # how this side reaches it
+                row["url"] = connection["url"]
+            row.update(status="connected" if row["status"] == "remote" else row["status"],
                        where=connection.get("ssh_hostname") or row.get("where", "here"))
         elif row.get("where", "here") == "here" and row["status"] == "remote":
             with open(os.path.join(directory, name)) as f:
                 row["where"] = f.read().strip()
+    return rows
+
+
+def list_services(as_json):
+    rows = service_rows()
     if rows and not as_json:
         print(f"{'KEY':<50} {'STATUS':<10} {'WHERE':<20} URL")
     for row in rows.values():
@@ -225,7 +291,7 @@ def list_services(as_json):
             print(json.dumps(row))
         else:
             print(f"{row['key']:<50} {row.get('status') or '-':<10} {row.get('where', 'here'):<20} "
-                  f"{row.get('url') or (':' + str(row['port']) if row.get('port') else '-')}")
+                  f"{row.get('url') or '-'}")
     return 0
 
 

@@ -125,8 +125,11 @@ def collect_remote_clients(cluster=None):
     clients = {"buffer": [], "database": []}
     for tool, section in (("hashserver", "buffer"), ("database", "database")):
         spec = render(tool, resolved, "rw")
-        url = ensure(spec)["url"]
+        connection = ensure(spec)
+        url = connection["url"]
         entry = {"readonly": False, "url": url, "remote_url": url}
+        if connection.get("token_file"):  # a file on this machine: workers elsewhere need their own copy
+            entry["token_file"] = connection["token_file"]
         if tool == "hashserver":
             entry["remote_directory"] = spec["workdir"]
             if resolved.local:

@@ -4,14 +4,14 @@ The schema is upstream seamless-config's (cluster, frontend, service and queue k
 queue TEMPLATE inheritance, local_cluster), validated with messages that name the file,
 the cluster and the key, and suggest the nearest valid key. Two fixes: the documented
 `daskserver: {pure_dask: true}` is accepted, and `job_script_prologue` works in queues.
+One key of our own: `token: false` starts the cluster's services without a token.
 """
 
-import difflib
 import os
 
-from seamless.config.errors import ConfigError
+from seamless.config.errors import ConfigError, did_you_mean
 
-CLUSTER_KEYS = {"frontends", "type", "tunnel", "workers", "default_queue", "queues",
+CLUSTER_KEYS = {"frontends", "type", "tunnel", "token", "workers", "default_queue", "queues",
                 "memory_per_core_property_name"}
 CLUSTER_TYPES = ("local", "slurm", "oar", "pbs")
 FRONTEND_KEYS = {"hostname", "ssh_hostname", "hashserver", "database", "jobserver", "daskserver"}
@@ -31,9 +31,8 @@ QUEUE_TYPES = {"cores": int, "job_cores": int, "maximum_jobs": int, "worker_thre
 
 
 def _unknown(where, key, valid):
-    near = difflib.get_close_matches(str(key), sorted(valid), n=1)
-    hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(sorted(valid))}"
-    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+    hint = did_you_mean(key, valid, f"valid keys: {', '.join(sorted(valid))}")
+    return ConfigError(f"{where}: unknown key '{key}'; {hint}")
 
 
 def _check_keys(mapping, valid, where):
@@ -61,9 +60,10 @@ def validate_cluster(name, cluster, source):
         raise ConfigError(f"{where}: 'frontends' must be a non-empty list")
     out = dict(cluster)
     out["frontends"] = [_frontend(f, i, ctype, where) for i, f in enumerate(frontends)]
-    for key, kind in (("tunnel", bool), ("workers", int)):
+    for key, kind, what in (("tunnel", bool, "true or false"), ("token", bool, "true or false"),
+                            ("workers", int, "an integer")):
         if cluster.get(key) is not None and not _is(cluster[key], kind):
-            raise ConfigError(f"{where}: '{key}' must be {kind.__name__}, not {cluster[key]!r}")
+            raise ConfigError(f"{where}: '{key}' must be {what}, not {cluster[key]!r}")
     queues = cluster.get("queues") or {}
     if not isinstance(queues, dict):
         raise ConfigError(f"{where}: 'queues' must be a mapping of queue name to settings")

@@ -7,10 +7,9 @@ only in that stage. Every entry of every block is checked, active or not, so a t
 another stage is found today, not on the day that stage is used.
 """
 
-import difflib
 import os
 
-from seamless.config.errors import ConfigError
+from seamless.config.errors import ConfigError, did_you_mean
 
 FILES = ("seamless.yaml", "seamless.profile.yaml")
 EXECUTIONS = ("process", "spawn", "remote")
@@ -83,17 +82,18 @@ def _says_inherit(data):
 
 
 def entries(files, read_yaml, stage):
-    """All entries of the files (syntax-checked), and those active in `stage`."""
-    active = []
+    """The entries active in `stage` (all are syntax-checked), and every stage name a
+    `stage NAME:` block of the files mentions."""
+    active, stages = [], set()
     for path in files:
         data = read_yaml(path)
         if not isinstance(data, list):
             raise ConfigError(f"{path}: expected a YAML list of commands, for example `- project: myproject`")
-        _walk(path, data, None, stage, active)
-    return active
+        _walk(path, data, None, stage, active, stages)
+    return active, stages
 
 
-def _walk(path, items, block, stage, active):
+def _walk(path, items, block, stage, active, stages):
     for number, item in enumerate(items, 1):
         name, value = _split(path, number, item, block)
         if name.startswith("stage") and name != "stage" and name[5:6].isspace():
@@ -102,15 +102,15 @@ def _walk(path, items, block, stage, active):
             if not isinstance(value, list):
                 raise ConfigError(f"{where}: a stage block must be followed by a YAML list of commands")
             _check_name(inner, "stage", where)
-            _walk(path, value, inner, stage, active if inner == stage else None)
+            stages.add(inner)
+            _walk(path, value, inner, stage, active if inner == stage else None, stages)
             continue
         entry = Entry(path, number, name, value, block)
         if name == "stage":
             raise entry.fail(f"write a stage block as `- stage {value or 'NAME'}:` followed by a list of "
                              "commands; `- stage: NAME` is not a command")
         if name not in COMMANDS:
-            near = difflib.get_close_matches(name, COMMANDS, n=1)
-            hint = f"did you mean '{near[0]}'?" if near else f"known commands: {', '.join(COMMANDS)}"
+            hint = did_you_mean(name, COMMANDS, f"known commands: {', '.join(COMMANDS)}")
             block_note = f" (in stage {block!r})" if block else ""
             raise ConfigError(f"{path}: entry {number}{block_note}: unknown command '{name}'; {hint}")
         expected = _check(name, value)

@@ -5,11 +5,10 @@ stage (upstream keeps a stage's cluster and project after leaving it). Explicit
 choices (command-line options, API calls) apply on top of the files' commands.
 """
 
-import difflib
 import os
 
 from seamless.config.clusters import load_cluster_files, split_clusters, validate_cluster
-from seamless.config.errors import ConfigError
+from seamless.config.errors import ConfigError, did_you_mean
 from seamless.config.language import REMOTES, _check, _check_name, config_files, entries
 
 CACHE_CLUSTER = "__SEAMLESS_CACHE__"
@@ -35,6 +34,7 @@ class Resolved:
         self.nparallel = None
         self.files = []
         self.clusters = {}
+        self.sources = {}  # cluster name -> the file that defined it (for messages)
         self.warnings = []
         self.store_in = None  # where results go when this configuration has no persistent storage
 
@@ -71,7 +71,9 @@ def resolve(workdir=".", stage=None, substage=None, choices=None, environ=None, 
     if not files and not choices:
         return None
     result.files = files
-    active = entries(files, read_yaml, stage)
+    active, stages = entries(files, read_yaml, stage)
+    if files and result.stage is not None and result.stage not in stages:
+        raise ConfigError(_unknown_stage(result.stage, stages, files))
     known, local = load_cluster_files(environ.get("HOME"), read_yaml)
     for entry in active:
         if entry.name == "clusters":
@@ -86,6 +88,7 @@ def resolve(workdir=".", stage=None, substage=None, choices=None, environ=None, 
             raise ConfigError(f"{source}: local_cluster '{local}' is not a defined cluster "
                               f"({', '.join(clusters) or 'none'})")
     result.clusters = clusters
+    result.sources = {name: source for name, (_, source) in known.items()}
     explicit = set()
     for entry in active:
         if entry.name == "clusters":
@@ -106,13 +109,21 @@ def resolve(workdir=".", stage=None, substage=None, choices=None, environ=None, 
     return _finish(result, explicit, local)
 
 
+def _unknown_stage(stage, stages, files):
+    """A stage no block names would silently run with the defaults, in storage of its own."""
+    hint = did_you_mean(stage, stages, f"its stages: {', '.join(sorted(stages))}" if stages else
+                        f"add a `- stage {stage}:` block to say what it selects")
+    where = ", ".join(files)
+    if not stages:
+        return f"stage '{stage}' is not defined: the configuration ({where}) defines no stages; {hint}"
+    return f"stage '{stage}' is not defined: no `- stage {stage}:` block in {where}; {hint}"
+
+
 def _apply(result, name, value, clusters, fail):
     if name == "cluster":
         if value is not None and value not in clusters:
-            near = difflib.get_close_matches(value, clusters, n=1)
-            hint = f"did you mean '{near[0]}'?" if near else (
-                f"defined clusters: {', '.join(sorted(clusters))}" if clusters else
-                "no clusters are defined (~/.seamless/clusters.yaml, or `- clusters:`)")
+            hint = did_you_mean(value, clusters, f"defined clusters: {', '.join(sorted(clusters))}" if clusters else
+                                "no clusters are defined (~/.seamless/clusters.yaml, or `- clusters:`)")
             raise fail(f"unknown cluster '{value}'; {hint}")
         if value != result.cluster:
             result.queue = None  # a queue belongs to its cluster
@@ -122,8 +133,7 @@ def _apply(result, name, value, clusters, fail):
             raise fail("select a cluster before its queue (put `- cluster: NAME` above it)")
         queues = clusters[result.cluster]["queues"]
         if value not in queues:
-            near = difflib.get_close_matches(value, queues, n=1)
-            hint = f"did you mean '{near[0]}'?" if near else f"its queues: {', '.join(queues) or 'none'}"
+            hint = did_you_mean(value, queues, f"its queues: {', '.join(queues) or 'none'}")
             raise fail(f"cluster '{result.cluster}' has no queue '{value}'; {hint}")
         result.queue = value
     else:
@@ -199,6 +209,7 @@ def _seamless_cache(result, path, choices):
         {"hostname": "localhost", "hashserver": {"bufferdir": root}, "database": {"database_dir": root}}],
         "queues": {}}
     result.clusters = {CACHE_CLUSTER: result.definition}
+    result.sources = {CACHE_CLUSTER: "SEAMLESS_CACHE"}
     result.local = True
     result.project = choices.get("project") or TOPLEVEL
     result.subproject = choices.get("subproject")

@@ -60,10 +60,14 @@ def render(tool, resolved, mode="rw", status_file="STATUS_FILE", tools=None):
     settings.update({k: entry[k] for k in ("timeout",) if k in entry})
     settings["key_suffix"] = storage.service_key(tool, resolved, mode).split(f"-{mode}-", 1)[-1]
     settings["status_file"] = status_file
+    # the launcher makes a fresh token at each start, on the service host
+    settings["token_file"] = "TOKEN_FILE" if resolved.definition.get("token", True) else None
     settings["writable_flag"] = "--writable" if mode == "rw" else None
     workdir = _substitute(entry["workdir_template"], injected, settings)
     settings["workdir"] = workdir
     command = _substitute(entry["command_template"], injected, settings)
+    number = resolved.definition["frontends"].index(frontend) + 1
+    source = resolved.sources.get(resolved.cluster, "the cluster definition")
     return {
         "tool": tool,
         "key": _substitute(entry["key_template"], injected, settings),
@@ -75,6 +79,8 @@ def render(tool, resolved, mode="rw", status_file="STATUS_FILE", tools=None):
         "ssh_hostname": None if resolved.local else frontend.get("ssh_hostname"),
         "tunnel": bool(resolved.definition.get("tunnel")) and not resolved.local,
         "conda": settings.get("conda"),
+        "ports_from": f"port_start/port_end of the {tool} of cluster '{resolved.cluster}' (frontend {number}, "
+                      f"{frontend.get('hostname')}) in {source}",
     }
 
 

@@ -72,17 +72,61 @@ class YamlReader:
         self._dirty = False
 
 
-def _parse(path):
-    import yaml
+MAX_VALUES = 100_000  # far above any real config file; a 400-byte alias bomb expands to 10**8
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+def _parse(path):
     try:
         with open(path) as f:
-            return yaml.load(f, Loader=loader)
+            return load_yaml(f, path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_yaml(stream, source):
+    """Safe-load YAML text or a file object, refusing alias bombs; errors name `source`."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root, path):
+    """Refuse a document that aliases (*name) expand past MAX_VALUES nodes, or that
+    contains itself: parsed, it is small (aliases share nodes), but every later walk
+    would expand it. Counted without expanding: each node once, children first."""
+    sizes = {}  # id(node) -> expanded size, None while its children are counted
+    stack = [(root, False)]
+    while stack:
+        node, counted = stack.pop()
+        children = [n for pair in node.value for n in pair] if node.id == "mapping" else \
+            node.value if node.id == "sequence" else ()
+        if not counted:
+            if id(node) in sizes:
+                if sizes[id(node)] is None:  # an ancestor: only an alias gets here
+                    raise _too_big(path, node, "a YAML alias (*name) is used inside the value it names")
+                continue
+            sizes[id(node)] = None
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+            continue
+        size = sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+        if size > MAX_VALUES:
+            raise _too_big(path, node, f"YAML aliases (*name) expand this to more than {MAX_VALUES} values; "
+                                       "write the values out, or alias less deeply")
+
+
+def _too_big(path, node, problem):
+    return ConfigError(f"{path}: line {node.start_mark.line + 1}: {problem}")

@@ -11,6 +11,10 @@
 With tunnel: true the ports are forwarded through `ssh -N -L`, watched by a small
 process that ends the tunnel when the service is gone. client/<key>.host remembers
 which frontend a key lives on, so stop, logs and rm find it later.
+
+A service whose command passes --token-file TOKEN_FILE gets a fresh random token at
+each start, made on its host; every client that finds it gets a copy of that token in
+client/<key>.token (0600), named by the connection's token_file.
 """
 
 import json
@@ -51,23 +55,34 @@ def read_client(key):
 def _well_formed(connection):
     return (isinstance(connection.get("url"), str) and isinstance(connection.get("hostname"), str)
             and host.valid_port(connection.get("port"))
-            and isinstance(connection.get("ssh_hostname", ""), str))
+            and isinstance(connection.get("ssh_hostname", ""), str)
+            and isinstance(connection.get("token_file", ""), str))
+
+
+def wants_token(spec):
+    return "TOKEN_FILE" in spec["argv"]
+
+
+def token_of(connection):
+    return host.read_token(connection["token_file"]) if connection.get("token_file") else None
 
 
 def ensure(spec):
     key = host.check_key(spec["key"])
     handshake = spec.get("handshake") or "healthcheck"
     client = read_client(key)
+    token = token_of(client) if client else None
     if client and client.get("workdir", spec["workdir"]) == spec["workdir"] and \
-            host.answers(f"{client['url']}/{handshake}"):
+            bool(token) == wants_token(spec) and host.reaches(client["url"], handshake, token):
         return client
     if client:
         drop_client(key, client)
     executor = executor_for(spec)
-    remember_host(key, executor)
     status = executor.call("inspect", key)
-    if status and status.get("alive") and not _same_workdir(status, spec):
-        # the configuration moved this service (another bufferdir, say): the old one must go
+    remember_host(key, executor)  # the frontend answers: stop, logs and rm will find the key there
+    if status and status.get("alive") and not _same_setup(status, spec):
+        # the configuration moved this service (another bufferdir, say), or changed its
+        # token setting: the old one must go
         executor.call("stop", key, status.get("pid"))
         status = None
     if status and status.get("alive") and status.get("status") in ("starting", "running"):
@@ -92,8 +107,11 @@ def ensure(spec):
     return _connect(spec, status, executor, handshake)
 
 
-def _same_workdir(status, spec):
-    """Does the running service serve the workdir asked for? (`~/x` was expanded on its host.)"""
+def _same_setup(status, spec):
+    """Does the running service serve the workdir asked for (`~/x` was expanded on its
+    host), with a token if and only if one is wanted (and still there to hand out)?"""
+    if bool(status.get("token_file")) != wants_token(spec) or (status.get("token_file") and not status.get("token")):
+        return False
     wanted, running = str(spec["workdir"]).rstrip("/"), str(status.get("workdir", "")).rstrip("/")
     if wanted.startswith("~/"):
         return running.endswith(wanted[1:])
@@ -123,12 +141,25 @@ def _wait(executor, spec, handshake, timeout=None):
         if state in ("failed", "stale", "stopped") or (status and not status.get("alive")):
             break
         time.sleep(pause)
+    exit_by = time.monotonic() + 2.0  # a failing service writes its status first, then its last words
+    while status.get("status") == "failed" and status.get("alive") and time.monotonic() < exit_by:
+        time.sleep(pause)
+        status = executor.call("inspect", key) or {}
     try:
         tail = executor.call("logs", key, 5).strip().replace("\n", " | ")
     except LaunchError:
         tail = ""
-    raise LaunchError(f"{spec.get('tool') or key} did not start on {executor.where}: "
-                      f"{tail or 'no output'} (log: {status.get('log', '?')})")
+    what = f"{spec.get('tool') or key} did not start on {executor.where}"
+    log = f"(log: {status.get('log', '?')})"
+    import re
+
+    busy = re.search(r"no free port in (\d+-\d+)( on [^ ]+)?", tail)
+    if busy and spec.get("ports_from"):  # the range comes from the cluster definition, not an option
+        raise LaunchError(f"{what}: every port of {busy[1]} is busy{busy[2] or ''}; choose a range with free "
+                          f"ports in {spec['ports_from']} {log}")
+    if not tail:
+        tail = f"no output (status {status.get('status') or 'missing'}{'' if status.get('alive') else ', not running'})"
+    raise LaunchError(f"{what}: {tail} {log}")
 
 
 def _connect(spec, status, executor, handshake):
@@ -141,6 +172,10 @@ def _connect(spec, status, executor, handshake):
     parameters = status.get("parameters")
     connection = {"key": key, "tool": spec.get("tool"), "workdir": spec["workdir"], **ports,
                   "parameters": parameters if isinstance(parameters, dict) else {}}
+    if status.get("token"):  # a copy here: the service host's file may be on another machine
+        connection["token_file"] = client_path(key, ".token")
+        client_dir()
+        atomic_write(connection["token_file"], status["token"] + "\n", mode=0o600)
     if not executor.ssh_host:
         connection["hostname"] = host.reachable(status.get("network_interface"))
         return _record(connection, handshake, executor)
@@ -154,10 +189,10 @@ def _connect(spec, status, executor, handshake):
     with open(os.open(os.path.join(client_dir(), key + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         current = read_client(key)
-        if current and host.answers(f"{current['url']}/{handshake}"):
+        if current and host.reaches(current["url"], handshake, token_of(current)):
             return current
         target = host.reachable(status.get("network_interface"))
-        local, tunnel_pid = start_tunnel(executor, target, ports, key, handshake)
+        local, tunnel_pid = start_tunnel(executor, target, ports, key, handshake, token_of(connection))
         connection.update(local, hostname="127.0.0.1", tunnel_pid=tunnel_pid, **{"tunneled-host": target})
         connection.update({f"tunneled-{name}": port for name, port in ports.items()})
         return _record(connection, handshake, executor)
@@ -176,10 +211,8 @@ def _frontend_address(spec, status, executor):
 
 
 def _record(connection, handshake, executor):
-    host_ = connection["hostname"]
-    connection["url"] = f"http://[{host_}]:{connection['port']}" if ":" in host_ else \
-        f"http://{host_}:{connection['port']}"
-    if not host.answers(f"{connection['url']}/{handshake}", timeout=10):
+    connection["url"] = host.url_of(connection["hostname"], connection["port"])
+    if not host.reaches(connection["url"], handshake, token_of(connection), timeout=10):
         stop_tunnel(connection)
         port = connection.get("tunneled-port", connection["port"])
         raise LaunchError(f"{connection['key']} runs on {executor.where} (port {port}) but does not answer "
@@ -202,7 +235,7 @@ def remember_host(key, executor):
 # --- tunnels ------------------------------------------------------------------------------
 
 
-def start_tunnel(executor, target, ports, key, handshake):
+def start_tunnel(executor, target, ports, key, handshake, token=None):
     """Forward a free local port to each target:port on the frontend, all through one ssh;
     ({name: local port}, tunnel pid)."""
     for _ in range(3):
@@ -213,7 +246,7 @@ def start_tunnel(executor, target, ports, key, handshake):
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + TUNNEL_TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
-            if host.answers(f"http://127.0.0.1:{local['port']}/{handshake}", timeout=1):
+            if host.answers(f"http://127.0.0.1:{local['port']}/{handshake}", timeout=1, token=token):
                 return local, proc.pid
             time.sleep(0.1)
         if proc.poll() is None:
@@ -238,10 +271,16 @@ def drop_client(key, connection=None):
     connection = read_client(key) if connection is None else connection
     if connection:
         stop_tunnel(connection)
-    try:
-        os.unlink(client_path(key))
-    except FileNotFoundError:
-        pass
+    for suffix in (".json", ".token"):
+        try:
+            os.unlink(client_path(key, suffix))
+        except FileNotFoundError:
+            pass
+
+
+def known(key):
+    """Does this side have a record of `key` (a connection, or the frontend it is on)?"""
+    return any(os.path.exists(client_path(key, suffix)) for suffix in (".json", ".host"))
 
 
 def forget(key):

@@ -4,6 +4,8 @@ State lives in ~/.seamless/launch (or $SEAMLESS_LAUNCH_DIR) on that host:
   server/<key>.json  the status file: status starting -> running | failed (-> stopped
                      | stale), port (and *_port), pid, uid, command, workdir, log, parameters
   server/<key>.log   the service's output
+  server/<key>.token the service's bearer token (0600), fresh at each start, when its
+                     command passes --token-file TOKEN_FILE (see start)
   server/<key>.lock  taken while a service is started, so it is started once
 These functions run locally for local services, and through `seamless-launch _host`
 over ssh for services on a frontend; they print JSON so the client can read them.
@@ -55,6 +57,19 @@ def log_path(key):
 
 def lock_path(key):
     return os.path.join(launch_dir(), "server", check_key(key) + ".lock")
+
+
+def token_path(key):
+    return os.path.join(launch_dir(), "server", check_key(key) + ".token")
+
+
+def read_token(path):
+    """The token in a token file, or None."""
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def private_dir(path):
@@ -151,22 +166,40 @@ def zombie(pid) -> bool:
         return False
 
 
-def answers(url, timeout=2.0) -> bool:
-    """Does http://host:port/path answer 2xx? (A raw request: urllib would cost more
-    to import than the whole check.)"""
+def answers(url, timeout=2.0, token=None) -> bool:
+    """Does http://host:port/path answer 2xx (sent the token, if any)?"""
+    code = http_status(url, timeout, token)
+    return code is not None and 200 <= code < 300
+
+
+def reaches(url, handshake="healthcheck", token=None, timeout=2.0) -> bool:
+    """Does the service at url answer its handshake and, with a token, accept it? A
+    service started again elsewhere on the same port has another token, and its
+    /healthcheck may answer without one: a private path tells (401 or not)."""
+    if not answers(f"{url}/{handshake}", timeout, token):
+        return False
+    return token is None or http_status(f"{url}/.seamless-token-check", timeout, token) not in (None, 401, 403)
+
+
+def http_status(url, timeout=2.0, token=None):
+    """The status code of GET url, or None when nothing answers. (A raw request:
+    urllib would cost more to import than the whole check.)"""
     import socket
 
     rest = url.split("://", 1)[-1]
     hostport, _, path = rest.partition("/")
     host_, _, port = hostport.rpartition(":")
     host_ = host_.strip("[]")
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     try:
         with socket.create_connection((host_, int(port)), timeout=timeout) as sock:
-            sock.sendall(f"GET /{path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n".encode())
+            sock.sendall(f"GET /{path} HTTP/1.0\r\nHost: {hostport}\r\n{auth}\r\n".encode())
             status = sock.recv(64)
     except (OSError, ValueError):
-        return False
-    return status[:7] in (b"HTTP/1.", ) and status[9:10] == b"2"
+        return None
+    if status[:7] != b"HTTP/1." or not status[9:12].isdigit():
+        return None
+    return int(status[9:12])
 
 
 def inspect(key):
@@ -180,6 +213,8 @@ def inspect(key):
     except OSError:
         return None
     data["alive"] = runs(data.get("pid"), service_marker(path))
+    if data.get("token_file"):  # the client needs it to talk to the service
+        data["token"] = read_token(token_path(key))
     return data
 
 
@@ -189,7 +224,8 @@ def handshake(key, path="healthcheck"):
     port = data.get("port")
     if not valid_port(port):
         return False
-    return answers(f"http://{reachable(data.get('network_interface'))}:{port}/{path}")
+    token = read_token(token_path(key)) if data.get("token_file") else None
+    return answers(f"http://{reachable(data.get('network_interface'))}:{port}/{path}", token=token)
 
 
 def valid_port(port) -> bool:
@@ -201,17 +237,24 @@ def reachable(interface):
     return "127.0.0.1" if interface in (None, "", "0.0.0.0", "localhost", "::") else interface
 
 
+def url_of(hostname, port):
+    return f"http://[{hostname}]:{port}" if ":" in hostname else f"http://{hostname}:{port}"
+
+
 def start(spec):
     """Spawn the service (detached) and write its `starting` status; return the status,
     with "started": true. Two clients starting the same key at once start it once: the
     second gets the first's status (under the lock a live service is never replaced,
-    and stray copies of a dead one are stopped first)."""
+    and stray copies of a dead one are stopped first). An argument TOKEN_FILE becomes
+    the path of a fresh random token, so that only this user can use the service."""
     import fcntl
 
     key = check_key(spec["key"])
     workdir = check_workdir(spec["workdir"])
     status_file = status_path(key)
-    argv = [status_file if a == "STATUS_FILE" else os.path.expanduser(a) if a.startswith("~/") else a
+    token_file = token_path(key) if "TOKEN_FILE" in spec["argv"] else None
+    placeholders = {"STATUS_FILE": status_file, "TOKEN_FILE": token_file}
+    argv = [placeholders[a] if a in placeholders else os.path.expanduser(a) if a.startswith("~/") else a
             for a in spec["argv"]]
     conda = spec.get("conda")
     argv[0] = _program(argv[0], must_exist=not conda)
@@ -225,8 +268,13 @@ def start(spec):
         if current and current["alive"] and current.get("status") in ("starting", "running"):
             return current
         terminate(processes_of(service_marker(status_file)))  # copies the file no longer names (a corrupt or replaced file)
-        if os.path.exists(status_file):
-            os.unlink(status_file)
+        for stale in (status_file, token_path(key)):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        if token_file:
+            import secrets
+
+            atomic_write(token_file, secrets.token_urlsafe(32) + "\n", mode=0o600)
         with open(os.open(log_path(key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:
             try:
                 proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
@@ -236,6 +284,8 @@ def start(spec):
         status = {"key": key, "tool": spec.get("tool"), "status": "starting", "pid": proc.pid, "uid": os.getuid(),
                   "command": shlex.join(argv), "workdir": workdir, "log": log_path(key), "network_interface": host,
                   "parameters": spec.get("parameters") or {}}
+        if token_file:
+            status["token_file"] = token_file
         atomic_write(status_file, json.dumps(status, indent=2) + "\n", mode=0o600)
     return {**status, "started": True}
 
@@ -276,8 +326,8 @@ def _conda_wrap(env, argv):
 
 def stop(key, only_pid=None, grace=5.0):
     """Stop the service (and any stray copy of it); the status becomes stale. True if
-    one ran. With only_pid, only that process: a service someone just started instead
-    is spared."""
+    one ran, False if it is known here but was not running, None if it is unknown.
+    With only_pid, only that process: a service someone just started instead is spared."""
     path = status_path(key)
     data = read_json(path)
     pid = data.get("pid") if data else None
@@ -292,6 +342,8 @@ def stop(key, only_pid=None, grace=5.0):
     if data is not None:
         data["status"] = "stale"
         atomic_write(path, json.dumps(data, indent=2) + "\n", mode=0o600)
+    elif not pids and not os.path.exists(path):
+        return None
     return bool(pids)
 
 
@@ -299,7 +351,7 @@ def remove(key):
     """Delete the status file and log (stopping the service first)."""
     stop(key)
     found = False
-    for path in (status_path(key), log_path(key), lock_path(key)):
+    for path in (status_path(key), log_path(key), token_path(key), lock_path(key)):
         if os.path.exists(path):
             os.unlink(path)
             found = found or path != lock_path(key)
@@ -334,8 +386,11 @@ def ps():
         status = data.get("status")
         if status in ("running", "starting") and not data["alive"]:
             status = "stale"  # exited (killed, crashed): the next launch starts it again
-        rows.append({"key": key, "status": status, "pid": data.get("pid"), "port": data.get("port"),
-                     "tool": data.get("tool"), "workdir": data.get("workdir"), "alive": data["alive"]})
+        row = {"key": key, "status": status, "pid": data.get("pid"), "port": data.get("port"),
+               "tool": data.get("tool"), "workdir": data.get("workdir"), "alive": data["alive"]}
+        if status == "running" and valid_port(data.get("port")):  # a stopped service has no address
+            row["url"] = url_of(reachable(data.get("network_interface")), data["port"])
+        rows.append(row)
     return rows
 
 

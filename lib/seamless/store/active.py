@@ -101,5 +101,8 @@ def served_stores(resolved) -> StoreSet:
             connection = ensure(spec)
         except LaunchError as exc:
             raise ConfigError(str(exc)) from None
-        clients[section].append({"url": connection["url"], "readonly": False})
+        entry = {"url": connection["url"], "readonly": False}
+        if connection.get("token_file"):  # services the launcher starts require their token
+            entry["token_file"] = connection["token_file"]
+        clients[section].append(entry)
     return StoreSet.from_clients(clients)
