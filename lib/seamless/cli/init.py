@@ -8,13 +8,14 @@ import argparse
 import os
 import sys
 
-from seamless.cli import UserError
+from seamless.cli import UserError, add_version
 
 PROG = "seamless-init"
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
+    add_version(p)
     p.add_argument("--stage", metavar="S[:SUB]", help="the stage (and substage) to initialize")
     p.add_argument("--project", metavar="P[:SUB]", help="override the project (and subproject)")
     p.add_argument("--queue", metavar="Q", help="override the queue")

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from seamless.cli import UserError, error_line
+from seamless.cli import UserError, add_version, error_line
 
 PROG = "seamless-launch"
 COMMANDS = ("ps", "stop", "logs", "rm", "_host")
@@ -35,6 +35,7 @@ def launch(argv):
                                 usage="%(prog)s TOOL --cluster C [options] | SPEC.yaml | ps | stop | logs | rm",
                                 description="Start or find a service (hashserver, database, ...) and print "
                                 "how to reach it as JSON. See also: ps, stop KEY, logs KEY, rm KEY.")
+    add_version(p)
     p.add_argument("what", metavar="TOOL|SPEC.yaml", help="a tool of share/tools.yaml, or a launch spec file")
     p.add_argument("--cluster", help="the cluster whose frontend runs the service")
     p.add_argument("--stage", metavar="S[:SUB]", help="the stage (its own storage)")

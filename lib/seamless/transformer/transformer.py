@@ -127,9 +127,9 @@ class Environment:
     def set_conda(self, conda):
         """A conda environment definition (YAML text or a dict)."""
         if isinstance(conda, str):
-            import yaml
+            from seamless.config.yamlfiles import load_yaml
 
-            conda = yaml.safe_load(conda)
+            conda = load_yaml(conda, "the conda environment")  # no alias bombs here either
         self._set("conda", conda)
 
     def get_conda(self):
