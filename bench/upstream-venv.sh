@@ -3,9 +3,9 @@
 # repo, so the benchmarks can run them side by side with ours and the compatibility
 # tests (tests/test_upstream_compat.py) can run them against ours. Upstream is never a
 # dependency of the project.
-#   bench/upstream-venv.sh [DIR]     (default /tmp/seamless-upstream; prints DIR)
+#   bench/upstream-venv.sh [DIR]     (default $TMPDIR/seamless-upstream; prints DIR)
 set -euo pipefail
-dir=${1:-${SEAMLESS_UPSTREAM_VENV:-/tmp/seamless-upstream}}
+dir=${1:-${SEAMLESS_UPSTREAM_VENV:-${TMPDIR:-/tmp}/seamless-upstream}}
 if [ ! -x "$dir/bin/seamless-run" ] || ! "$dir/bin/python" -c "import seamless_remote" 2>/dev/null; then
   python3 -m venv "$dir" >&2
   "$dir/bin/pip" install -q hashserver==1.1.0 seamless-database==2.1.0 seamless-remote==0.4.0 \
