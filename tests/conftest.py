@@ -22,6 +22,26 @@ def private_home(tmp_path_factory, monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture
+def fresh_python(tmp_path, monkeypatch):
+    """The Python API with empty caches, no configuration, in tmp_path; closed afterwards."""
+    import seamless
+    import seamless.config
+    from seamless.transformer.cache import cache
+
+    for name in list(os.environ):
+        if name.startswith("SEAMLESS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    cache.clear()
+    seamless.config._reset()
+    yield
+    seamless.close()
+    seamless.config._reset()
+    cache.clear()
+
+
 def pytest_sessionfinish(session):
     """Stop what tests left running (services started through the launcher, their ssh
     tunnels): found by this session's temp directory or ssh aliases in their command line,

@@ -57,8 +57,14 @@ def test_readonly_wal_database_in_readonly_directory():
         db = ResultDB(os.path.join(d, "seamless.db"), writable=True)
         db.set_transformation("aa" * 32, "bb" * 32)
         db.close()
+        # a copy of the package that `nobody` can read, wherever this checkout lives
+        lib = os.path.join(d, "lib")
+        shutil.copytree(os.path.dirname(os.path.abspath(sys.modules["seamless"].__file__)),
+                        os.path.join(lib, "seamless"))
+        for root, dirs, files in os.walk(lib):
+            for name in dirs + files:
+                os.chmod(os.path.join(root, name), 0o755)
         os.chmod(d, 0o555)
-        lib = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["seamless"].__file__)))
         code = ("import sys; sys.path.insert(0, %r); from seamless.store.sqlitedb import ResultDB; "
                 "print(ResultDB(%r).get_transformation('aa' * 32))" % (lib, os.path.join(d, "seamless.db")))
         proc = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"{SYSTEM_PYTHON} -c \"{code}\""],

@@ -104,7 +104,9 @@ def test_token_false_for_upstream_clients(tmp_path, env):
     assert "token_file" not in connection and status_code(connection["url"]) == 404
     # turning it on again restarts the service with a token
     lab_cluster(tmp_path)
-    protected = json.loads(launch(["hashserver", "--cluster", "lab", "--project", "p"], env, cwd=work).stdout)
+    again = launch(["hashserver", "--cluster", "lab", "--project", "p"], env, cwd=work)
+    assert again.returncode == 0, again.stderr
+    protected = json.loads(again.stdout)
     assert token_of(protected) and status_code(protected["url"]) == 401
     assert status_code(protected["url"], token_of(protected)) == 404
 

@@ -20,18 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(autouse=True)
-def fresh(tmp_path, monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SEAMLESS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.chdir(tmp_path)
-    cache.clear()
-    seamless.config._reset()
-    yield
-    seamless.close()
-    seamless.config._reset()
-    cache.clear()
+def fresh(fresh_python):
+    """Every test starts with empty caches and no configuration (conftest.fresh_python)."""
 
 
 @delayed

@@ -8,7 +8,6 @@ written after every execution.
 """
 
 import os
-import sys
 import threading
 from collections import OrderedDict
 
