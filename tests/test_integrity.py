@@ -374,3 +374,49 @@ def test_upload_and_download_honour_the_stage(work, env, tmp_path):
     assert call("seamless-download", "data.txt", cwd=work, env=env).returncode == 1
     assert call("seamless-download", "--stage", "dev", "data.txt", cwd=work, env=env).returncode == 0
     assert (work / "data.txt").read_text() == "hello\n"
+
+
+def test_an_in_place_write_by_a_failing_job_is_caught_too(work, env, tmp_path):
+    proc = run("-g1", "-i", "data.txt", "printf J | dd of=data.txt conv=notrunc status=none; exit 3", cwd=work, env=env)
+    assert proc.returncode == 3 and b"in place" in proc.stderr
+    assert not stored(tmp_path, sha(b"hello\n")).exists()  # the damaged copy did not stay
+
+
+def pgrep(pattern):
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("escape", ["setsid sleep 37 & echo hi", "setsid -f sleep 37; echo hi",
+                                    "(setsid sleep 37 > /dev/null 2>&1 &); echo hi"])
+def test_processes_that_leave_the_job_session_end_with_it(work, env, escape):
+    start = time.monotonic()
+    proc = run(escape, cwd=work, env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == b"hi\n", proc.stderr
+    assert time.monotonic() - start < 10
+    time.sleep(0.3)
+    assert not pgrep("^sleep 37$")
+
+
+def test_what_a_killed_run_left_running_is_ended_by_the_next_run(work, env, tmp_path):
+    p = subprocess.Popen([tool("seamless-run"), "setsid sleep 38 & sleep 39; echo x"], cwd=work, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not pgrep("^sleep 39$") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    assert pgrep("^sleep 38$")  # kill -9 gave seamless-run no chance to end it
+    assert run("echo next", cwd=work, env=env).returncode == 0
+    time.sleep(0.3)
+    assert not pgrep("^sleep 3[89]$")
+
+
+@pytest.mark.parametrize("index", [{".": "X"}, {"": "X"}, {"a": "X", "a/b": "X"}, {"a": "X", "./a": "X"}])
+def test_index_entries_that_cannot_be_files_are_refused_before_writing(work, env, index):
+    index = {k: sha(b"hello\n") for k in index}
+    buffer = (json.dumps(index, sort_keys=True, indent=2) + "\n").encode()
+    (work / "d.INDEX").write_bytes(buffer)
+    (work / "d.CHECKSUM").write_text(sha(buffer) + "\n")
+    proc = call("seamless-download", "d", "-o", "tgt", cwd=work, env=env)
+    assert proc.returncode == 1 and b"refusing" in proc.stderr, proc.stderr
+    assert not (work / "tgt").exists()

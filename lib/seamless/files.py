@@ -35,10 +35,10 @@ def inside(root, relpath) -> str:
     anyone may have written (a .INDEX file, a poisoned cache entry), so they are checked
     every time a file is placed by them."""
     parts = relpath.replace("\\", "/").split("/") if isinstance(relpath, str) else None
-    if (not relpath or parts is None or "\0" in relpath or relpath.startswith("/") or ".." in parts
-            or "" in parts[:-1]):
+    names = [p for p in parts if p not in ("", ".")] if parts is not None else []
+    if (not names or "\0" in relpath or relpath.startswith("/") or ".." in parts or "" in parts[:-1]):
         raise UnsafePath(f"{relpath!r} is not a relative path inside {root}")
-    return os.path.join(root, *[p for p in parts if p not in ("", ".")])
+    return os.path.join(root, *names)
 
 
 def within(root, path) -> bool:
@@ -56,11 +56,20 @@ def check_index(index, where="directory index"):
 
     if not isinstance(index, dict):
         raise UnsafePath(f"the {where} is not a JSON object")
+    files = {}
     for key, cs in index.items():
         try:
-            inside(".", key)
+            files[os.path.normpath(inside(".", key))] = key
             parse_checksum(cs)
         except (ValueError, TypeError):
             raise UnsafePath(f"refusing the {where}: entry {key!r} -> {cs!r} is not a relative path inside "
                              "the directory with a checksum") from None
+    if len(files) < len(index):
+        raise UnsafePath(f"refusing the {where}: two entries name the same file")
+    for path, key in files.items():  # a file cannot also be a directory of other entries
+        parent = os.path.dirname(path)
+        while parent:
+            if parent in files:
+                raise UnsafePath(f"refusing the {where}: {files[parent]!r} is a file, yet {key!r} is inside it")
+            parent = os.path.dirname(parent)
     return index

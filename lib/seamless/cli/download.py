@@ -41,9 +41,9 @@ def parse_args(argv):
 def what(item, directory_flag):
     """(kind, checksum, index or None, default destination, compress) for an ITEM.
 
-    compress: the checksum is of the uncompressed bytes of a file named x.gz/x.zst (the
-    x.CHECKSUM that seamless-upload writes), so the file is compressed again on the way;
-    a sidecar of the file's own name (x.gz.CHECKSUM, as results get) is of its exact bytes.
+    A sidecar of the item's own name (x.gz.CHECKSUM) is of its exact bytes. Failing
+    that, the x.CHECKSUM of an x.gz (or x.zst) is of its uncompressed bytes, as
+    upstream's seamless-upload writes it: compress says the file is compressed again.
     """
     if not os.path.exists(item) and is_checksum(item):
         return ("directory" if directory_flag else "file"), parse_checksum(item), None, item.lower(), False
@@ -51,23 +51,16 @@ def what(item, directory_flag):
     for suffix in (".CHECKSUM", ".INDEX"):
         if base.endswith(suffix):
             base = base[: -len(suffix)]
-    exact = strip_compression(base) != base and os.path.isfile(base + ".CHECKSUM")
-    found = read_exact_sidecar(base) if exact else read_sidecar(base)
+    found, compress = read_sidecar(base), False
+    if found is None and strip_compression(base) != base:
+        found = read_sidecar(strip_compression(base))
+        compress = found is not None and found[0] == "file"
     if found is None:
         raise UserError(f"{item}: no {base}.CHECKSUM sidecar (upload it first, or give a checksum)")
     kind, cs, index = found
     if index is not None and index_checksum(index) != cs:
         index = None  # stale .INDEX: take the stored one
-    return kind, cs, index, base, not exact
-
-
-def read_exact_sidecar(path):
-    """A file's own-name sidecar, path.CHECKSUM."""
-    with open(path + ".CHECKSUM") as f:
-        text = f.read().strip()
-    if not is_checksum(text):
-        raise ArgtypeError(f"'{path}.CHECKSUM' does not contain a valid checksum")
-    return "file", parse_checksum(text), None
+    return kind, cs, index, base, compress
 
 
 def main(argv):

@@ -1,7 +1,7 @@
 """seamless-upload: put files and directories in the buffer store, leaving sidecars.
 
-Each FILE gets FILE.CHECKSUM (a compressed x.gz gets x.CHECKSUM, of its uncompressed
-bytes); each DIR gets DIR.INDEX and DIR.CHECKSUM. seamless-run then accepts the sidecar
+Each FILE gets FILE.CHECKSUM (the checksum of its exact bytes, x.gz.CHECKSUM for x.gz);
+each DIR gets DIR.INDEX and DIR.CHECKSUM. seamless-run then accepts the sidecar
 in place of the file, and seamless-download brings the contents back.
 """
 
@@ -13,7 +13,7 @@ import sys
 from seamless.checksum import serialize
 from seamless.cli import UserError, add_version, error_line, open_stores, selection
 from seamless.files import atomic_write
-from seamless.run.argtyping import ArgtypeError, Input, strip_compression
+from seamless.run.argtyping import ArgtypeError, Input
 from seamless.run.inputs import resolve, store_input
 from seamless.transfer import Progress, add_confirm_arguments, confirm, human, remote
 
@@ -69,7 +69,7 @@ def main(argv):
                 base = path.rstrip("/")
                 atomic_write(base + ".INDEX", serialize(item.index, "plain"))
             else:
-                base = strip_compression(path)
+                base = path
             atomic_write(base + ".CHECKSUM", item.checksum + "\n")
             if args.move:
                 _remove_stored(stores, item)

@@ -84,8 +84,11 @@ def wait_for_future(path: str):
 
 
 def read_sidecar(path: str):
-    """(kind, checksum, index) from PATH.CHECKSUM [+ PATH.INDEX], or None."""
-    base = strip_compression(path)
+    """(kind, checksum, index) from PATH.CHECKSUM [+ PATH.INDEX], or None.
+
+    The sidecar of x.gz is x.gz.CHECKSUM, the checksum of its exact bytes (upstream
+    reads x.CHECKSUM, of the uncompressed bytes, for x.gz: see inputs.py for why not)."""
+    base = path
     checksum_file = base + ".CHECKSUM"
     if not os.path.isfile(checksum_file):
         return None

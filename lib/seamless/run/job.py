@@ -106,8 +106,6 @@ class Job:
             self.env[name] = value
 
     def _place(self, cs, dest, executable, label):
-        from seamless.store.directory import encoding_of
-
         placed = self._placed.get(dest)
         if placed is not None:  # also inside another input (d and d/sub): one file, if they agree
             if placed != cs:
@@ -116,13 +114,12 @@ class Job:
             return
         self._placed[dest] = cs
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        encoding = encoding_of(dest)  # a compressed input: stored uncompressed, recompressed here
         # only a stored file whose bytes are verified is linked; copies are verified on the way
-        found = None if encoding is not None or executable else self.stores.verified_local(cs)
+        found = None if executable else self.stores.verified_local(cs)
         if found is not None and _link(found[0], dest):
             st = os.stat(dest)  # after linking: a new link changes the inode's ctime
             self._linked.append((found[0], cs, label, _stamp(st), st.st_mode))
-        elif not self.stores.get_to_file(cs, dest, encoding):
+        elif not self.stores.get_to_file(cs, dest):
             raise JobError(f"input {label!r}: buffer {cs} is not in any store "
                            "(--fingertip recomputes buffers that a cached transformation produced)")
         if executable:
@@ -161,7 +158,7 @@ class Job:
 
     def run(self, code, quiet=False, stdout=None, setup=""):
         """Run the code; raise JobError on failure. Returns resource usage of the job."""
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, MARKER: self.dir}  # inherited by all it starts, setsid or not
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         try:
@@ -179,9 +176,12 @@ class Job:
         ]
         for t in pumps:
             t.start()
-        with _killing_on_signal(proc, pumps):
-            _wait_unreaped(proc)
-        code_ = proc.wait()
+        try:
+            with _killing_on_signal(proc, pumps, self.dir):
+                _wait_unreaped(proc)
+            code_ = proc.wait()
+        finally:
+            bad = self.tampered()  # however it ended: a damaged stored input never stays
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         usage = {
             "wall_time_seconds": round(time.monotonic() - started, 6),
@@ -189,14 +189,15 @@ class Job:
             "cpu_time_system_seconds": round(after.ru_stime - before.ru_stime, 6),
             "memory_peak_bytes": after.ru_maxrss * 1024,
         }
+        damage = (f"the command wrote into its input(s) {', '.join(bad)} in place; those are shared cached "
+                  "files, so they were removed from the cache and nothing was kept. Copy an input before "
+                  "modifying it.") if bad else ""
         if code_ != 0:
             code = code_ if code_ > 0 else 128 - code_  # killed by a signal: shell convention
-            raise JobError(f"the command failed with exit code {code}", code, bytes(tail))
-        bad = self.tampered()
+            raise JobError(f"the command failed with exit code {code}" + (f"; {damage}" if bad else ""),
+                           code, bytes(tail))
         if bad:
-            raise JobError(f"the command wrote into its input(s) {', '.join(bad)} in place; those are "
-                           "shared cached files, so they were removed from the cache and nothing was kept. "
-                           "Copy an input before modifying it.")
+            raise JobError(damage)
         return usage
 
     def result_path(self):
@@ -265,6 +266,11 @@ def sweep_dead_jobs(parent) -> int:
             continue
         try:
             if os.path.exists(lock):  # not already swept by someone else while we waited
+                for pid in marked_processes(lock[: -len(LOCK_SUFFIX)]):  # what the killed run left running
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
                 _remove_tree(lock[: -len(LOCK_SUFFIX)])
                 _unlink(lock)
                 removed += 1
@@ -313,8 +319,8 @@ class _killing_on_signal:
     """While the job runs, SIGINT/SIGTERM kill its process group and interrupt us. However
     the job ends, what it left running in the background is killed with it."""
 
-    def __init__(self, proc, pumps):
-        self.proc, self.pumps = proc, pumps
+    def __init__(self, proc, pumps, marker):
+        self.proc, self.pumps, self.marker = proc, pumps, marker
 
     def __enter__(self):
         self.saved = {}
@@ -328,7 +334,7 @@ class _killing_on_signal:
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            _end_group(self.proc, self.pumps)
+            _end_group(self.proc, self.pumps, self.marker)
         finally:
             for sig, handler in self.saved.items():
                 signal.signal(sig, handler)
@@ -344,18 +350,45 @@ def _wait_unreaped(proc):
         proc.wait()
 
 
-def _end_group(proc, pumps):
-    """SIGTERM the job's process group, then SIGKILL it once its pipes are closed (or
-    after a grace period): no background process outlives the job or holds us up."""
-    deadline = time.monotonic() + KILL_GRACE
+def _end_group(proc, pumps, marker):
+    """SIGTERM the job's process group and whatever else carries the job's mark (a
+    process that left the group with setsid, or daemonized), then SIGKILL them once our
+    pipes are closed (or after a grace period): nothing outlives the job or holds us up."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for kill, pid in [(os.killpg, proc.pid)] + [(os.kill, p) for p in marked_processes(marker)]:
+            try:
+                kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + KILL_GRACE
         for t in pumps:
             t.join(max(0.0, deadline - time.monotonic()))
-        deadline = time.monotonic() + KILL_GRACE
+
+
+# A job's processes carry SEAMLESS_JOB=<its directory> in their environment, which they
+# inherit whatever they do to their session or process group.
+MARKER = "SEAMLESS_JOB"
+
+
+def marked_processes(job_dir) -> list:
+    """The pids of this user's processes whose environment says they belong to job_dir."""
+    needle = f"{MARKER}={job_dir}".encode()
+    found = []
+    me, uid = os.getpid(), os.getuid()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:  # no /proc: only the process group can be ended
+        return found
+    for pid in pids:
+        try:
+            if pid == me or os.stat(f"/proc/{pid}").st_uid != uid:
+                continue  # a cheap stat spares reading the environment of others' processes
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(pid)
+        except OSError:  # gone, or another user's
+            pass
+    return found
 
 
 def _stamp(st):
