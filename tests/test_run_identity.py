@@ -33,6 +33,7 @@ DEVIATIONS = {
     "redir_parent": "upstream moves ../out.txt into RESULT/..; outside the job dir is not a result here",
     "dotdot_file": "upstream links ../data.txt outside the job dir (pain point 6); refused here",
     "primary_2": "upstream corrupts the command with --primary 2 (pain point 2)",
+    "cp_space": "a -cp result is never an input, so rule 1 does not apply to its name here",
     "cp_space_g1": "upstream does not quote mv/mkdir arguments; names with spaces work here",
     "cp_dir_space": "same: quoting",
     "redir_space": "same: quoting",

@@ -160,8 +160,9 @@ def test_result_targets_are_not_inputs_of_other_commands(tmp_path, monkeypatch):
     assert names(command) == ["keep.txt", "res"]
     assert names(command, ["res"]) == names(command, ["./res/:elsewhere"]) == ["keep.txt"]
     assert names(command, ["res/a.txt", ":out"]) == ["keep.txt", "res"]
-    # the primary pipeline keeps upstream's rule: an existing directory is an input
-    assert names("ls res", ["res"]) == ["res"]
+    # in the primary pipeline too (the directory does not exist on a first run)
+    assert names("ls res", ["res"]) == names("ls res/a.txt", ["res:x"]) == []
+    assert names("ls res", ["res/a.txt"]) == ["res"]
 
 
 # --- rewritten words mean what the user wrote --------------------------------------------
@@ -248,6 +249,198 @@ def test_command_line_directory_with_a_slash_may_be_sidecars(tmp_path):
     assert proc.returncode == 1 and b"directory" in proc.stderr
 
 
+# --- compound commands: redirections, case ---------------------------------------------
+
+
+@pytest.mark.parametrize("command", ['while read l; do echo "$l"; done < in.txt',
+                                     "until ! read l; do echo $l; done < in.txt",
+                                     "for i in 1; do cat; done < in.txt", "{ cat; } < in.txt",
+                                     "( cat ) < in.txt", "if true; then cat; fi < in.txt",
+                                     "case x in x) cat;; esac < in.txt", "true; { cat; } < in.txt",
+                                     "{ cat; } < in.txt | sort", "while read l; do echo $l; done < ./in.txt"])
+def test_the_input_redirection_of_a_compound_command_is_an_input(tmp_path, command):
+    (tmp_path / "in.txt").write_text("b\na\n")
+    proc, tf, code = dry(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr
+    assert pins(tf) == ["in.txt"] and code == f"(\n{command.replace('./in.txt', 'in.txt')}\n) > RESULT\n"
+    proc = run(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert sorted(proc.stdout.split()) == [b"a", b"b"]
+
+
+def test_the_redirections_of_a_compound_command_come_before_its_body(tmp_path):
+    """They are opened before the body runs: a file the body writes is still read."""
+    (tmp_path / "in.txt").write_text("a\n")
+    (tmp_path / "out.txt").write_text("stale\n")
+    proc, tf, code = dry(tmp_path, "{ cat; echo x > in.txt; } < in.txt")
+    assert proc.returncode == 0 and pins(tf) == ["in.txt"], proc.stderr
+    (tmp_path / "JOB" / "transformation.json").unlink()
+    (tmp_path / "JOB" / "command.txt").unlink()
+    (tmp_path / "JOB").rmdir()
+    proc, tf, code = dry(tmp_path, "{ echo a; cat out.txt; } > out.txt")  # empty when cat reads it
+    assert proc.returncode == 0 and pins(tf) == [], proc.stderr
+
+
+def test_a_command_that_is_only_a_redirection(tmp_path):
+    (tmp_path / "in.txt").write_text("a\n")
+    proc, tf, code = dry(tmp_path, "< in.txt")
+    assert proc.returncode == 0, proc.stderr
+    assert pins(tf) == ["in.txt"]
+    proc = run(tmp_path, "< in.txt; echo done")
+    assert proc.returncode == 0 and proc.stdout == b"done\n", proc.stderr
+    proc = run(tmp_path, "< missing.txt")  # the primary pipeline's rule 1
+    assert proc.returncode == 1 and b"missing.txt" in proc.stderr
+
+
+def test_an_input_redirection_is_a_file_without_an_extension_too(tmp_path):
+    """Rule 2 is for words that may be values; the file of `<` is always read."""
+    (tmp_path / "data").write_text("a\nb\n")
+    proc = run(tmp_path, "while read l; do echo $l; done < data")
+    assert proc.returncode == 0 and proc.stdout == b"a\nb\n", proc.stderr
+    proc = run(tmp_path, "wc -l < data")
+    assert proc.returncode == 0 and proc.stdout == b"2\n", proc.stderr
+
+
+@pytest.mark.parametrize("command", ["{ cat in.txt; } > out.txt", "(cat in.txt) >> out.txt",
+                                     "for i in 1; do cat in.txt; done > out.txt",
+                                     "while read l; do echo $l; done < in.txt > out.txt",
+                                     "echo a; { cat in.txt; } > out.txt",
+                                     "echo a; if true; then cat in.txt; fi > out.txt",
+                                     "case x in x) cat in.txt;; esac > out.txt"])
+def test_the_output_redirection_of_a_last_compound_command_is_a_result(tmp_path, command):
+    (tmp_path / "in.txt").write_text("a\n")
+    proc, tf, code = dry(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr
+    assert pins(tf) == ["in.txt"] and code == f"mkdir -p RESULT/\n{command}\nmv out.txt RESULT/\n"
+    proc = run(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (tmp_path / "out.txt").read_text() == "a\n"
+
+
+def test_a_file_a_compound_command_writes_is_not_an_input_after_it(tmp_path):
+    (tmp_path / "in.txt").write_text("b\na\n")
+    (tmp_path / "t.txt").write_text("stale\n")
+    for command in ("{ sort in.txt; } > t.txt; head -1 t.txt", "for i in 1; do sort in.txt; done > t.txt; head -1 t.txt"):
+        proc = run(tmp_path, command)
+        assert proc.returncode == 0 and proc.stdout == b"a\n", proc.stderr
+
+
+@pytest.mark.parametrize("command", ["case x in x) cat in2.txt;; esac", "case x in (x) cat in2.txt;; esac",
+                                     "case $((1+1)) in 1|2) cat in2.txt ;& 3) cat in2.txt;;& *) :;; esac",
+                                     "true; case x in\n  x)\n    cat in2.txt\n    ;;\nesac"])
+def test_case_runs_and_its_commands_are_scanned(tmp_path, command):
+    (tmp_path / "in2.txt").write_text("two\n")
+    proc, tf, code = dry(tmp_path, command)
+    assert proc.returncode == 0, proc.stderr
+    assert pins(tf) == ["in2.txt"] and code == f"(\n{command}\n) > RESULT\n"
+    proc = run(tmp_path, command)
+    assert proc.returncode == 0 and proc.stdout.startswith(b"two\n"), proc.stderr
+
+
+def test_the_words_of_a_for_loop_are_scanned_not_argtyped(tmp_path):
+    """As upstream, `for f in *.txt` is no command (its words are not argtyped, so a
+    pattern is fine); here an existing file among them is an input."""
+    (tmp_path / "a.txt").write_text("A\n")
+    proc, tf, code = dry(tmp_path, "for f in *.txt; do cat $f; done")
+    assert proc.returncode == 0 and pins(tf) == [], proc.stderr
+    proc = run(tmp_path, "for f in a.txt missing.txt; do cat $f 2>/dev/null || echo none; done")
+    assert proc.returncode == 0 and proc.stdout == b"A\nnone\n", proc.stderr
+
+
+def test_a_compound_command_on_its_own_argtypes_its_first_command(tmp_path):
+    """As upstream: in `(a; b)` and `{ a | b; }` only a is argtyped; b is scanned."""
+    (tmp_path / "a.txt").write_text("A x.y\n")
+    for command in ("(cat a.txt; echo x.y)", "{ cat a.txt | grep -c x.y; }", "if cat a.txt; then echo v1.x; fi"):
+        proc, tf, code = dry(tmp_path / command.replace("/", "_"), command, cwd=tmp_path)
+        assert proc.returncode == 0 and pins(tf) == ["a.txt"], (command, proc.stderr)
+    proc = run(tmp_path, "(cat missing.txt; echo x)")
+    assert proc.returncode == 1 and b"missing.txt" in proc.stderr
+
+
+# --- a -cp result is never an input ------------------------------------------------------
+
+
+def cache_is_intact(cache):
+    """Every buffer in the store still has the checksum it is stored under."""
+    import hashlib
+    files = [p for p in cache.rglob("*") if p.is_file() and len(p.name) == 64]
+    assert files
+    for path in files:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, path
+
+
+@pytest.mark.parametrize("command", ["mkdir -p od; echo 1 > od/a", "mkdir od; echo 1 > od/a",
+                                     "mkdir -p od; echo 1 > od/a; seq 7 > od/b",
+                                     "mkdir -p od/s && ls od; echo 1 > od/s/a"])
+def test_a_result_directory_of_the_primary_pipeline_is_a_cache_hit(tmp_path, command):
+    checksums = []
+    for n in range(3):
+        checksums.append(run(tmp_path, "--dry", "-cp", "od", command).stdout)
+        proc = run(tmp_path, "-cp", "od", command)
+        assert proc.returncode == 0, (n, proc.stderr.decode())
+        assert (tmp_path / "od.INDEX").exists()
+        if n == 1:  # only the sidecars are left: still the same transformation
+            for path in sorted((tmp_path / "od").rglob("*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+            (tmp_path / "od").rmdir()
+    assert checksums[0] == checksums[1] == checksums[2] != b""
+    assert (tmp_path / "od" / ("s/a" if "od/s" in command else "a")).read_text() == "1\n"
+    cache_is_intact(tmp_path / "cache")
+
+
+def test_a_result_path_is_never_an_input(tmp_path):
+    (tmp_path / "sorted.txt").write_text("old\n")
+    (tmp_path / "data.txt").write_text("b\na\n")
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "x.txt").write_text("downloaded\n")
+    for capture, command in (("sorted.txt", "cat sorted.txt data.txt | sort > sorted.txt"),
+                             ("res/x.txt", "cat res/x.txt data.txt; ls res/x.txt"),
+                             ("res:elsewhere", "mkdir -p res; cat res/x.txt data.txt > res/y.txt")):
+        proc, tf, code = dry(tmp_path / f"job-{len(capture)}", "-cp", capture, command, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert pins(tf) == ["data.txt"], capture
+    # the escape hatch: a result delivered under the name of the input it replaces
+    proc = run(tmp_path, "-cp", "sorted.txt:data.txt", "sort data.txt > sorted.txt")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "data.txt").read_text() == "a\nb\n"
+
+
+# --- a file inside a directory input -------------------------------------------------------
+
+
+def test_a_file_inside_a_directory_given_by_its_sidecars(tmp_path):
+    sidecar_dir(tmp_path, "results")
+    for argv, out in ((["-i", "results", "cat results/x.txt"], b"x\n"),
+                      (["-i", "results/", "cat ./results/x.txt | wc -l"], b"1\n"),
+                      (["cat results/x.txt; ls results"], b"x\nx.txt\n"),
+                      (["-i", "results", "ls results/"], b"x.txt\n")):
+        proc = run(tmp_path, *argv)
+        assert proc.returncode == 0, (argv, proc.stderr.decode())
+        assert proc.stdout == out, argv
+    proc, tf, code = dry(tmp_path, "-i", "results", "cat results/x.txt")
+    assert pins(tf) == ["results"] and code == "(\ncat results/x.txt\n) > RESULT\n"
+    proc = run(tmp_path, "-i", "results", "cat results/y.txt")  # not in the directory
+    assert proc.returncode == 1 and b"results/y.txt" in proc.stderr
+
+
+def test_a_file_inside_a_directory_input_is_renamed_with_it(tmp_path):
+    (tmp_path / "sub").mkdir()
+    sidecar_dir(tmp_path / "sub", "results")
+    proc, tf, code = dry(tmp_path, "-ms", "-i", "sub/results", "cat sub/results/x.txt")
+    assert proc.returncode == 0, proc.stderr
+    assert pins(tf) == ["results"] and code == "(\ncat results/x.txt\n) > RESULT\n"
+
+
+def test_a_path_inside_an_existing_directory_input_is_no_second_pin(tmp_path):
+    (tmp_path / "d" / "s").mkdir(parents=True)
+    (tmp_path / "d" / "x.txt").write_text("X\n")
+    (tmp_path / "d" / "README").write_text("R\n")
+    for argv in (["-i", "d", "cat d/x.txt"], ["ls d; cat d/x.txt"], ["-i", "d", "cat d/README"]):
+        proc, tf, code = dry(tmp_path / str(len(argv[-1])), *argv, cwd=tmp_path)
+        assert proc.returncode == 0, (argv, proc.stderr)
+        assert pins(tf) == ["d"], argv
+
+
 # --- where upstream works, the transformation is upstream's --------------------------------
 
 VENV = os.environ.get("SEAMLESS_UPSTREAM_VENV", "")
@@ -266,6 +459,14 @@ SAME_AS_UPSTREAM = [
     "sort a.txt > t.txt; echo x",
     "ls d; ls d/s",
     "ls d d/s",
+    "{ cat a.txt; } > out.txt",
+    "(cat a.txt) > out.txt",
+    "for i in 1; do cat a.txt; done > out.txt",
+    "for f in *.txt; do cat $f; done",
+    "(cat a.txt; echo x.y)",
+    "{ cat a.txt | grep -c x.y; }",
+    "while read l; do echo $l; done",
+    "f() { cat a.txt > o.txt; }; f",
 ]
 
 

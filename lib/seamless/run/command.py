@@ -51,24 +51,34 @@ def analyze(command: str, *, primary=1, rule1=True, rule2=True, workdir=".", map
         raise ArgtypeError(f"--primary {primary}: the command has {len(pipelines)} part(s)")
     workdir = os.path.abspath(os.path.expanduser(workdir))
 
+    # what the job writes as a result is never an input: its copy here is the previous result
     results = {os.path.normpath(server) for server, _ in map(parse_capture, captures) if server != "STDOUT"}
     written = set()  # what the commands so far redirect their output to
     strict, lenient = [], []  # (input, the word naming it)
+    unresolved = []  # (word, its argtyping error or None): maybe inside a directory input
     programs = set()  # words in command position
     argno = 0
-    for cmd, number, fallback in _walk(pipelines):
-        is_primary = number == primary
-        for position, word in enumerate(cmd.words + [r.target for r in cmd.redirects if r.op == "<"]):
+    for program, words, redirects, is_primary, fallback in _steps(pipelines, _argtyped(pipelines[primary - 1])):
+        for word in words:
             argno += is_primary
-            if (fallback and not is_primary) or _under(word, written) or (not is_primary and _under(word, results)):
+            if (fallback and not is_primary) or _under(word, written) or _under(word, results):
                 continue
-            program = position == 0 and word is cmd.words[0]
-            found = _examine(word, program, argno, is_primary, rule1, rule2)
-            if found is not None:
-                (strict if is_primary else lenient).append((found, word))
-                if program:
-                    programs.add(word)
-        written.update(os.path.normpath(r.target.value) for r in cmd.redirects
+            try:
+                found = _examine(word, word is program, argno, is_primary, rule1,
+                                 rule2 and not _is_read(word, redirects))
+            except ArgtypeError as exc:
+                if not is_primary:
+                    raise
+                found, error = None, exc
+            else:
+                error = None
+            if found is None:
+                unresolved.append((word, error))
+                continue
+            (strict if is_primary else lenient).append((found, word))
+            if word is program:
+                programs.add(word)
+        written.update(os.path.normpath(r.target.value) for r in redirects
                        if r.op in WRITE_OPS and not r.is_dup and not r.target.has_expansion)
 
     inputs = []
@@ -90,23 +100,44 @@ def analyze(command: str, *, primary=1, rule1=True, rule2=True, workdir=".", map
             item.name = None
     inputs = [item for item in inputs if item.name]
     covered = _covered(inputs)
+    entries = _entries(unresolved, inputs)
 
     analysis = Analysis(command, [item for item in inputs if item not in covered])
-    analysis.command = _rewrite(command, inputs, analysis, programs)
-    analysis.redirect = _redirect_target(pipelines[-1])
+    analysis.command = _rewrite(command, inputs + entries, analysis, programs)
+    analysis.redirect = _redirect_target(pipelines[-1].commands[-1])
     return analysis
 
 
-def _walk(pipelines, nested=False):
-    """(command, number of its pipeline or 0 in a substitution, whether it is a fallback
-    after ||), in the order the commands run."""
-    for number, pipeline in enumerate(pipelines, 1):
-        fallback = pipeline.after == "||"
+def _argtyped(pipeline):
+    """The commands of the primary pipeline that are argtyped, as upstream: all of them
+    (also inside compound commands), but of a compound command on its own only its
+    first command (and its own redirections)."""
+    if len(pipeline.commands) > 1:
+        return set(shell.commands([pipeline]))
+    return {pipeline.commands[0], next(shell.simple_commands([pipeline]), None)}
+
+
+def _steps(pipelines, argtyped, fallback=False):
+    """In the order they run: (the word in command position or None, the words read,
+    the redirections, whether argtyped, whether a fallback after ||). A compound
+    command's redirections come first: they are set up before its body runs."""
+    for pipeline in pipelines:
+        after_or = fallback or pipeline.after == "||"
         for cmd in pipeline.commands:
             for inner in cmd.substitutions:
-                for sub, _, sub_fallback in _walk(inner, nested=True):
-                    yield sub, 0, fallback or sub_fallback
-            yield cmd, 0 if nested else number, fallback
+                yield from _steps(inner, (), after_or)
+            reads = [r.target for r in cmd.redirects if r.op == "<"]
+            if cmd.kind is None:
+                yield cmd.words[0] if cmd.words else None, cmd.words + reads, cmd.redirects, cmd in argtyped, after_or
+                continue
+            yield None, reads, cmd.redirects, cmd in argtyped, after_or
+            yield None, cmd.words, (), False, after_or  # a for list, a case word: never argtyped
+            yield from _steps(cmd.body, argtyped, after_or)
+
+
+def _is_read(word, redirects):
+    """The word is the file of an input redirection: a file, whatever its name."""
+    return any(r.target is word for r in redirects)
 
 
 def _examine(word, program, argno, strict, rule1, rule2):
@@ -139,21 +170,56 @@ def _add(inputs, found):
     return found
 
 
+def _entries(unresolved, inputs):
+    """Words that are no input but name something inside a directory input (one given by
+    its sidecars too: per its index), named as in the job: the directory brings them
+    along. The first argtyping error of any other word is raised."""
+    directories = [item for item in inputs if item.kind == "directory"]
+    entries = {}
+    for word, error in unresolved:
+        path = None if word.has_expansion or not directories else os.path.abspath(os.path.expanduser(word.value))
+        d = path and next((d for d in directories if _entry(path, d)), None)
+        if not d:
+            if error is not None:
+                raise error
+            continue
+        if path not in entries:
+            entries[path] = Input(path, _entry(path, d))
+            entries[path].name = f"{d.name}/{os.path.relpath(path, d.source)}"
+        entries[path].words.append(word)
+    return list(entries.values())
+
+
+def _entry(path, directory):
+    """What `path` is inside directory input `directory` ("file" or "directory"), or None.
+    A directory that exists is looked at; one given by its sidecars, its index. A
+    compressed file is left out: its index key drops the suffix."""
+    if not path.startswith(directory.source + "/"):
+        return None
+    rel = path[len(directory.source) + 1:]
+    if rel != strip_compression(rel):
+        return None
+    if os.path.isdir(directory.source):
+        return "directory" if os.path.isdir(path) else "file" if os.path.exists(path) else None
+    index = directory.index or {}
+    if rel in index:
+        return "file"
+    return "directory" if any(key.startswith(rel + "/") for key in index) else None
+
+
 def _covered(inputs):
     """Inputs inside a directory input, renamed to their path in it: the directory brings
     them along. For files always (two pins for one file: upstream fails there); for
-    directories only outside the primary pipeline (upstream keeps both). Not executables
-    (copied to be made executable) nor compressed files (their index key drops the suffix)."""
-    directories = sorted((i for i in inputs if i.kind == "directory" and os.path.isdir(i.source)),
-                         key=lambda i: len(i.source))
+    directories that exist, only outside the primary pipeline (upstream keeps both). Not
+    executables (copied to be made executable)."""
+    directories = sorted((i for i in inputs if i.kind == "directory"), key=lambda i: len(i.source))
     covered = []
     for item in inputs:
-        if item.executable or not os.path.exists(item.source) or (item.kind == "directory" and not item.optional):
+        if item.executable or (item.kind == "directory" and not item.optional and os.path.isdir(item.source)):
             continue
         for d in directories:
-            rel = os.path.relpath(item.source, d.source)
-            if item is not d and item.source.startswith(d.source + "/") and rel == strip_compression(rel):
-                item.name = f"{d.name}/{rel}"
+            if item is not d and _entry(item.source, d) == item.kind:
+                item.name = f"{d.name}/{os.path.relpath(item.source, d.source)}"
                 covered.append(item)
                 break
     return covered
@@ -196,17 +262,20 @@ def _rewrite(command, inputs, analysis, programs):
     return command
 
 
-def _redirect_target(pipeline):
-    """The relative file that the last command writes its output to, if any.
+def _redirect_target(cmd):
+    """The relative file that the last command writes its output to, if any: its own
+    redirection, or for a compound command without one, that of its last command.
 
     As upstream, any output redirection counts except stderr's (2>); unlike upstream,
     fd duplications (>&2, 2>&1), /dev/..., absolute and ../ paths are not results.
     """
     target = None
-    for redirect in pipeline.commands[-1].redirects:
+    for redirect in cmd.redirects:
         if redirect.op in STDOUT_OPS and redirect.fd != 2 and not redirect.is_dup:
             target = redirect.target
-    if target is None or target.has_expansion:
+    if target is None:
+        return _redirect_target(cmd.body[-1].commands[-1]) if cmd.body else None
+    if target.has_expansion:
         return None
     path = os.path.normpath(target.value)
     if os.path.isabs(path) or path == ".." or path.startswith("../") or path == ".":

@@ -5,14 +5,18 @@ removed, with their positions so they can be rewritten), the redirections (a `> 
 target becomes a result), and how commands group into pipelines (`|`) and lists
 (`;`, `&&`, `||`, `&`, newlines). Quotes, backslashes, `$(...)`, `${...}`, backticks,
 comments, here-strings, here-documents and fd duplications (`2>&1`, `>&2`) are
-understood; nothing is expanded or executed. Compound commands are flattened: `( )` and
-`{ }` groups belong to the pipeline they are in, and keywords only delimit. The commands
-inside `$(...)`, backticks and `<(...)`/`>(...)` are parsed too, as the `substitutions`
-of the command whose word holds them.
+understood; nothing is expanded or executed. Compound commands ({ }, ( ), if, while,
+until, for, select, case, function definitions, [[ ]], (( ))) are parsed as such: a
+command of their own, with their body (a list of pipelines), their own words (the list
+of for/select, the subject of case, the words of [[ ]]) and the redirections that apply
+to all of them. The commands inside `$(...)`, backticks and `<(...)`/`>(...)` are parsed
+too, as the `substitutions` of the command whose word holds them.
 """
 
-OPERATORS = ("&&", "||", ";;", "|&", "|", "&", ";", "(", ")")
+OPERATORS = ("&&", "||", ";;&", ";;", ";&", "|&", "|", "&", ";", "(", ")")
 REDIRECT_OPS = ("&>>", "&>", ">>", ">|", ">&", "<<<", "<<-", "<<", "<&", "<>", ">", "<")
+SEPARATORS = (";", "&", "\n")
+CASE_ENDS = (";;", ";&", ";;&")
 RESERVED = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "in",
             "case", "esac", "select", "function", "{", "}", "!", "time", "[[", "]]", "coproc"}
 # bash's builtins: a command word with one of these names never runs a file from PATH
@@ -57,21 +61,25 @@ class Redirect:
         return self.op in (">&", "<&") and (self.target.value.isdigit() or self.target.value == "-")
 
 
-
 class Command:
-    """A simple command: its words (leading assignments kept apart) and redirections, and
-    the pipelines of the command substitutions in them (they run before it)."""
+    """A simple command (kind None): its words (leading assignments kept apart) and
+    redirections. Or a compound command (kind "group", "subshell", "if", "while",
+    "until", "for", "select", "case", "function", "cond" for [[ ]], "arith" for (( ))):
+    its own words (never a program), its body, and the redirections of all of it.
+    Both: the pipelines of the command substitutions in their words (they run first)."""
 
-    def __init__(self):
+    def __init__(self, kind=None):
+        self.kind = kind
         self.words = []
         self.assignments = []
         self.redirects = []
         self.substitutions = []
-        self.group_redirect = False  # the redirects follow a ( ... ) group ending here
+        self.body = []  # the pipelines inside a compound command
 
 
 class Pipeline:
-    """Commands joined by |; `after` is the list operator before it (None for the first)."""
+    """Commands joined by |; `after` is the list operator before it (None for the first
+    of a list; in a compound command, the keyword that starts its part of the body)."""
 
     def __init__(self, after=None):
         self.commands = []
@@ -79,93 +87,308 @@ class Pipeline:
 
 
 def parse(text: str, start=0, end=None) -> list:
-    """Parse a command string (or its span [start, end)) into a list of pipelines (the
-    top-level list flattened); positions are always those in `text`."""
-    tokens = _tokenize(text, start, len(text) if end is None else end)
-    pipelines = [Pipeline()]
-    current = Command()
-    depth = 0
-    expect_target = None  # a redirect operator waiting for its word
-    function_name = function_parens = False
+    """Parse a command string (or its span [start, end)) into its list of pipelines;
+    positions are always those in `text`."""
+    parser = _Parser(text, _tokenize(text, start, len(text) if end is None else end))
+    pipelines = parser.list()
+    if parser.peek() is not None:
+        raise parser.unexpected()
+    return pipelines
 
-    def finish_command():
-        nonlocal current
-        if current.words or current.assignments or current.redirects:
-            pipelines[-1].commands.append(current)
-        current = Command()
 
-    def finish_pipeline(operator):
-        finish_command()
-        if pipelines[-1].commands:
-            pipelines.append(Pipeline(operator))
+def commands(pipelines):
+    """Every command of a list, compound commands before the commands inside them, in
+    text order (not those of substitutions)."""
+    for pipeline in pipelines:
+        for cmd in pipeline.commands:
+            yield cmd
+            yield from commands(cmd.body)
 
-    def open_group():
-        nonlocal depth
-        finish_command()
-        depth += 1
 
-    def close_group(closer):
-        nonlocal depth
-        depth -= 1
-        if depth < 0:
-            raise ShellSyntaxError(f"syntax error: unmatched '{closer}'")
-        finish_command()
-        current.group_redirect = True  # redirects right after a group apply to the whole group
+def simple_commands(pipelines):
+    return (cmd for cmd in commands(pipelines) if cmd.kind is None)
 
-    for kind, value, fd in tokens:
-        if kind == "word":
-            for span in value.substitutions:
-                try:
-                    current.substitutions.append(parse(text, *span))
-                except ShellSyntaxError:
-                    pass  # kept verbatim, as before: only its files go unseen
-        if expect_target is not None:
-            if kind != "word":
-                raise ShellSyntaxError(f"syntax error: a file name must follow '{expect_target[0]}'")
-            op, opfd = expect_target
-            current.redirects.append(Redirect(op, opfd, value))
-            expect_target = None
-            continue
-        if kind == "word":
-            if not current.words and _is_assignment(value.raw_text):
-                current.assignments.append(value)
-            elif not current.words and value.value in RESERVED and not value.quoted:
-                if value.value in "{}":  # a { ...; } group, like ( ... )
-                    open_group() if value.value == "{" else close_group("}")
-                function_name = value.value == "function"
-                continue  # keywords of compound commands: not arguments
-            elif function_name:
-                function_name = False  # function NAME { ...; }: the name is no command
-            else:
-                current.words.append(value)
-        elif kind == "redirect":
-            expect_target = (value, fd)
-        elif value == "(":
-            if current.words:  # NAME() { ...; }: a function definition, not a command
-                current.words.clear()
-                function_parens = True
+
+class _Parser:
+    """Recursive descent over the tokens, bash's grammar where it decides which words
+    are commands."""
+
+    def __init__(self, text, tokens):
+        self.text, self.tokens, self.i = text, tokens, 0
+
+    def peek(self):
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def keyword(self, token=None):
+        """The reserved word at the next token (bash recognizes them where a command starts)."""
+        token = token or self.peek()
+        if token and token[0] == "word" and not token[1].quoted and token[1].value in RESERVED:
+            return token[1].value
+        return None
+
+    def is_op(self, *ops):
+        token = self.peek()
+        return token is not None and token[0] == "op" and token[1] in ops
+
+    def close(self, closer, message):
+        """Past the keyword (or the ')') that `closer` is, else the syntax error `message`."""
+        if not (self.is_op(")") if closer == ")" else self.keyword() == closer):
+            raise ShellSyntaxError(f"syntax error: {message}")
+        self.i += 1
+
+    def skip_newlines(self):
+        while self.is_op("\n"):
+            self.i += 1
+
+    def unexpected(self):
+        token = self.peek()
+        if token is None:
+            return ShellSyntaxError("syntax error: unexpected end of the command")
+        text = token[1].raw_text if token[0] == "word" else token[1]
+        if text in (")", "}"):
+            return ShellSyntaxError(f"syntax error: unmatched '{text}'")
+        return ShellSyntaxError("syntax error near " + ("a newline" if text == "\n" else repr(text)))
+
+    def ends(self, closers):
+        token = self.peek()
+        return token is None or (token[1] in closers if token[0] == "op" else self.keyword(token) in closers)
+
+    def list(self, closers=(), after=None):
+        """Pipelines up to one of `closers` (keywords or operators, left for the caller)."""
+        pipelines = []
+        while not self.ends(closers):
+            if self.is_op(*SEPARATORS):
+                after = after or (self.peek()[1] if pipelines else None)
+                self.i += 1
                 continue
-            open_group()
-        elif value == ")":
-            if function_parens:
-                function_parens = False
-                continue
-            close_group(")")
-        elif value in ("|", "|&"):
-            finish_command()
-        else:  # ; & && || ;; newline
-            if depth == 0:
-                finish_pipeline(value)
+            pipelines.append(self.pipeline(after))
+            after = None
+            if self.is_op("&&", "||"):
+                after = self.peek()[1]
+                self.i += 1
+                self.skip_newlines()
+                if self.ends(closers):
+                    raise ShellSyntaxError(f"syntax error: a command must follow '{after}'")
+            elif not self.ends(closers) and not self.is_op(*SEPARATORS):
+                raise self.unexpected()
+        return pipelines
+
+    def pipeline(self, after):
+        pipeline = Pipeline(after)
+        while self.keyword() in ("!", "time"):
+            self.i += 1
+            if self.tokens[self.i - 1][1].value == "time" and self.peek() and self.peek()[0] == "word" \
+                    and self.peek()[1].value == "-p":
+                self.i += 1  # time -p
+        while True:
+            cmd = self.command()
+            if cmd is None:
+                raise self.unexpected()
+            pipeline.commands.append(cmd)
+            if not self.is_op("|", "|&"):
+                return pipeline
+            self.i += 1
+            self.skip_newlines()
+
+    def word(self, cmd):
+        """The next token, a word; the commands of its substitutions go to `cmd`."""
+        token = self.peek()
+        if token is None or token[0] != "word":
+            raise self.unexpected()
+        self.i += 1
+        for span in token[1].substitutions:
+            try:
+                cmd.substitutions.append(parse(self.text, *span))
+            except ShellSyntaxError:
+                pass  # kept verbatim, as before: only its files go unseen
+        return token[1]
+
+    def redirections(self, cmd):
+        while self.peek() and self.peek()[0] == "redirect":
+            self.redirect(cmd)
+        return cmd
+
+    def redirect(self, cmd):
+        _, op, fd = self.peek()[:3]
+        self.i += 1
+        if self.peek() is None or self.peek()[0] != "word":
+            raise ShellSyntaxError(f"syntax error: a file name must follow '{op}'")
+        cmd.redirects.append(Redirect(op, fd, self.word(cmd)))
+
+    def command(self):
+        """The next command, or None if none starts here."""
+        token = self.peek()
+        if token is None:
+            return None
+        if token[0] == "arith":
+            self.i += 1
+            return self.redirections(Command("arith"))
+        if token[0] == "op":
+            if token[1] != "(":
+                return None
+            self.i += 1
+            return self.compound(Command("subshell"), self.list((")",)), ")", "unmatched '('")
+        keyword = self.keyword()
+        if keyword is None:
+            return self.simple()
+        self.i += 1
+        if keyword == "{":
+            return self.compound(Command("group"), self.list(("}",)), "}", "unmatched '{'")
+        if keyword == "if":
+            return self.if_()
+        if keyword in ("while", "until"):
+            body = self.list(("do",))
+            self.close("do", f"'do' expected in {keyword}")
+            return self.compound(Command(keyword), body + self.list(("done",), "do"), "done",
+                                 f"'done' expected to end {keyword}")
+        if keyword in ("for", "select"):
+            return self.for_(Command(keyword))
+        if keyword == "case":
+            return self.case()
+        if keyword == "function":
+            self.word(Command())  # the name: no command
+            if self.is_op("("):
+                self.i += 1
+                self.close_paren()
+            return self.function()
+        if keyword == "[[":
+            return self.cond()
+        if keyword == "coproc":
+            following = self.tokens[self.i + 1:self.i + 2]
+            if self.keyword() is None and following and (following[0][1] == "(" or self.keyword(following[0]) == "{"):
+                self.i += 1  # coproc NAME { ...; }: the name is no command
+            return self.command()
+        self.i -= 1
+        return None  # a keyword that ends something: not a command
+
+    def compound(self, cmd, body, closer, message):
+        """The end of compound command `cmd` and its redirections."""
+        self.close(closer, message)
+        cmd.body = body
+        return self.redirections(cmd)
+
+    def if_(self):
+        body = self.list(("then",))
+        self.close("then", "'then' expected in if")
+        while True:
+            body += self.list(("elif", "else", "fi"), "then")
+            if self.keyword() != "elif":
+                break
+            self.i += 1
+            body += self.list(("then",), "elif")
+            self.close("then", "'then' expected after elif")
+        if self.keyword() == "else":
+            self.i += 1
+            body += self.list(("fi",), "else")
+        return self.compound(Command("if"), body, "fi", "'fi' expected to end if")
+
+    def for_(self, cmd):
+        """for NAME [in WORDS]; do LIST; done (also with { }), or for ((...)); select alike."""
+        if self.peek() and self.peek()[0] == "arith" and cmd.kind == "for":
+            self.i += 1
+        else:
+            self.word(cmd)  # the variable's name: no word of a command
+            self.skip_newlines()
+            if self.keyword() == "in":
+                self.i += 1
+                while self.peek() and self.peek()[0] == "word":
+                    cmd.words.append(self.word(cmd))
+                if not self.is_op(";", "\n"):
+                    raise ShellSyntaxError(f"syntax error: ';' or a newline expected after the words of {cmd.kind}")
+        if self.is_op(";", "\n"):
+            self.i += 1
+        self.skip_newlines()
+        if self.keyword() == "{":
+            self.i += 1
+            return self.compound(cmd, self.list(("}",), "{"), "}", "unmatched '{'")
+        self.close("do", f"'do' expected in {cmd.kind}")
+        return self.compound(cmd, self.list(("done",), "do"), "done", f"'done' expected to end {cmd.kind}")
+
+    def case(self):
+        """case WORD in [(]PATTERN[|PATTERN...]) LIST ;; (or ;& ;;&) ... esac"""
+        cmd = Command("case")
+        cmd.words.append(self.word(cmd))
+        self.skip_newlines()
+        self.close("in", "'in' expected after the word of case")
+        body = []
+        while True:
+            self.skip_newlines()
+            if self.keyword() == "esac" or self.peek() is None:
+                return self.compound(cmd, body, "esac", "'esac' expected to end case")
+            if self.is_op("("):
+                self.i += 1
+            self.word(cmd)  # a pattern: not a file of the script
+            while self.is_op("|"):
+                self.i += 1
+                self.word(cmd)
+            if not self.is_op(")"):
+                raise ShellSyntaxError("syntax error: ')' expected after a pattern of case")
+            self.i += 1
+            body += self.list(CASE_ENDS + ("esac",), ")")
+            if self.is_op(*CASE_ENDS):
+                self.i += 1
+
+    def function(self):
+        """The body of a function definition: a compound command; the function's own
+        commands run only when it is called, but they are the script's."""
+        self.skip_newlines()
+        body = self.command()
+        if body is None or body.kind in (None, "function"):
+            raise ShellSyntaxError("syntax error: a function body must be a compound command ({ ...; })")
+        cmd = Command("function")
+        pipeline = Pipeline()
+        pipeline.commands.append(body)
+        cmd.body = [pipeline]
+        return cmd
+
+    def close_paren(self):
+        if not self.is_op(")"):
+            raise ShellSyntaxError("syntax error: '()' expected in a function definition")
+        self.i += 1
+
+    def cond(self):
+        """[[ ... ]]: its words (&&, ||, <, > and parentheses in it are operators)."""
+        cmd = Command("cond")
+        while self.keyword() != "]]":
+            token = self.peek()
+            if token is None:
+                raise ShellSyntaxError("syntax error: unmatched '[['")
+            if token[0] == "word":
+                cmd.words.append(self.word(cmd))
             else:
-                finish_command()
-    if expect_target is not None:
-        raise ShellSyntaxError(f"syntax error: a file name must follow '{expect_target[0]}'")
-    if depth != 0:
-        raise ShellSyntaxError("syntax error: unmatched '(' or '{'")
-    finish_command()
-    if current.redirects and pipelines[-1].commands:
-        pipelines[-1].commands[-1].redirects.extend(current.redirects)
-    return [p for p in pipelines if p.commands]
+                self.i += 1
+        self.i += 1
+        return self.redirections(cmd)
+
+    def simple(self):
+        cmd = Command()
+        while self.peek() is not None:
+            kind, value = self.peek()[:2]
+            if kind == "redirect":
+                self.redirect(cmd)
+            elif kind == "word":
+                word = self.word(cmd)
+                if cmd.words or not _is_assignment(word.raw_text):
+                    cmd.words.append(word)
+                    continue
+                cmd.assignments.append(word)
+                if word.raw_text.endswith("=") and self.is_op("(") and self.peek()[3] == word.end:
+                    self.i += 1  # NAME=(...): an array's elements are values, as in NAME=value
+                    while not self.is_op(")"):
+                        if self.is_op("\n"):
+                            self.i += 1
+                        else:
+                            self.word(cmd)
+                    self.i += 1
+            elif kind == "op" and value == "(" and len(cmd.words) == 1 and not (cmd.assignments or cmd.redirects):
+                self.i += 1  # NAME () BODY: a function definition; the name is no command
+                self.close_paren()
+                return self.function()
+            else:
+                break
+        if not (cmd.words or cmd.assignments or cmd.redirects):
+            return None
+        return cmd
 
 
 def _is_assignment(raw: str) -> bool:
@@ -174,7 +397,8 @@ def _is_assignment(raw: str) -> bool:
 
 
 def _tokenize(text: str, i: int, n: int):
-    """Yield (kind, value, fd) with kind 'word' (a Word), 'op' or 'redirect'."""
+    """The tokens (kind, value, fd, position), kind 'word' (a Word), 'op', 'redirect' or
+    'arith' (a whole ((...)), whose < and > are no redirections)."""
     tokens = []
     heredocs = []  # (delimiter, strip tabs) of here-documents whose body starts at the next line
     while i < n:
@@ -186,7 +410,7 @@ def _tokenize(text: str, i: int, n: int):
             i += 2  # line continuation
             continue
         if c == "\n":
-            tokens.append(("op", "\n", None))
+            tokens.append(("op", "\n", None, i))
             i = _skip_heredocs(text, i + 1, n, heredocs)
             continue
         if c == "#":
@@ -199,24 +423,46 @@ def _tokenize(text: str, i: int, n: int):
             j += 1
         if j > i and j < n and text[j] in "<>":
             op = _match(text, j, REDIRECT_OPS)
-            tokens.append(("redirect", op, int(text[i:j])))
+            tokens.append(("redirect", op, int(text[i:j]), i))
             i = j + len(op)
             continue
         op = "" if text.startswith(("<(", ">("), i) else _match(text, i, REDIRECT_OPS)
         if op:
-            tokens.append(("redirect", op, None))
+            tokens.append(("redirect", op, None, i))
             i += len(op)
+            continue
+        end = _arith_end(text, i, n)
+        if end:
+            tokens.append(("arith", text[i:end], None, i))
+            i = end
             continue
         op = _match(text, i, OPERATORS)
         if op:
-            tokens.append(("op", op, None))
+            tokens.append(("op", op, None, i))
             i += len(op)
             continue
+        start = i
         word, i = _read_word(text, i, n)
         if tokens and tokens[-1][0] == "redirect" and tokens[-1][1] in ("<<", "<<-"):
             heredocs.append((word.value, tokens[-1][1] == "<<-"))
-        tokens.append(("word", word, None))
+        tokens.append(("word", word, None, start))
     return tokens
+
+
+def _arith_end(text, i, n):
+    """The end of an arithmetic ((...)) starting at i, or 0 (then it is two parentheses,
+    as bash decides too: `((a); (b))` is a subshell in a subshell)."""
+    if not text.startswith("((", i):
+        return 0
+    depth = 0
+    for j in range(i + 2, n):
+        if text[j] == "(":
+            depth += 1
+        elif text[j] == ")":
+            if depth == 0:
+                return j + 2 if text.startswith("))", j) else 0
+            depth -= 1
+    return 0
 
 
 def _skip_heredocs(text, i, n, heredocs):
