@@ -15,8 +15,7 @@ rewritten in place, spelled to keep their meaning.
 import os
 
 from seamless.run import shell
-from seamless.run.argtyping import (ArgtypeError, Input, classify, find_executable, map_names,
-                                    strip_compression)
+from seamless.run.argtyping import ArgtypeError, Input, classify, find_executable, map_names
 
 FORBIDDEN_PINS = ("code", "bashcode", "pins_")
 STDOUT_OPS = (">", ">>", ">|", "&>", "&>>")
@@ -192,13 +191,10 @@ def _entries(unresolved, inputs):
 
 def _entry(path, directory):
     """What `path` is inside directory input `directory` ("file" or "directory"), or None.
-    A directory that exists is looked at; one given by its sidecars, its index. A
-    compressed file is left out: its index key drops the suffix."""
+    A directory that exists is looked at; one given by its sidecars, its index."""
     if not path.startswith(directory.source + "/"):
         return None
     rel = path[len(directory.source) + 1:]
-    if rel != strip_compression(rel):
-        return None
     if os.path.isdir(directory.source):
         return "directory" if os.path.isdir(path) else "file" if os.path.exists(path) else None
     index = directory.index or {}
