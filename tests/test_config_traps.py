@@ -138,7 +138,7 @@ def show(env, cwd):
 
 
 def test_a_big_parse_is_not_cached(tmp_path, env):
-    """3 MB expanded is within the YAML bound, but too much to keep for every later run."""
+    """3 MB expanded is within the YAML bound, but too much to read again on every later run."""
     (tmp_path / "work" / "seamless.yaml").write_text(big_string_bomb(300_000, 10))
     for _ in range(2):  # the second run parses again, with the same result
         assert show(env, tmp_path / "work")["project"] == "p"
@@ -150,13 +150,13 @@ def test_the_cache_file_stays_bounded(tmp_path, monkeypatch):
     from seamless.config.yamlfiles import YamlReader
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    for i in range(12):  # 12 x 200 KB: more than the cache file may hold
+    for i in range(12):  # 12 x 100 KB: more than the cache file may hold (512 KB)
         path = tmp_path / f"c{i}.yaml"
-        path.write_text(f"k: '{i:x>200000}'\n")
+        path.write_text(f"k: '{i:x>100000}'\n")
         reader = YamlReader()
-        assert reader(str(path)) == {"k": f"{i:x>200000}"}
+        assert reader(str(path)) == {"k": f"{i:x>100000}"}
         reader.save()
-        assert os.path.getsize(reader.path) <= 1 << 20
+        assert os.path.getsize(reader.path) <= 512 << 10
     with open(reader.path) as f:
         assert str(path) in json.load(f)
 

@@ -13,8 +13,8 @@ import os
 
 from seamless.config.errors import ConfigError
 
-CACHE_ENTRY_MAX = 256 << 10  # JSON characters; real config files parse to a few KB
-CACHE_FILE_MAX = 1 << 20  # what every configured seamless-run reads: a few ms at most
+CACHE_ENTRY_MAX = 128 << 10  # JSON characters; real config files parse to a few KB
+CACHE_FILE_MAX = 512 << 10  # every configured seamless-run reads all of it: a few ms at most
 
 _memory = {}
 
