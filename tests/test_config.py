@@ -1,10 +1,13 @@
 """The configuration language: every command, every error message, storage paths, the API."""
 
 import os
+import re
+import subprocess
 import textwrap
 
 import pytest
 
+from conftest import tool
 import seamless.config as api
 from seamless.config import storage
 from seamless.config.errors import ConfigError
@@ -373,3 +376,58 @@ def _stop_launched(base):
             os.kill(json.loads(status.read_text())["pid"], signal.SIGTERM)
         except (OSError, KeyError, ValueError):
             pass
+
+
+# --- the man pages' examples, run -------------------------------------------------------------
+
+
+def man_blocks(page, section):
+    """The literal (.nf/.fi) blocks of a man page from `section` on, as a reader sees them."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "man", page)) as f:
+        text = f.read()
+    text = text[text.index(section):]
+    return [b.replace("\\-", "-").replace("\\e", "\\") for b in re.findall(r"^\.nf\n(.*?)^\.fi$", text, re.M | re.S)]
+
+
+def session(block):
+    """{command: its output lines} of a shell session shown as `$ command` lines."""
+    out, lines = {}, None
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            lines = out[line[2:]] = []
+        else:
+            lines.append(line)
+    return out
+
+
+def test_seamless_init_man_page_example(tmp_path):
+    clusters, config, shown = man_blocks("man1/seamless-init.1", ".SH EXAMPLES")[:3]
+    home = tmp_path / "home"
+    write(home / ".seamless", clusters, "clusters.yaml")
+    write(home / "work", config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.run([tool("seamless-init"), "--show"], cwd=home / "work", env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    expected = [line.replace("/tmp/man1/home", str(home)) for line in session(shown)["seamless-init --show"]]
+    assert proc.stdout.splitlines() == expected
+
+
+def test_launch_directory_man_page_example(tmp_path):
+    shown = session(next(b for b in man_blocks("man5/seamless.yaml.5", ".SS Services on this machine")
+                         if "$ ls $SEAMLESS_LAUNCH_DIR/server" in b))
+    write(tmp_path / "work", "\n".join(shown["cat seamless.yaml"]).replace("/tmp/man5", str(tmp_path)) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "xdg"),
+               SEAMLESS_LAUNCH_DIR=str(tmp_path / "launch"))
+    try:
+        proc = subprocess.run([tool("seamless-init")], cwd=tmp_path / "work", env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        ports = [re.sub(r":\d+ ", ":PORT ", line) for line in proc.stdout.splitlines()]
+        assert ports == [re.sub(r":\d+ ", ":PORT ", line) for line in shown["seamless-init"]]
+        listing = shown["ls $SEAMLESS_LAUNCH_DIR/server"]
+        assert sorted(os.listdir(tmp_path / "launch" / "server")) == sorted(listing)
+    finally:
+        _stop_launched(tmp_path / "launch")

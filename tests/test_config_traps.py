@@ -1,6 +1,7 @@
 """Configuration traps of issue 10: YAML alias bombs, mistyped stages, seamless-init --show
 without a project. Real tools in subprocesses where the user would meet them."""
 
+import json
 import os
 import resource
 import subprocess
@@ -82,6 +83,118 @@ def test_alias_bomb_in_tools_yaml(tmp_path, env):
     proc = bounded([tool("seamless-launch"), "hashserver", "--cluster", "lab", "--project", "p", "--dry-run"],
                    env, tmp_path / "work")
     one_line_error(proc, path, 6)
+
+
+def big_string_bomb(chars=200_000, uses=5000):
+    """A seamless.yaml whose queue repeats one long string by alias: small on disk, `chars * uses`
+    characters expanded (1 GB by default). The alias list is on line 9."""
+    return textwrap.dedent(f"""\
+        - project: p
+        - clusters:
+            hpc:
+              type: slurm
+              frontends: [{{hostname: login}}]
+              queues:
+                normal:
+                  cores: 4
+                  job_extra_directives: [&big '{"x" * chars}', {", ".join(["*big"] * (uses - 1))}]
+        """)
+
+
+def cache_file(env):
+    return os.path.join(env["XDG_CACHE_HOME"], "seamless", "config-cache.json")
+
+
+def test_alias_bomb_of_a_large_string(tmp_path, env):
+    path = tmp_path / "work" / "seamless.yaml"
+    path.write_text(big_string_bomb())
+    for argv in (["seamless-init", "--show"], ["seamless-run", "echo hi"]):
+        proc = bounded([tool(argv[0]), *argv[1:]], env, tmp_path / "work")
+        one_line_error(proc, path, 9)
+        assert "10 MB" in proc.stderr.decode()
+    assert not os.path.exists(cache_file(env)) or os.path.getsize(cache_file(env)) < 1 << 20
+
+
+def test_a_config_file_too_big_to_read(tmp_path, env):
+    path = tmp_path / "work" / "seamless.yaml"
+    path.write_text("- project: p\n" + "# padding\n" * 1_100_000)  # 11 MB, no aliases
+    proc = bounded([tool("seamless-init"), "--show"], env, tmp_path / "work")
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1 and f"{path}: " in err and "10 MB" in err, err
+
+
+def test_values_nested_too_deeply(tmp_path, env):
+    path = tmp_path / "work" / "seamless.yaml"
+    path.write_text("- project: p\n- nparallel: " + "[" * 990 + "]" * 990 + "\n")  # libyaml allows 1000
+    proc = bounded([tool("seamless-init"), "--show"], env, tmp_path / "work")
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1 and f"{path}: line 2: " in err and "deep" in err, err
+
+
+def show(env, cwd):
+    proc = bounded([tool("seamless-init"), "--show"], env, cwd)
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split(None, 1) for line in proc.stdout.decode().splitlines())
+
+
+def test_a_big_parse_is_not_cached(tmp_path, env):
+    """3 MB expanded is within the YAML bound, but too much to read again on every later run."""
+    (tmp_path / "work" / "seamless.yaml").write_text(big_string_bomb(300_000, 10))
+    for _ in range(2):  # the second run parses again, with the same result
+        assert show(env, tmp_path / "work")["project"] == "p"
+        assert not os.path.exists(cache_file(env)) or os.path.getsize(cache_file(env)) < 1 << 20
+
+
+def test_the_cache_file_stays_bounded(tmp_path, monkeypatch):
+    """Every configuration file ever read leaves an entry; the oldest go first, the newest stays."""
+    from seamless.config.yamlfiles import YamlReader
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for i in range(12):  # 12 x 100 KB: more than the cache file may hold (512 KB)
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(f"k: '{i:x>100000}'\n")
+        reader = YamlReader()
+        assert reader(str(path)) == {"k": f"{i:x>100000}"}
+        reader.save()
+        assert os.path.getsize(reader.path) <= 512 << 10
+    with open(reader.path) as f:
+        assert str(path) in json.load(f)
+
+
+def test_an_oversized_cache_file_is_ignored_and_rewritten(tmp_path, env):
+    work = tmp_path / "work"
+    (work / "seamless.yaml").write_text("- project: p\n")
+    assert show(env, work)["project"].strip() == "p"
+    with open(cache_file(env)) as f:
+        cache = json.load(f)
+    key = str(work / "seamless.yaml")
+    cache[key][1] = [{"project": "stale"}]  # what a reader trusting the file would print
+    cache["/elsewhere/seamless.yaml"] = [[0, 0, 0], ["x" * 20_000_000]]
+    with open(cache_file(env), "w") as f:
+        json.dump(cache, f)
+    assert show(env, work)["project"].strip() == "p"
+    assert os.path.getsize(cache_file(env)) < 1 << 20  # rewritten
+    with open(cache_file(env)) as f:
+        assert json.load(f)[key][1] == [{"project": "p"}]
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not json", b"[1, 2]", b"[" * 100_000, b"PATH5", b"PATH[1]",
+                                     b'PATH{"0": 1, "1": 2}', b"PATH[[1, 2, 3]]", None])
+def test_an_unreadable_cache_file_is_ignored_and_rewritten(tmp_path, env, content):
+    work = tmp_path / "work"
+    key = str(work / "seamless.yaml")
+    (work / "seamless.yaml").write_text("- project: p\n")
+    os.makedirs(cache_file(env))
+    if content is not None:  # else: a directory where the file belongs
+        os.rmdir(cache_file(env))
+        if content.startswith(b"PATH"):  # a JSON object whose entry for seamless.yaml is malformed
+            content = b"{%s: %s}" % (json.dumps(key).encode(), content[4:])
+        with open(cache_file(env), "wb") as f:
+            f.write(content)
+    assert show(env, work)["project"].strip() == "p"
+    if content is not None:
+        with open(cache_file(env)) as f:
+            assert json.load(f)[key][1] == [{"project": "p"}]
 
 
 def test_plain_aliases_and_merge_keys_still_work(tmp_path, monkeypatch):
