@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -215,6 +216,33 @@ def test_a_pid_in_the_status_file_is_not_trusted(tmp_path, env):
             (tmp_path / "launch" / "client" / "hs-test.json").unlink()
     finally:
         bystander.kill()
+
+
+def test_a_service_is_known_while_its_program_loads(tmp_path):
+    """Just after Popen returns, the child may still be loading its program, its
+    /proc/PID/cmdline empty: it is the service all the same. (A launcher that asked at
+    that moment called its fresh service dead and stopped it: "did not start: no output".)"""
+    from seamless.launch import host
+
+    status_file = str(tmp_path / "s.json")
+    marker = host.service_marker(status_file)
+    for find in (lambda pid: host.runs(pid, marker), lambda pid: host.processes_of(marker) == [pid]):
+        for _ in range(30):
+            proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(9)", "--status-file", status_file])
+            try:
+                assert find(proc.pid)
+            finally:
+                proc.kill()
+                proc.wait()
+    # a kernel thread never gets a command line: it is not waited for
+    try:
+        with open("/proc/2/stat", "rb") as f:
+            kernel_thread = b"(kthreadd)" in f.read()
+    except OSError:
+        kernel_thread = False
+    if kernel_thread:
+        began = time.monotonic()
+        assert not host.runs(2, marker) and time.monotonic() - began < 2.0
 
 
 def test_a_corrupt_status_file_leaves_no_second_copy(tmp_path, env):

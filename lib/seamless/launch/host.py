@@ -12,7 +12,8 @@ over ssh for services on a frontend; they print JSON so the client can read them
 
 A pid from a file is never trusted alone: a service is the process whose command line
 holds its status file's path (every service gets `--status-file PATH`), so a reused
-pid, or one planted in the file, is never signalled.
+pid, or one planted in the file, is never signalled. (A process still in its exec has
+no command line for a moment: it is waited for, not taken for a stranger.)
 """
 
 import json
@@ -114,27 +115,55 @@ def runs(pid, marker: bytes) -> bool:
     (Without /proc, as on macOS, a live pid is trusted.)"""
     if not alive(pid):
         return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return marker in f.read()
-    except OSError:
-        return not os.path.isdir("/proc/self")
+    cmdline = _command_line(pid)
+    return marker in cmdline if cmdline is not None else not os.path.isdir("/proc/self")
 
 
 def processes_of(marker: bytes):
     """Every live process whose command line holds `marker` (orphaned copies too)."""
     if not os.path.isdir("/proc/self"):
         return []
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != os.getpid():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if marker in f.read() and not zombie(int(name)):
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
+    return [int(name) for name in os.listdir("/proc")
+            if name.isdigit() and int(name) != os.getpid() and marker in (_command_line(int(name)) or b"")
+            and not zombie(int(name))]
+
+
+EXEC_WAIT = 5.0  # an exec whose program must first be read from a busy disk
+PF_EXITING, PF_KTHREAD = 0x4, 0x200000  # the flags field of /proc/PID/stat
+
+
+def _command_line(pid):
+    """/proc/PID/cmdline, or None if unreadable. An exec that has replaced the process's
+    memory but not yet laid out its new arguments (often still so when Popen returns)
+    shows an empty one: that is waited out (bounded), not taken for a stranger."""
+    deadline = time.monotonic() + EXEC_WAIT
+    while True:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            return None
+        if cmdline or not _execing(pid) or time.monotonic() > deadline:
+            return cmdline
+        time.sleep(0.002)
+
+
+def _execing(pid) -> bool:
+    """Without a command line, is pid in an exec (not exiting, not a kernel thread)?"""
+    fields = _stat(pid)
+    try:
+        return fields[0] not in (b"Z", b"X") and not int(fields[6]) & (PF_EXITING | PF_KTHREAD)
+    except (IndexError, ValueError):
+        return False
+
+
+def _stat(pid):
+    """The fields of /proc/PID/stat after the command name: state first, flags 7th."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()
+    except OSError:
+        return []
 
 
 def terminate(pids, grace=5.0):
@@ -159,11 +188,7 @@ def terminate(pids, grace=5.0):
 
 def zombie(pid) -> bool:
     """Exited but not yet reaped (an orphan waits for init to reap it)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False
+    return _stat(pid)[:1] == [b"Z"]
 
 
 def answers(url, timeout=2.0, token=None) -> bool:
