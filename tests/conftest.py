@@ -46,16 +46,17 @@ def pytest_sessionfinish(session):
     """Stop what tests left running (services started through the launcher, their ssh
     tunnels): found by this session's temp directory or ssh aliases in their command line,
     so nothing outlives the run to meet a later one."""
-    marks = [f"seamless-test-frontend-{os.getpid()}", f"seamless-test-refusing-{os.getpid()}"]
+    # whole words only: pytest-1/ must not match pytest-12, frontend-12 not frontend-123
+    marks = [f"seamless-test-frontend-{os.getpid()} ", f"seamless-test-refusing-{os.getpid()} "]
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is not None:
-        marks.append(str(factory.getbasetemp()))
+        marks.append(str(factory.getbasetemp()) + "/")
     for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
         if pid == os.getpid():
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace") + " "
         except OSError:
             continue
         if any(mark in cmdline for mark in marks):
