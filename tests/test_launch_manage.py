@@ -19,6 +19,7 @@ def test_a_failed_ssh_launch_leaves_no_ghost(frontend, tmp_path, env):  # noqa: 
     proc = subprocess.run([tool("seamless-run"), "--stage", "refused", "cat data.txt"], cwd=work, env=env,
                           capture_output=True, timeout=60)
     assert proc.returncode == 1 and f"cannot ssh to {sshd.REFUSING}".encode() in proc.stderr
+    assert b"without a password prompt" in proc.stderr  # and how to fix it
     assert ps_rows(env) == []
 
 

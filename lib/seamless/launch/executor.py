@@ -82,7 +82,9 @@ class SshExecutor:
         err = proc.stderr.strip().splitlines()
         last = err[-1] if err else ""
         if proc.returncode == 255:
-            raise LaunchError(f"cannot ssh to {self.ssh_host}: {last or 'connection failed'}")
+            raise LaunchError(f"cannot ssh to {self.ssh_host}: {last or 'connection failed'} (check that "
+                              f"`ssh {self.ssh_host} true` works without a password prompt: a key in "
+                              "ssh-agent or ~/.ssh/config; or set ssh_hostname in clusters.yaml)")
         if proc.returncode == 127:
             raise LaunchError(f"{self.remote[0]} is not installed on {self.ssh_host} (install seamless there, "
                               "or set SEAMLESS_LAUNCH_REMOTE to its path)")
