@@ -64,6 +64,28 @@ def test_wrong_checksum_stores_nothing(hashserver, bufferdir):
     assert [f for _, _, fs in os.walk(bufferdir) for f in fs] == [".HASHSERVER_PREFIX"]
 
 
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+def test_wrong_bytes_for_a_stored_checksum_are_400_too(hashserver, bufferdir, encoding):
+    """Issue 10 review: wrong bytes answered 201 when the checksum was already stored."""
+    data = b"stored first " * 100
+    cs = cs_of(data)
+    assert request(hashserver, "PUT", "/" + cs, data)[0] == 200
+    wrong = b"something else entirely"
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    for body in (wrong, wrong * 5000):  # small, and larger than one read
+        sent = gzip.compress(body) if encoding else body
+        status, _, answer = request(hashserver, "PUT", "/" + cs, sent, headers)
+        assert (status, answer) == (400, b"Incorrect checksum")
+    if encoding:
+        status, _, answer = request(hashserver, "PUT", "/" + cs, b"\x1f\x8b not gzip", headers)
+        assert status == 400 and b"gzip" in answer
+    right = gzip.compress(data) if encoding else data
+    assert request(hashserver, "PUT", "/" + cs, right, headers)[0] == 201  # the right bytes: stored already
+    assert request(hashserver, "GET", "/" + cs)[2] == data
+    store = HttpBufferStore(hashserver.url, writable=True)
+    with pytest.raises(ChecksumMismatch):
+        store._put(cs, wrong)  # what our client says
+
 @pytest.mark.parametrize("path", ["/abcd", "/" + "z" * 64, "/" + "a" * 65])
 def test_invalid_checksum_is_400(hashserver, path):
     assert request(hashserver, "GET", path)[0] == 400

@@ -63,6 +63,11 @@ class BodyReader:
         # "Expect: 100-continue": the client waits for this before sending the body
         self.continue_to = None if self.done else continue_to
 
+    @property
+    def withheld(self) -> bool:
+        """The client waits for "100 Continue" before it sends the body (none has come)."""
+        return self.continue_to is not None
+
     def _go_ahead(self):
         if self.continue_to is not None:
             self.continue_to.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -128,7 +133,7 @@ class BodyReader:
         """Skip what is left of the body; False if it is larger than `limit` (None: any)."""
         if self.done:
             return True
-        if self.continue_to is not None:
+        if self.withheld:
             return False  # the client still waits for our go-ahead: it sends nothing more
         if limit is not None and not self.chunked and self.remaining > limit:
             return False

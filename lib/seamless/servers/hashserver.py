@@ -21,7 +21,7 @@ from seamless.cli import UserError, set_debug
 from seamless.servers.base import Handler, HTTPError, Server, add_server_arguments, read_token, serve
 from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError
 from seamless.store.clients import warn
-from seamless.store.directory import Decoder, DirectoryStore, decode_errors, open_decoded
+from seamless.store.directory import Decoder, DirectoryStore, decode_errors, digest_stream, open_decoded
 
 PROMISE_TTL = 600.0
 SMALL_FILE = 256 << 10  # served with read + write; larger files with sendfile
@@ -309,11 +309,20 @@ class HashserverHandler(Handler):
                 Decoder(encoding)  # is the codec available here?
             except StoreError as exc:
                 raise HTTPError(400, str(exc)) from None
+        size = None if self.body.chunked else self.body.remaining
         if not service.begin_upload(cs, encoding):
+            if self.body.withheld:  # no bytes sent (Expect: 100-continue): none to refuse
+                return self.respond(201)
+            # a good copy is stored, but the bytes sent must still be the right ones
+            try:
+                matches = digest_stream(self.body, encoding, size)[0] == cs
+            except StoreError as exc:
+                raise HTTPError(400, str(exc), close=True) from None
+            if not matches:
+                raise HTTPError(400, "Incorrect checksum")
             return self.respond(201)
         stored = False
         try:
-            size = None if self.body.chunked else self.body.remaining
             service.store.put_stream(self.body, cs, encoding, size)
             stored = True
         except ChecksumMismatch:

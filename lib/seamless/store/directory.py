@@ -338,38 +338,7 @@ class DirectoryStore:
         """
         self._check_writable()
         cs = None if checksum is None else parse_checksum(checksum)
-        dec = Decoder(encoding) if encoding is not None else None
-
-        def copy(f):
-            h = hashlib.sha256()
-            total = 0
-            view = memoryview(bytearray(CHUNK if length is None else max(1, min(CHUNK, length))))
-            remaining = length
-            while remaining is None or remaining > 0:
-                want = len(view) if remaining is None else min(len(view), remaining)
-                try:
-                    n = stream.readinto(view[:want])
-                except OSError as exc:
-                    raise StoreError(f"upload interrupted: {exc}") from None
-                if not n:
-                    if remaining:
-                        raise StoreError(f"upload ended after {length - remaining} of {length} bytes")
-                    break
-                chunk = view[:n]
-                _write_all(f, chunk)
-                for plain in dec.feed(chunk) if dec is not None else (chunk,):
-                    h.update(plain)
-                    total += len(plain)
-                if remaining is not None:
-                    remaining -= n
-            if dec is not None:
-                dec.finish()
-            return h.hexdigest(), total
-
-        try:
-            return self._ingest(cs, encoding, copy)
-        except decode_errors() as exc:
-            raise StoreError(f"invalid {encoding} payload: {exc}") from None
+        return self._ingest(cs, encoding, lambda f: digest_stream(stream, encoding, length, lambda c: _write_all(f, c)))
 
     def put_file(self, path, checksum=None) -> str:
         """Copy a file into the store in constant memory; returns its checksum once a
@@ -476,6 +445,41 @@ class DirectoryStore:
         except OSError:
             return False
         return True
+
+
+def digest_stream(stream, encoding=None, length=None, sink=None):
+    """(sha-256, length) of the uncompressed bytes of a stream, possibly gzip/zstd-encoded,
+    read to its end or for `length` bytes in constant memory; sink(chunk) gets the bytes
+    as read. A short, failing or undecodable stream is a StoreError."""
+    dec = Decoder(encoding) if encoding is not None else None
+    h = hashlib.sha256()
+    total = 0
+    view = memoryview(bytearray(CHUNK if length is None else max(1, min(CHUNK, length))))
+    remaining = length
+    try:
+        while remaining is None or remaining > 0:
+            want = len(view) if remaining is None else min(len(view), remaining)
+            try:
+                n = stream.readinto(view[:want])
+            except OSError as exc:
+                raise StoreError(f"upload interrupted: {exc}") from None
+            if not n:
+                if remaining:
+                    raise StoreError(f"upload ended after {length - remaining} of {length} bytes")
+                break
+            chunk = view[:n]
+            if sink is not None:
+                sink(chunk)
+            for plain in dec.feed(chunk) if dec is not None else (chunk,):
+                h.update(plain)
+                total += len(plain)
+            if remaining is not None:
+                remaining -= n
+        if dec is not None:
+            dec.finish()
+    except decode_errors() as exc:
+        raise StoreError(f"invalid {encoding} payload: {exc}") from None
+    return h.hexdigest(), total
 
 
 def _write_all(f, data):
