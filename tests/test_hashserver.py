@@ -567,3 +567,35 @@ def test_http_store_has_verified(hashserver, bufferdir):
     gz = cs_of(b"gz form")
     store.client.call("PUT", "/" + gz, gzip.compress(b"gz form"), {"Content-Encoding": "gzip"})
     assert store.has_verified(gz)
+
+
+def test_a_removed_buffer_directory_is_a_server_fault(hashserver, bufferdir):
+    """Issue 10 review: with its directory gone, the server answered 400 (a client error).
+    It answers 500 saying what is wrong; once the directory is back, uploads work again
+    (without a restart) and the prefix sentinel is written again."""
+    import shutil
+
+    shutil.rmtree(bufferdir)
+    data = b"nowhere to go"
+    status, _, body = request(hashserver, "PUT", "/" + cs_of(data), data)
+    assert status == 500, body
+    assert str(bufferdir).encode() in body and b"does not exist" in body
+    assert request(hashserver, "GET", "/" + cs_of(data))[0] == 404
+    assert request(hashserver, "GET", "/healthcheck")[0] == 200
+    bufferdir.mkdir()
+    assert request(hashserver, "PUT", "/" + cs_of(data), data)[0] == 200
+    assert request(hashserver, "GET", "/" + cs_of(data))[2] == data
+    assert (bufferdir / ".HASHSERVER_PREFIX").read_text() == "1\n"
+
+
+def test_an_unwritable_buffer_directory_is_a_server_fault(hashserver, bufferdir):
+    """Permissions are the server's problem too: 500, not 400."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    os.chmod(bufferdir, 0o555)
+    try:
+        data = b"not allowed"
+        status, _, body = request(hashserver, "PUT", "/" + cs_of(data), data)
+        assert status == 500 and b"ermission denied" in body, body
+    finally:
+        os.chmod(bufferdir, 0o755)

@@ -134,3 +134,16 @@ def test_direct_database_full_disk_is_a_clear_error(small_fs):
             db.set_transformation(cs_of(b"tf %d" % i), cs_of(b"result %d" % i))
     assert info.value.status == 507 and "no space left" in info.value.message
     assert db.get_transformation(cs_of(b"tf")) == cs_of(b"result")
+
+
+def test_hashserver_on_a_read_only_filesystem_is_500(small_fs, start_service):
+    """Issue 10 review: a buffer directory the server cannot write is its own fault (500 with
+    the reason), not the client's (it answered 400)."""
+    fs = small_fs("size=1m")
+    server = start_service("seamless-hashserver", fs, "--writable")
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    data = b"read-only here"
+    status, body = request(server, "PUT", "/" + cs_of(data), data)
+    assert status == 500 and b"Read-only file system" in body, body
+    subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
+    assert request(server, "PUT", "/" + cs_of(data), data)[0] == 200

@@ -19,7 +19,7 @@ import time
 from seamless.checksum import parse_checksum
 from seamless.cli import UserError, set_debug
 from seamless.servers.base import Handler, HTTPError, Server, add_server_arguments, read_token, serve
-from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError
+from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError, WriteFailed
 from seamless.store.clients import warn
 from seamless.store.directory import Decoder, DirectoryStore, decode_errors, digest_stream, open_decoded
 
@@ -329,6 +329,8 @@ class HashserverHandler(Handler):
             raise HTTPError(400, "Incorrect checksum") from None
         except NoSpace as exc:
             raise HTTPError(507, str(exc)) from None
+        except WriteFailed as exc:  # our directory's fault, not the client's
+            raise HTTPError(500, str(exc)) from None
         except StoreError as exc:
             raise HTTPError(400, str(exc), close=True) from None
         finally:

@@ -20,7 +20,7 @@ import zlib
 
 from seamless.checksum import CHUNK, calculate_checksum, checksum_stream, parse_checksum
 from seamless.files import atomic_write
-from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, ReadOnlyStore, StoreError
+from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, ReadOnlyStore, StoreError, WriteFailed
 
 PREFIX_SENTINEL = ".HASHSERVER_PREFIX"
 LENGTH_SUFFIX = ".BUFFERLENGTH"
@@ -159,10 +159,9 @@ class DirectoryStore:
         if layout not in ("prefix", "flat"):
             raise StoreError(f"unknown layout {layout!r} (use prefix or flat)")
         self.layout = layout
-        if writable and layout == "prefix" and not os.path.exists(sentinel):
+        if writable and layout == "prefix":
             try:
-                with open(sentinel, "w") as f:
-                    f.write("1\n")
+                self._mark_prefix()
             except OSError as exc:
                 raise StoreError(f"cannot write to buffer directory {self.directory}: {exc.strerror}") from None
         self._stamps = {}
@@ -359,7 +358,19 @@ class DirectoryStore:
             if directory == self.directory:
                 raise
             _makedir(directory)
+            if self.layout == "prefix":  # the directory may be new as a whole (recreated)
+                try:
+                    self._mark_prefix()
+                except OSError:
+                    pass  # the write itself will say what is wrong
             return op()
+
+    def _mark_prefix(self):
+        """Write the prefix sentinel if it is missing: readers (upstream's too) go by it."""
+        sentinel = os.path.join(self.directory, PREFIX_SENTINEL)
+        if not os.path.exists(sentinel):
+            with open(sentinel, "w") as f:
+                f.write("1\n")
 
     def _ingest(self, expected, encoding, fill):
         """Create <target>/<cs><suffix> atomically from fill(file) -> (cs, length).
@@ -506,7 +517,10 @@ def _write_error(directory, exc):
         return exc
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return NoSpace(f"no space left to store the buffer in {directory}; nothing was stored")
-    return StoreError(f"cannot write to buffer directory {directory}: {exc.strerror}")
+    if exc.errno == errno.ENOENT and not os.path.isdir(directory):
+        return WriteFailed(f"buffer directory {directory} does not exist any more (removed while in use?): "
+                           f"create it again (mkdir -p {directory}); nothing was stored")
+    return WriteFailed(f"cannot write to buffer directory {directory}: {exc.strerror}; nothing was stored")
 
 
 def _has_flat_buffers(directory) -> bool:
