@@ -15,6 +15,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from seamless.store import StoreError
+
 ATTEMPTS = 5
 BACKOFF = 0.1  # seconds before the second retry; doubles each time
 BLOCKSIZE = 1 << 20
@@ -43,11 +45,13 @@ def _timeout(name, default):
     return seconds if seconds > 0 else None
 
 
-def read_token_file(path):
-    if not path:
-        return None
-    with open(os.path.expanduser(path)) as f:
-        return f.read().strip() or None
+def read_token_file(path, named_by, fix):
+    """The token in the file at `path`; a clear error says who named the file."""
+    try:
+        with open(os.path.expanduser(path)) as f:
+            return f.read().strip() or None
+    except OSError as exc:
+        raise StoreError(f"cannot read the token file {path} named by {named_by}: {exc.strerror or exc} ({fix})") from None
 
 
 class HttpClient:
@@ -62,7 +66,12 @@ class HttpClient:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base = parts.path
-        token = token or read_token_file(token_file or os.environ.get("SEAMLESS_TOKEN_FILE"))
+        if not token and token_file:
+            token = read_token_file(token_file, f"the token_file of the client entry for {self.url}",
+                                    "correct or remove that token_file")
+        elif not token and os.environ.get("SEAMLESS_TOKEN_FILE"):
+            token = read_token_file(os.environ["SEAMLESS_TOKEN_FILE"], "SEAMLESS_TOKEN_FILE",
+                                    "correct the variable, or unset it")
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.connect_timeout = _timeout("SEAMLESS_REMOTE_CONNECT_TIMEOUT", 10.0)
         self.read_timeout = _timeout("SEAMLESS_REMOTE_READ_TIMEOUT", 1200.0)
