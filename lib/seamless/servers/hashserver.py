@@ -18,7 +18,7 @@ import time
 
 from seamless.checksum import parse_checksum
 from seamless.cli import UserError, set_debug
-from seamless.servers.base import Handler, HTTPError, Server, add_server_arguments, read_token, serve
+from seamless.servers.base import Handler, HTTPError, add_server_arguments, make_server, serve
 from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError, WriteFailed
 from seamless.store.clients import warn
 from seamless.store.directory import Decoder, DirectoryStore, decode_errors, digest_stream, open_decoded
@@ -365,8 +365,7 @@ def main(argv):
     for d in extra:
         if not os.path.isdir(d):
             raise UserError(f"extra directory {d} does not exist")
-    server = Server(HashserverHandler, token=read_token(args.token_file), verbose=args.verbose,
-                    max_connections=args.max_connections)
+    server = make_server(HashserverHandler, args)
 
     def start():
         try:

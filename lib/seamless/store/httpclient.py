@@ -1,8 +1,9 @@
 """A keep-alive HTTP/1.1 client for seamless servers (stdlib http.client).
 
 One connection per thread and server, reused across requests. Connection errors are
-retried (a dropped keep-alive connection at once, then with exponential backoff); an
-HTTP error status never is: a 4xx will not change by asking again.
+retried (a dropped keep-alive connection at once, then with exponential backoff), and so
+is 503 (a busy server), a few times, after its Retry-After (bounded); any other HTTP
+error status never is: a 4xx will not change by asking again.
 Timeouts follow upstream's environment variables SEAMLESS_REMOTE_CONNECT_TIMEOUT
 (default 10 s) and SEAMLESS_REMOTE_READ_TIMEOUT (default 1200 s).
 """
@@ -19,6 +20,9 @@ from seamless.store import StoreError
 
 ATTEMPTS = 5
 BACKOFF = 0.1  # seconds before the second retry; doubles each time
+BUSY_RETRIES = 4  # more tries after a 503, each after Retry-After seconds (or a backoff)
+BUSY_BACKOFF = 0.5  # seconds, doubling, when a 503 has no Retry-After in seconds
+MAX_RETRY_AFTER = 5.0  # a longer Retry-After is cut to this
 BLOCKSIZE = 1 << 20
 NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
 
@@ -28,6 +32,13 @@ def _retriable(exc) -> bool:
     if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, http.client.HTTPException)):
         return True
     return isinstance(exc, OSError) and exc.errno in NETWORK_ERRNOS
+
+
+def _retry_after(value, default) -> float:
+    """Seconds to wait before asking a busy server again: its Retry-After when that is a
+    number of seconds, else `default`; at most MAX_RETRY_AFTER either way."""
+    value = (value or "").strip()
+    return min(float(value) if value.isdigit() else default, MAX_RETRY_AFTER)
 
 
 class ServerUnreachable(ConnectionError):
@@ -122,9 +133,10 @@ class HttpClient:
         if hasattr(body, "seek"):
             start = body.tell()
             hdrs.setdefault("Content-Length", str(os.fstat(body.fileno()).st_size - start))
-        delay = BACKOFF
+        delay, busy_delay = BACKOFF, BUSY_BACKOFF
+        failures = busy = 0
         last = None
-        for attempt in range(ATTEMPTS):
+        while failures < ATTEMPTS:
             reused = False
             try:
                 conn, fresh = self._connection()
@@ -132,6 +144,15 @@ class HttpClient:
                 if hasattr(body, "seek"):
                     body.seek(start)
                 response = self._send(conn, method, self.base + path, body, hdrs)
+                if response.status == 503 and busy < BUSY_RETRIES:  # busy: ask again shortly
+                    wait = _retry_after(response.getheader("Retry-After"), busy_delay)
+                    response.read()
+                    if response.will_close:
+                        self.close()
+                    busy += 1
+                    busy_delay *= 2
+                    time.sleep(wait)
+                    continue
                 if handle is None:
                     result = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
                 else:
@@ -145,9 +166,10 @@ class HttpClient:
                 if not _retriable(exc):
                     raise
                 last = exc
-                if reused and attempt == 0:
+                failures += 1
+                if reused and failures == 1:
                     continue  # the server closed an idle keep-alive connection: retry at once
-                if attempt < ATTEMPTS - 1:
+                if failures < ATTEMPTS:
                     time.sleep(delay)
                     delay *= 2
             except BaseException:
