@@ -45,7 +45,7 @@ MAX_CONNECTIONS = 256
 DRAIN_LIMIT = 1 << 20
 DEFAULT_PORT_RANGE = (49152, 65535)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
-IO_TIMEOUT = 300  # seconds one socket read or write may take while a request is served
+IO_TIMEOUT = 60.0  # seconds one socket read or write may take while a request is served
 HEADER_TIMEOUT = 20.0  # a request line and its headers must arrive within this, in all
 KEEPALIVE_TIMEOUT = 60.0  # an idle kept-alive connection is closed after this
 # at the limit, a head this late may be closed for a new connection (a client that
@@ -163,16 +163,29 @@ class BodyReader:
 
 class DeadlineReader(socket.SocketIO):
     """A socket's raw reader whose reads fail with TimeoutError once `deadline`
-    (monotonic) has passed: a bound on all of a request head, not on each byte of it."""
+    (monotonic) has passed: a bound on all of a request head, not on each byte of it.
+    It keeps track of the socket's timeout so as to change it only when needed (a head
+    that arrives in one piece, the usual case, costs no system call)."""
 
     deadline = None
+
+    def __init__(self, sock, mode):
+        super().__init__(sock, mode)
+        self.timeout = sock.gettimeout()
+
+    def set_timeout(self, seconds):
+        """The socket's timeout for each operation (reads and writes)."""
+        if seconds != self.timeout:
+            self._sock.settimeout(seconds)
+            self.timeout = seconds
 
     def readinto(self, b):
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("deadline passed")
-            self._sock.settimeout(left)
+            if left < self.timeout:
+                self.set_timeout(left)
         return super().readinto(b)
 
 
@@ -229,7 +242,7 @@ class Handler(BaseHTTPRequestHandler):
         head's deadline; a kept-alive connection first waits for the next request."""
         server = self.server
         if self.kept_alive:
-            self.reader.deadline = time.monotonic() + server.keepalive_timeout
+            self.reader.set_timeout(server.keepalive_timeout)  # one read: the whole wait
             try:
                 if not self.rfile.peek(1):
                     return b""  # closed by the client, or by the server to make room
@@ -239,22 +252,20 @@ class Handler(BaseHTTPRequestHandler):
                 return b""
             self.reader.deadline = time.monotonic() + server.header_timeout
         try:
-            return self._read_head(self.rfile.readline, MAX_HEADER_BYTES + 1)
+            return self.rfile.readline(MAX_HEADER_BYTES + 1)
+        except TimeoutError:
+            raise self._late_head() from None
         except ConnectionError:
             return b""
 
-    def _read_head(self, read, limit):
-        """read(limit) within the head's deadline; a late head is 408 and closes."""
-        try:
-            return read(limit)
-        except TimeoutError:
-            raise HTTPError(408, f"request line and headers not received within {self.server.header_timeout:g} s",
-                            close=True) from None
+    def _late_head(self):
+        return HTTPError(408, f"request line and headers not received within {self.server.header_timeout:g} s",
+                         close=True)
 
     def _end_head(self):
         """Back to a per-operation timeout for the body and the response."""
         self.reader.deadline = None
-        self.connection.settimeout(self.timeout)
+        self.reader.set_timeout(self.timeout)
 
     def _try_error(self, status, message):
         try:
@@ -272,8 +283,12 @@ class Handler(BaseHTTPRequestHandler):
         self.command, self.path, self.request_version = parts
         headers = {}
         budget = MAX_HEADER_BYTES - len(line)
+        readline = self.rfile.readline
         while True:
-            raw = self._read_head(self.rfile.readline, budget + 1)
+            try:
+                raw = readline(budget + 1)
+            except TimeoutError:
+                raise self._late_head() from None
             budget -= len(raw)
             if budget < 0:
                 raise HTTPError(431, f"request headers larger than {MAX_HEADER_BYTES} bytes in all", close=True)
