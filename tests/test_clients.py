@@ -74,3 +74,42 @@ def test_end_to_end_through_servers(hashserver, dbserver):
     stores.set_transformation("ab" * 32, cs)
     assert stores.get_transformation("ab" * 32) == cs
     assert stores.get_buffer(cs) == b"result bytes"
+
+
+def test_a_missing_token_file_names_where_it_came_from(tmp_path, monkeypatch):
+    """Issue 10 review: SEAMLESS_TOKEN_FILE=/nonexist said only "No such file or directory"."""
+    from seamless.store import StoreError
+
+    missing = str(tmp_path / "nonexist")
+    monkeypatch.setenv("SEAMLESS_TOKEN_FILE", missing)
+    with pytest.raises(StoreError) as info:
+        StoreSet.from_clients({"buffer": [{"url": "http://h:1"}]})
+    message = str(info.value)
+    assert missing in message and "SEAMLESS_TOKEN_FILE" in message and "No such file" in message
+    assert "unset" in message  # how to fix it
+    monkeypatch.delenv("SEAMLESS_TOKEN_FILE")
+    with pytest.raises(StoreError) as info:
+        StoreSet.from_clients({"database": [{"url": "http://h:2", "token_file": missing}]})
+    message = str(info.value)
+    assert missing in message and "token_file" in message and "http://h:2" in message
+    assert "SEAMLESS_TOKEN_FILE" not in message
+
+
+def test_a_missing_token_file_is_one_line_from_the_tools(tmp_path):
+    import os
+    import subprocess
+
+    from conftest import tool
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    env["SEAMLESS_TOKEN_FILE"] = "/nonexist"
+    env["SEAMLESS_REMOTE_CLIENTS"] = json.dumps({"buffer": [{"url": "http://127.0.0.1:9", "readonly": False}],
+                                                 "database": [{"url": "http://127.0.0.1:9", "readonly": False}]})
+    for name, argv in (("seamless-run", ["echo", "hi"]), ("seamless-upload", ["-y", "f.txt"])):
+        (tmp_path / "f.txt").write_text("f\n")
+        proc = subprocess.run([tool(name), *argv], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 1 and proc.stdout == ""
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{name}: error: cannot read the token file /nonexist"), lines
+        assert "SEAMLESS_TOKEN_FILE" in lines[0]

@@ -64,6 +64,28 @@ def test_wrong_checksum_stores_nothing(hashserver, bufferdir):
     assert [f for _, _, fs in os.walk(bufferdir) for f in fs] == [".HASHSERVER_PREFIX"]
 
 
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+def test_wrong_bytes_for_a_stored_checksum_are_400_too(hashserver, bufferdir, encoding):
+    """Issue 10 review: wrong bytes answered 201 when the checksum was already stored."""
+    data = b"stored first " * 100
+    cs = cs_of(data)
+    assert request(hashserver, "PUT", "/" + cs, data)[0] == 200
+    wrong = b"something else entirely"
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    for body in (wrong, wrong * 5000):  # small, and larger than one read
+        sent = gzip.compress(body) if encoding else body
+        status, _, answer = request(hashserver, "PUT", "/" + cs, sent, headers)
+        assert (status, answer) == (400, b"Incorrect checksum")
+    if encoding:
+        status, _, answer = request(hashserver, "PUT", "/" + cs, b"\x1f\x8b not gzip", headers)
+        assert status == 400 and b"gzip" in answer
+    right = gzip.compress(data) if encoding else data
+    assert request(hashserver, "PUT", "/" + cs, right, headers)[0] == 201  # the right bytes: stored already
+    assert request(hashserver, "GET", "/" + cs)[2] == data
+    store = HttpBufferStore(hashserver.url, writable=True)
+    with pytest.raises(ChecksumMismatch):
+        store._put(cs, wrong)  # what our client says
+
 @pytest.mark.parametrize("path", ["/abcd", "/" + "z" * 64, "/" + "a" * 65])
 def test_invalid_checksum_is_400(hashserver, path):
     assert request(hashserver, "GET", path)[0] == 400
@@ -387,7 +409,7 @@ def test_corrupt_gz_is_removed_and_zst_sibling_served(hashserver, bufferdir):
     (bufferdir / cs[:2]).mkdir()
     (bufferdir / cs[:2] / (cs + ".gz")).write_bytes(gzip.compress(b"something else"))
     (bufferdir / cs[:2] / (cs + ".zst")).write_bytes(zstd_module().compress(data))
-    assert request(hashserver, "GET", "/" + cs)[0] == 400
+    assert request(hashserver, "GET", "/" + cs)[2] == data  # the good form, at once
     assert not (bufferdir / cs[:2] / (cs + ".gz")).exists()
     assert (bufferdir / cs[:2] / (cs + ".zst")).exists()
     assert request(hashserver, "GET", "/" + cs)[2] == data
@@ -545,3 +567,35 @@ def test_http_store_has_verified(hashserver, bufferdir):
     gz = cs_of(b"gz form")
     store.client.call("PUT", "/" + gz, gzip.compress(b"gz form"), {"Content-Encoding": "gzip"})
     assert store.has_verified(gz)
+
+
+def test_a_removed_buffer_directory_is_a_server_fault(hashserver, bufferdir):
+    """Issue 10 review: with its directory gone, the server answered 400 (a client error).
+    It answers 500 saying what is wrong; once the directory is back, uploads work again
+    (without a restart) and the prefix sentinel is written again."""
+    import shutil
+
+    shutil.rmtree(bufferdir)
+    data = b"nowhere to go"
+    status, _, body = request(hashserver, "PUT", "/" + cs_of(data), data)
+    assert status == 500, body
+    assert str(bufferdir).encode() in body and b"does not exist" in body
+    assert request(hashserver, "GET", "/" + cs_of(data))[0] == 404
+    assert request(hashserver, "GET", "/healthcheck")[0] == 200
+    bufferdir.mkdir()
+    assert request(hashserver, "PUT", "/" + cs_of(data), data)[0] == 200
+    assert request(hashserver, "GET", "/" + cs_of(data))[2] == data
+    assert (bufferdir / ".HASHSERVER_PREFIX").read_text() == "1\n"
+
+
+def test_an_unwritable_buffer_directory_is_a_server_fault(hashserver, bufferdir):
+    """Permissions are the server's problem too: 500, not 400."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    os.chmod(bufferdir, 0o555)
+    try:
+        data = b"not allowed"
+        status, _, body = request(hashserver, "PUT", "/" + cs_of(data), data)
+        assert status == 500 and b"ermission denied" in body, body
+    finally:
+        os.chmod(bufferdir, 0o755)

@@ -80,14 +80,19 @@ start() {  # start a server in the background; sets $pid and $url
   [ "$(curl -s "$url/healthcheck")" = OK ]
 }
 
-@test "hashserver: oversized headers get 431, connections over --max-connections get 503" {
-  start seamless-hashserver buffers --max-connections 1
+@test "hashserver: oversized headers get 431; over --max-connections, an idle one makes room, else 503" {
+  start seamless-hashserver buffers --writable --max-connections 1
   big=$(head -c 17000 /dev/zero | tr '\0' a)
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $big" "$url/healthcheck")" = 431 ]
-  exec 7<>"/dev/tcp/127.0.0.1/${url##*:}"  # holds the only connection
+  exec 7<>"/dev/tcp/127.0.0.1/${url##*:}"  # holds the only connection, idle after one request
   printf 'GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n' >&7
   read -r reply <&7
   [[ "$reply" == "HTTP/1.1 200 OK"* ]]
+  [ "$(curl -s "$url/healthcheck")" = OK ]  # the idle one was closed for it
+  exec 7>&-
+  exec 7<>"/dev/tcp/127.0.0.1/${url##*:}"  # busy: a PUT whose body does not come
+  printf 'PUT /%s HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n' "$(printf x | sha256sum | cut -c1-64)" >&7
+  sleep 0.5
   run curl -s -w '%{http_code}' "$url/healthcheck"
   [[ "$output" == *"server busy"*503 ]]
   exec 7>&-

@@ -6,13 +6,19 @@
 * Port selection by actually binding (a fixed port, a random port of a range, or 0),
   the status-file handshake, idle shutdown, optional bearer token, clean signal exit.
 * What a client can make us hold before its token is checked is bounded: 16 KiB of
-  request line and headers per request, and --max-connections connections at once (one
-  thread each); a connection over the limit gets 503 from the accepting thread.
+  request line and headers per request, sent within --header-timeout seconds in all
+  (not per byte), and --max-connections connections at once (one thread each).
+* A connection is in one of three phases: "head" (from its accept, or from the first byte
+  of its next request, until its headers are read), "busy" (a request being served) or
+  "idle" (kept alive between requests, at most --keepalive-timeout seconds). At the
+  limit, a new connection closes the longest idle one, else the oldest head that is
+  late; only when every connection is busy (or just arrived) is it refused with 503.
 """
 
 import argparse
 import errno
 import hmac
+import io
 import os
 import json
 import random
@@ -39,7 +45,13 @@ MAX_CONNECTIONS = 256
 DRAIN_LIMIT = 1 << 20
 DEFAULT_PORT_RANGE = (49152, 65535)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
-IDLE_CONNECTION_SECONDS = 300
+IO_TIMEOUT = 60.0  # seconds one socket read or write may take while a request is served
+HEADER_TIMEOUT = 20.0  # a request line and its headers must arrive within this, in all
+KEEPALIVE_TIMEOUT = 60.0  # an idle kept-alive connection is closed after this
+# at the limit, a head this late may be closed for a new connection (a client that
+# means it sends its head at once)
+HEAD_GRACE = 1.0
+HEAD, BUSY, IDLE = "head", "busy", "idle"  # the phases of a connection
 
 
 class HTTPError(Exception):
@@ -62,6 +74,11 @@ class BodyReader:
         self.done = not chunked and not length
         # "Expect: 100-continue": the client waits for this before sending the body
         self.continue_to = None if self.done else continue_to
+
+    @property
+    def withheld(self) -> bool:
+        """The client waits for "100 Continue" before it sends the body (none has come)."""
+        return self.continue_to is not None
 
     def _go_ahead(self):
         if self.continue_to is not None:
@@ -128,7 +145,7 @@ class BodyReader:
         """Skip what is left of the body; False if it is larger than `limit` (None: any)."""
         if self.done:
             return True
-        if self.continue_to is not None:
+        if self.withheld:
             return False  # the client still waits for our go-ahead: it sends nothing more
         if limit is not None and not self.chunked and self.remaining > limit:
             return False
@@ -144,13 +161,41 @@ class BodyReader:
         return True
 
 
+class DeadlineReader(socket.SocketIO):
+    """A socket's raw reader whose reads fail with TimeoutError once `deadline`
+    (monotonic) has passed: a bound on all of a request head, not on each byte of it.
+    It keeps track of the socket's timeout so as to change it only when needed (a head
+    that arrives in one piece, the usual case, costs no system call)."""
+
+    deadline = None
+
+    def __init__(self, sock, mode):
+        super().__init__(sock, mode)
+        self.timeout = sock.gettimeout()
+
+    def set_timeout(self, seconds):
+        """The socket's timeout for each operation (reads and writes)."""
+        if seconds != self.timeout:
+            self._sock.settimeout(seconds)
+            self.timeout = seconds
+
+    def readinto(self, b):
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("deadline passed")
+            if left < self.timeout:
+                self.set_timeout(left)
+        return super().readinto(b)
+
+
 class Handler(BaseHTTPRequestHandler):
     """Parses requests and dispatches to route(method, path); subclasses define route."""
 
     protocol_version = "HTTP/1.1"
     server_version = "seamless"
     rbufsize = 1 << 16
-    timeout = IDLE_CONNECTION_SECONDS
+    timeout = IO_TIMEOUT
     allowed_methods = ("GET", "PUT", "HEAD")
 
     def setup(self):
@@ -158,32 +203,69 @@ class Handler(BaseHTTPRequestHandler):
         # responses go out as header + body writes: without this, Nagle's algorithm and
         # delayed ACKs stall every keep-alive request by ~40 ms
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile.close()  # read through a DeadlineReader instead
+        self.reader = DeadlineReader(self.connection, "rb")
+        self.reader.deadline = time.monotonic() + self.server.header_timeout  # from the accept
+        self.rfile = io.BufferedReader(self.reader, self.rbufsize)
+        self.kept_alive = False
 
     def handle_one_request(self):
-        self.close_connection = True
-        try:
-            line = self.rfile.readline(MAX_HEADER_BYTES + 1)
-        except (TimeoutError, ConnectionError):
-            return
-        if not line:
-            return
+        self.close_connection = True  # until the request line and headers are known good
         self.body = None
-        server = self.server
-        server.activity_begin()
+        self.command = None
+        self.requestline = ""
+        self.request_version = "HTTP/1.0"
+        self.busy = False
         try:
-            self._handle(line)
+            line = self._request_line()
+            if line:
+                self._handle(line)
         except HTTPError as exc:
+            if self.reader.deadline is not None:  # a bad head: answer it at the usual pace
+                self._end_head()
             if exc.close or self.body is None or not self.body.discard(self._drain_limit(exc.status)):
                 self.close_connection = True
             self._try_error(exc.status, exc.message)
         except (BrokenPipeError, ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception as exc:  # a bug: answer 500 and keep serving
-            server.log_exception(exc)
+            self.server.log_exception(exc)
             self.close_connection = True
             self._try_error(500, f"internal server error: {type(exc).__name__}")
         finally:
-            server.activity_end()
+            if self.busy:
+                self.server.activity_end(self.connection)  # idle from now on
+                self.kept_alive = True
+
+    def _request_line(self) -> bytes:
+        """The next request line (b"" when the connection is done), read before the
+        head's deadline; a kept-alive connection first waits for the next request."""
+        server = self.server
+        if self.kept_alive:
+            self.reader.set_timeout(server.keepalive_timeout)  # one read: the whole wait
+            try:
+                if not self.rfile.peek(1):
+                    return b""  # closed by the client, or by the server to make room
+            except OSError:  # TimeoutError included: idle too long
+                return b""
+            if not server.set_phase(self.connection, HEAD):
+                return b""
+            self.reader.deadline = time.monotonic() + server.header_timeout
+        try:
+            return self.rfile.readline(MAX_HEADER_BYTES + 1)
+        except TimeoutError:
+            raise self._late_head() from None
+        except ConnectionError:
+            return b""
+
+    def _late_head(self):
+        return HTTPError(408, f"request line and headers not received within {self.server.header_timeout:g} s",
+                         close=True)
+
+    def _end_head(self):
+        """Back to a per-operation timeout for the body and the response."""
+        self.reader.deadline = None
+        self.reader.set_timeout(self.timeout)
 
     def _try_error(self, status, message):
         try:
@@ -192,11 +274,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _handle(self, line: bytes):
-        self.body = None
-        self.command = None
         self.requestline = line[:200].decode("latin-1").rstrip("\r\n")
-        self.close_connection = True  # until the request line and headers are known good
-        self.request_version = "HTTP/1.0"
         if len(line) > MAX_HEADER_BYTES:
             raise HTTPError(414, f"request line longer than {MAX_HEADER_BYTES} bytes", close=True)
         parts = line.decode("latin-1").split()
@@ -205,8 +283,12 @@ class Handler(BaseHTTPRequestHandler):
         self.command, self.path, self.request_version = parts
         headers = {}
         budget = MAX_HEADER_BYTES - len(line)
+        readline = self.rfile.readline
         while True:
-            raw = self.rfile.readline(budget + 1)
+            try:
+                raw = readline(budget + 1)
+            except TimeoutError:
+                raise self._late_head() from None
             budget -= len(raw)
             if budget < 0:
                 raise HTTPError(431, f"request headers larger than {MAX_HEADER_BYTES} bytes in all", close=True)
@@ -223,6 +305,10 @@ class Handler(BaseHTTPRequestHandler):
             if name == "content-length" and headers.get(name, value) != value:
                 raise HTTPError(400, "conflicting Content-Length headers", close=True)
             headers[name] = value
+        self._end_head()
+        if not self.server.activity_begin(self.connection):
+            raise ConnectionAbortedError("closed to make room")
+        self.busy = True
         self.req_headers = headers
         connection = headers.get("connection", "").lower()
         if self.request_version == "HTTP/1.0":
@@ -316,43 +402,72 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, handler, *, token=None, verbose=False, max_connections=MAX_CONNECTIONS):
+    def __init__(self, handler, *, token=None, verbose=False, max_connections=MAX_CONNECTIONS,
+                 header_timeout=HEADER_TIMEOUT, keepalive_timeout=KEEPALIVE_TIMEOUT):
         super().__init__(("127.0.0.1", 0), handler, bind_and_activate=False)
         self.token = None if token is None else token.encode()
         self.verbose = verbose
         self.max_connections = max_connections
-        self.connections = 0
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.phases = {}  # connection socket -> [phase, monotonic time it began]
         self._lock = threading.Lock()
         self.active = 0
         self.last_activity = time.monotonic()
-        body = (f"server busy: {max_connections} connections are open, the limit "
-                "(see --max-connections); retry later\n").encode()
+        body = (f"server busy: all {max_connections} connections (the limit, see --max-connections) "
+                "are serving requests; retry later\n").encode()
         self._busy = (f"HTTP/1.1 503 Service Unavailable\r\nServer: {handler.server_version}\r\n"
                       f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
                       "Retry-After: 1\r\nConnection: close\r\n\r\n").encode() + body
 
     def process_request(self, request, client_address):
         with self._lock:
-            busy = self.connections >= self.max_connections
+            if len(self.phases) >= self.max_connections:
+                self._make_room()
+            busy = len(self.phases) >= self.max_connections
             if not busy:
-                self.connections += 1
+                self.phases[request] = [HEAD, time.monotonic()]
         if busy:
             return self._refuse(request)
         try:
             super().process_request(request, client_address)  # a thread for this connection
         except BaseException:
-            self._connection_closed()
+            self._connection_closed(request)
             raise
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._connection_closed()
+            self._connection_closed(request)
 
-    def _connection_closed(self):
+    def _connection_closed(self, request):
         with self._lock:
-            self.connections -= 1
+            self.phases.pop(request, None)
+
+    def _make_room(self):
+        """Close the connection idle longest, else the one whose head is latest (if it is
+        late), so that a new one can be served. Call with the lock held."""
+        now = time.monotonic()
+        choices = [(phase != IDLE, since, request) for request, (phase, since) in self.phases.items()
+                   if phase == IDLE or (phase == HEAD and now - since >= HEAD_GRACE)]
+        if not choices:
+            return
+        victim = min(choices, key=lambda c: c[:2])[2]
+        del self.phases[victim]  # its thread sees the connection end, and stops
+        try:
+            victim.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def set_phase(self, request, phase) -> bool:
+        """Record the phase a connection is in; False if it was closed to make room."""
+        with self._lock:
+            entry = self.phases.get(request)
+            if entry is None:
+                return False
+            entry[:] = phase, time.monotonic()
+            return True
 
     def _refuse(self, request):
         """503 and close, in the accepting thread (no thread per refused connection, and
@@ -371,15 +486,25 @@ class Server(ThreadingHTTPServer):
         self.server_address = self.socket.getsockname()
         self.server_name, self.server_port = self.server_address[:2]
 
-    def activity_begin(self):
+    def activity_begin(self, request) -> bool:
+        """A request's head is read: the connection is busy (False if it was closed)."""
         with self._lock:
+            entry = self.phases.get(request)
+            if entry is None:
+                return False
             self.active += 1
-            self.last_activity = time.monotonic()
+            self.last_activity = entry[1] = time.monotonic()
+            entry[0] = BUSY
+            return True
 
-    def activity_end(self):
+    def activity_end(self, request):
+        """A request is answered: the connection is idle until the next one."""
         with self._lock:
             self.active -= 1
             self.last_activity = time.monotonic()
+            entry = self.phases.get(request)
+            if entry is not None:
+                entry[:] = IDLE, self.last_activity
 
     def idle_seconds(self) -> float:
         with self._lock:
@@ -470,8 +595,21 @@ def add_server_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--token-file", metavar="FILE",
                         help="require 'Authorization: Bearer <token>' with the token in FILE")
     parser.add_argument("--max-connections", type=_count, default=MAX_CONNECTIONS, metavar="N",
-                        help=f"serve at most N connections at once; refuse more with 503 (default {MAX_CONNECTIONS})")
+                        help=f"serve at most N connections at once (default {MAX_CONNECTIONS}); at the limit, "
+                        "close an idle one for a new one, or refuse it with 503 when all are busy")
+    parser.add_argument("--header-timeout", type=_seconds, default=HEADER_TIMEOUT, metavar="SECONDS",
+                        help=f"a request line and its headers must arrive within SECONDS in all, else 408 "
+                        f"(default {HEADER_TIMEOUT:g})")
+    parser.add_argument("--keepalive-timeout", type=_seconds, default=KEEPALIVE_TIMEOUT, metavar="SECONDS",
+                        help=f"close a connection idle this long between requests (default {KEEPALIVE_TIMEOUT:g})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request on stderr")
+
+
+def make_server(handler, args) -> Server:
+    """A Server for `handler` with the options of add_server_arguments."""
+    return Server(handler, token=read_token(args.token_file), verbose=args.verbose,
+                  max_connections=args.max_connections, header_timeout=args.header_timeout,
+                  keepalive_timeout=args.keepalive_timeout)
 
 
 def read_token(path):

@@ -10,7 +10,7 @@ import json
 import os
 
 from seamless.cli import UserError, set_debug
-from seamless.servers.base import Handler, Server, add_server_arguments, read_token, serve
+from seamless.servers.base import Handler, add_server_arguments, make_server, serve
 from seamless.store.sqlitedb import METADATA_CONFLICT, PROTOCOL, Conflict, DBError, Malformed, ReadOnly, ResultDB
 
 MAX_BODY = 64 << 20
@@ -118,8 +118,7 @@ def main(argv):
     args.dbfile = os.path.expanduser(args.dbfile)
     if not args.writable and not os.path.exists(args.dbfile):
         raise UserError(f"database file {args.dbfile} does not exist (start with --writable to create it)")
-    server = Server(DatabaseHandler, token=read_token(args.token_file), verbose=args.verbose,
-                    max_connections=args.max_connections)
+    server = make_server(DatabaseHandler, args)
 
     def start():
         try:

@@ -18,9 +18,10 @@ import time
 
 from seamless.checksum import parse_checksum
 from seamless.cli import UserError, set_debug
-from seamless.servers.base import Handler, HTTPError, Server, add_server_arguments, read_token, serve
-from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError
-from seamless.store.directory import Decoder, DirectoryStore, decode_errors, open_decoded
+from seamless.servers.base import Handler, HTTPError, add_server_arguments, make_server, serve
+from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError, WriteFailed
+from seamless.store.clients import warn
+from seamless.store.directory import Decoder, DirectoryStore, decode_errors, digest_stream, open_decoded
 
 PROMISE_TTL = 600.0
 SMALL_FILE = 256 << 10  # served with read + write; larger files with sendfile
@@ -92,21 +93,22 @@ class BufferService:
 
         With `wait`, a missing buffer is waited for while it is being uploaded (at most
         lock_timeout), while it is promised (until the promise expires), and while an
-        external writer's lock file is young; then it counts as absent.
+        external writer's lock file is young; then it counts as absent. A corrupt form
+        does not hide a good one (another form, an extra directory); when it is all
+        there is, CorruptBuffer is raised (removed first if this server may write).
         """
         deadline = time.monotonic() + self.lock_timeout
         last_look = False
+        corrupt = None
         while True:
             for store in self.stores():
-                try:
-                    found = store.verified(cs)
-                except CorruptBuffer as exc:
-                    if store is self.store and self.writable and exc.path:
-                        store.remove(exc.path)  # exactly the bad file: a new upload can repair it
-                    raise
+                found, bad = self._verified(store, cs)
                 if found is not None:
                     return (store, *found)
+                corrupt = corrupt or bad
             if not wait or last_look:
+                if corrupt is not None:
+                    raise corrupt
                 return None
             with self.cond:
                 if self.uploading[cs]:
@@ -121,6 +123,27 @@ class BufferService:
                 time.sleep(1.0)
                 continue
             last_look = True  # an upload may have landed between the look and the lock
+
+    def _verified(self, store, cs):
+        """(verified form or None, CorruptBuffer of a bad form or None) in one store.
+        Each form is looked at in turn; a corrupt one in our own writable directory is
+        removed, so that the next GET is a plain miss and a new upload repairs it."""
+        corrupt = None
+        for encoding in (None, "gzip", "zstd"):
+            while True:
+                try:
+                    found = store.verified(cs, (encoding,))
+                except CorruptBuffer as exc:
+                    removed = store is self.store and self.writable and exc.path and store.remove(exc.path)
+                    warn(f"{exc}: {'removed it' if removed else 'cannot remove it'}")
+                    corrupt = corrupt or CorruptBuffer(f"{exc}{' (the server removed it)' if removed else ''}", exc.path)
+                    if removed:
+                        continue  # the same form may sit in the other layout too
+                    break
+                if found is not None:
+                    return found, None
+                break
+        return None, corrupt
 
     def _locked(self, cs) -> bool:
         now = time.time()
@@ -286,17 +309,28 @@ class HashserverHandler(Handler):
                 Decoder(encoding)  # is the codec available here?
             except StoreError as exc:
                 raise HTTPError(400, str(exc)) from None
+        size = None if self.body.chunked else self.body.remaining
         if not service.begin_upload(cs, encoding):
+            if self.body.withheld:  # no bytes sent (Expect: 100-continue): none to refuse
+                return self.respond(201)
+            # a good copy is stored, but the bytes sent must still be the right ones
+            try:
+                matches = digest_stream(self.body, encoding, size)[0] == cs
+            except StoreError as exc:
+                raise HTTPError(400, str(exc), close=True) from None
+            if not matches:
+                raise HTTPError(400, "Incorrect checksum")
             return self.respond(201)
         stored = False
         try:
-            size = None if self.body.chunked else self.body.remaining
             service.store.put_stream(self.body, cs, encoding, size)
             stored = True
         except ChecksumMismatch:
             raise HTTPError(400, "Incorrect checksum") from None
         except NoSpace as exc:
             raise HTTPError(507, str(exc)) from None
+        except WriteFailed as exc:  # our directory's fault, not the client's
+            raise HTTPError(500, str(exc)) from None
         except StoreError as exc:
             raise HTTPError(400, str(exc), close=True) from None
         finally:
@@ -331,8 +365,7 @@ def main(argv):
     for d in extra:
         if not os.path.isdir(d):
             raise UserError(f"extra directory {d} does not exist")
-    server = Server(HashserverHandler, token=read_token(args.token_file), verbose=args.verbose,
-                    max_connections=args.max_connections)
+    server = make_server(HashserverHandler, args)
 
     def start():
         try:

@@ -27,5 +27,10 @@ class ReadOnlyStore(StoreError):
     """A write was attempted on a store opened read-only."""
 
 
-class NoSpace(StoreError):
+class WriteFailed(StoreError):
+    """The store's own storage cannot be written (a removed directory, permissions, a
+    read-only filesystem, an I/O error): its fault, not the caller's; nothing was stored."""
+
+
+class NoSpace(WriteFailed):
     """The disk (or quota) is full; nothing was stored."""

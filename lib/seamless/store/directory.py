@@ -20,7 +20,7 @@ import zlib
 
 from seamless.checksum import CHUNK, calculate_checksum, checksum_stream, parse_checksum
 from seamless.files import atomic_write
-from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, ReadOnlyStore, StoreError
+from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, ReadOnlyStore, StoreError, WriteFailed
 
 PREFIX_SENTINEL = ".HASHSERVER_PREFIX"
 LENGTH_SUFFIX = ".BUFFERLENGTH"
@@ -159,10 +159,9 @@ class DirectoryStore:
         if layout not in ("prefix", "flat"):
             raise StoreError(f"unknown layout {layout!r} (use prefix or flat)")
         self.layout = layout
-        if writable and layout == "prefix" and not os.path.exists(sentinel):
+        if writable and layout == "prefix":
             try:
-                with open(sentinel, "w") as f:
-                    f.write("1\n")
+                self._mark_prefix()
             except OSError as exc:
                 raise StoreError(f"cannot write to buffer directory {self.directory}: {exc.strerror}") from None
         self._stamps = {}
@@ -338,38 +337,7 @@ class DirectoryStore:
         """
         self._check_writable()
         cs = None if checksum is None else parse_checksum(checksum)
-        dec = Decoder(encoding) if encoding is not None else None
-
-        def copy(f):
-            h = hashlib.sha256()
-            total = 0
-            view = memoryview(bytearray(CHUNK if length is None else max(1, min(CHUNK, length))))
-            remaining = length
-            while remaining is None or remaining > 0:
-                want = len(view) if remaining is None else min(len(view), remaining)
-                try:
-                    n = stream.readinto(view[:want])
-                except OSError as exc:
-                    raise StoreError(f"upload interrupted: {exc}") from None
-                if not n:
-                    if remaining:
-                        raise StoreError(f"upload ended after {length - remaining} of {length} bytes")
-                    break
-                chunk = view[:n]
-                _write_all(f, chunk)
-                for plain in dec.feed(chunk) if dec is not None else (chunk,):
-                    h.update(plain)
-                    total += len(plain)
-                if remaining is not None:
-                    remaining -= n
-            if dec is not None:
-                dec.finish()
-            return h.hexdigest(), total
-
-        try:
-            return self._ingest(cs, encoding, copy)
-        except decode_errors() as exc:
-            raise StoreError(f"invalid {encoding} payload: {exc}") from None
+        return self._ingest(cs, encoding, lambda f: digest_stream(stream, encoding, length, lambda c: _write_all(f, c)))
 
     def put_file(self, path, checksum=None) -> str:
         """Copy a file into the store in constant memory; returns its checksum once a
@@ -390,7 +358,19 @@ class DirectoryStore:
             if directory == self.directory:
                 raise
             _makedir(directory)
+            if self.layout == "prefix":  # the directory may be new as a whole (recreated)
+                try:
+                    self._mark_prefix()
+                except OSError:
+                    pass  # the write itself will say what is wrong
             return op()
+
+    def _mark_prefix(self):
+        """Write the prefix sentinel if it is missing: readers (upstream's too) go by it."""
+        sentinel = os.path.join(self.directory, PREFIX_SENTINEL)
+        if not os.path.exists(sentinel):
+            with open(sentinel, "w") as f:
+                f.write("1\n")
 
     def _ingest(self, expected, encoding, fill):
         """Create <target>/<cs><suffix> atomically from fill(file) -> (cs, length).
@@ -478,6 +458,41 @@ class DirectoryStore:
         return True
 
 
+def digest_stream(stream, encoding=None, length=None, sink=None):
+    """(sha-256, length) of the uncompressed bytes of a stream, possibly gzip/zstd-encoded,
+    read to its end or for `length` bytes in constant memory; sink(chunk) gets the bytes
+    as read. A short, failing or undecodable stream is a StoreError."""
+    dec = Decoder(encoding) if encoding is not None else None
+    h = hashlib.sha256()
+    total = 0
+    view = memoryview(bytearray(CHUNK if length is None else max(1, min(CHUNK, length))))
+    remaining = length
+    try:
+        while remaining is None or remaining > 0:
+            want = len(view) if remaining is None else min(len(view), remaining)
+            try:
+                n = stream.readinto(view[:want])
+            except OSError as exc:
+                raise StoreError(f"upload interrupted: {exc}") from None
+            if not n:
+                if remaining:
+                    raise StoreError(f"upload ended after {length - remaining} of {length} bytes")
+                break
+            chunk = view[:n]
+            if sink is not None:
+                sink(chunk)
+            for plain in dec.feed(chunk) if dec is not None else (chunk,):
+                h.update(plain)
+                total += len(plain)
+            if remaining is not None:
+                remaining -= n
+        if dec is not None:
+            dec.finish()
+    except decode_errors() as exc:
+        raise StoreError(f"invalid {encoding} payload: {exc}") from None
+    return h.hexdigest(), total
+
+
 def _write_all(f, data):
     view = memoryview(data)
     while view:
@@ -502,7 +517,10 @@ def _write_error(directory, exc):
         return exc
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return NoSpace(f"no space left to store the buffer in {directory}; nothing was stored")
-    return StoreError(f"cannot write to buffer directory {directory}: {exc.strerror}")
+    if exc.errno == errno.ENOENT and not os.path.isdir(directory):
+        return WriteFailed(f"buffer directory {directory} does not exist any more (removed while in use?): "
+                           f"create it again (mkdir -p {directory}); nothing was stored")
+    return WriteFailed(f"cannot write to buffer directory {directory}: {exc.strerror}; nothing was stored")
 
 
 def _has_flat_buffers(directory) -> bool:

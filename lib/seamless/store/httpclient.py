@@ -1,8 +1,9 @@
 """A keep-alive HTTP/1.1 client for seamless servers (stdlib http.client).
 
 One connection per thread and server, reused across requests. Connection errors are
-retried (a dropped keep-alive connection at once, then with exponential backoff); an
-HTTP error status never is: a 4xx will not change by asking again.
+retried (a dropped keep-alive connection at once, then with exponential backoff), and so
+is 503 (a busy server), a few times, after its Retry-After (bounded); any other HTTP
+error status never is: a 4xx will not change by asking again.
 Timeouts follow upstream's environment variables SEAMLESS_REMOTE_CONNECT_TIMEOUT
 (default 10 s) and SEAMLESS_REMOTE_READ_TIMEOUT (default 1200 s).
 """
@@ -15,8 +16,13 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from seamless.store import StoreError
+
 ATTEMPTS = 5
 BACKOFF = 0.1  # seconds before the second retry; doubles each time
+BUSY_RETRIES = 4  # more tries after a 503, each after Retry-After seconds (or a backoff)
+BUSY_BACKOFF = 0.5  # seconds, doubling, when a 503 has no Retry-After in seconds
+MAX_RETRY_AFTER = 5.0  # a longer Retry-After is cut to this
 BLOCKSIZE = 1 << 20
 NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
 
@@ -26,6 +32,13 @@ def _retriable(exc) -> bool:
     if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, http.client.HTTPException)):
         return True
     return isinstance(exc, OSError) and exc.errno in NETWORK_ERRNOS
+
+
+def _retry_after(value, default) -> float:
+    """Seconds to wait before asking a busy server again: its Retry-After when that is a
+    number of seconds, else `default`; at most MAX_RETRY_AFTER either way."""
+    value = (value or "").strip()
+    return min(float(value) if value.isdigit() else default, MAX_RETRY_AFTER)
 
 
 class ServerUnreachable(ConnectionError):
@@ -43,11 +56,13 @@ def _timeout(name, default):
     return seconds if seconds > 0 else None
 
 
-def read_token_file(path):
-    if not path:
-        return None
-    with open(os.path.expanduser(path)) as f:
-        return f.read().strip() or None
+def read_token_file(path, named_by, fix):
+    """The token in the file at `path`; a clear error says who named the file."""
+    try:
+        with open(os.path.expanduser(path)) as f:
+            return f.read().strip() or None
+    except OSError as exc:
+        raise StoreError(f"cannot read the token file {path} named by {named_by}: {exc.strerror or exc} ({fix})") from None
 
 
 class HttpClient:
@@ -62,7 +77,12 @@ class HttpClient:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base = parts.path
-        token = token or read_token_file(token_file or os.environ.get("SEAMLESS_TOKEN_FILE"))
+        if not token and token_file:
+            token = read_token_file(token_file, f"the token_file of the client entry for {self.url}",
+                                    "correct or remove that token_file")
+        elif not token and os.environ.get("SEAMLESS_TOKEN_FILE"):
+            token = read_token_file(os.environ["SEAMLESS_TOKEN_FILE"], "SEAMLESS_TOKEN_FILE",
+                                    "correct the variable, or unset it")
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.connect_timeout = _timeout("SEAMLESS_REMOTE_CONNECT_TIMEOUT", 10.0)
         self.read_timeout = _timeout("SEAMLESS_REMOTE_READ_TIMEOUT", 1200.0)
@@ -113,9 +133,10 @@ class HttpClient:
         if hasattr(body, "seek"):
             start = body.tell()
             hdrs.setdefault("Content-Length", str(os.fstat(body.fileno()).st_size - start))
-        delay = BACKOFF
+        delay, busy_delay = BACKOFF, BUSY_BACKOFF
+        failures = busy = 0
         last = None
-        for attempt in range(ATTEMPTS):
+        while failures < ATTEMPTS:
             reused = False
             try:
                 conn, fresh = self._connection()
@@ -123,6 +144,15 @@ class HttpClient:
                 if hasattr(body, "seek"):
                     body.seek(start)
                 response = self._send(conn, method, self.base + path, body, hdrs)
+                if response.status == 503 and busy < BUSY_RETRIES:  # busy: ask again shortly
+                    wait = _retry_after(response.getheader("Retry-After"), busy_delay)
+                    response.read()
+                    if response.will_close:
+                        self.close()
+                    busy += 1
+                    busy_delay *= 2
+                    time.sleep(wait)
+                    continue
                 if handle is None:
                     result = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
                 else:
@@ -136,9 +166,10 @@ class HttpClient:
                 if not _retriable(exc):
                     raise
                 last = exc
-                if reused and attempt == 0:
+                failures += 1
+                if reused and failures == 1:
                     continue  # the server closed an idle keep-alive connection: retry at once
-                if attempt < ATTEMPTS - 1:
+                if failures < ATTEMPTS:
                     time.sleep(delay)
                     delay *= 2
             except BaseException:

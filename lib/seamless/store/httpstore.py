@@ -10,6 +10,8 @@ from seamless.store import ChecksumMismatch, CorruptBuffer, ReadOnlyStore, Store
 from seamless.store.directory import Decoder, decode_errors
 from seamless.store.httpclient import HttpClient
 
+CORRUPTION = "File corruption"  # how a hashserver's 400 for a corrupt stored file begins
+
 
 class HttpBufferStore:
     def __init__(self, url, writable=False, token=None, token_file=None):
@@ -20,13 +22,18 @@ class HttpBufferStore:
     def __repr__(self):
         return f"HttpBufferStore({self.url!r}, writable={self.writable})"
 
-    def _fail(self, status, body, what):
+    def _fail(self, status, body, what, cs=None):
+        """The error for an answer that is not a success (CorruptBuffer for a bad stored copy)."""
         text = body.decode(errors="replace").strip()[:300] if isinstance(body, bytes) else str(body)
         if status == 401:
             return StoreError(f"{self.url} refused {what}: unauthorized (set SEAMLESS_TOKEN_FILE or the entry's token_file)")
         if status == 405:
             return ReadOnlyStore(f"{self.url} refused {what}: the hashserver is read-only")
-        return StoreError(f"{self.url} answered {status} to {what}: {text}")
+        message = _message(text)
+        if status == 400 and cs is not None and message.startswith(CORRUPTION):
+            # ours: text; upstream's: {"message": "File corruption: file at path ..."}
+            return CorruptBuffer(f"{self.url}/{cs}: {message[len(CORRUPTION):].lstrip(': ')}")
+        return StoreError(f"{self.url} answered {status} to {what}: {message}")
 
     def healthcheck(self) -> bool:
         return self.client.healthcheck()
@@ -67,7 +74,7 @@ class HttpBufferStore:
             if status == 404:
                 return None
             if status != 200:
-                raise self._fail(status, data, f"GET {cs}")
+                raise self._fail(status, data, f"GET {cs}", cs)
             encoding = headers.get("content-encoding")
             if encoding and encoding != "identity":
                 data = _decode(data, encoding)
@@ -86,12 +93,15 @@ class HttpBufferStore:
             dec = Decoder(encoding) if encoding and encoding != "identity" else None
             h = hashlib.sha256()
             with open_sink() as f:
-                while chunk := response.read(CHUNK):
-                    for piece in dec.feed(chunk) if dec is not None else (chunk,):
-                        h.update(piece)
-                        f.write(piece)
-            if dec is not None:
-                dec.finish()
+                try:
+                    while chunk := response.read(CHUNK):
+                        for piece in dec.feed(chunk) if dec is not None else (chunk,):
+                            h.update(piece)
+                            f.write(piece)
+                    if dec is not None:
+                        dec.finish()
+                except (StoreError, *decode_errors()) as exc:
+                    raise CorruptBuffer(f"{self.url} sent {encoding} data for {cs} that does not decode: {exc}") from None
             return 200, h.hexdigest()
 
         return self.client.call("GET", "/" + cs, headers={"Accept-Encoding": "gzip"}, handle=handle)
@@ -102,12 +112,12 @@ class HttpBufferStore:
         cs = parse_checksum(cs)
         try:
             status, result = self._fetch(cs, lambda: open(os.devnull, "wb"))
-        except (StoreError, *decode_errors()):  # a compressed form that does not decode
+            if status == 404:
+                return False
+            if status != 200:
+                raise self._fail(status, result, f"GET {cs}", cs)
+        except CorruptBuffer:
             return False
-        if status in (400, 404):  # 400: the server found its copy corrupt
-            return False
-        if status != 200:
-            raise self._fail(status, result, f"GET {cs}")
         return result == cs
 
     def get_to_file(self, cs, path) -> bool:
@@ -121,7 +131,7 @@ class HttpBufferStore:
             if status == 404:
                 return False
             if status != 200:
-                raise self._fail(status, result, f"GET {cs}")
+                raise self._fail(status, result, f"GET {cs}", cs)
             if result != cs:
                 raise CorruptBuffer(f"{self.url} sent bytes for {cs} that do not match the checksum")
             os.replace(tmp, path)
@@ -161,6 +171,18 @@ class HttpBufferStore:
         status, _, data = self.client.call("PUT", "/promise/" + parse_checksum(cs))
         if status != 202:
             raise self._fail(status, data, "a promise")
+
+
+def _message(text):
+    """The message of an error body: upstream's JSON {"message": ...}, or our plain text."""
+    if text.startswith("{"):
+        try:
+            message = json.loads(text).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if isinstance(message, str):
+            return message
+    return text
 
 
 def _decode(data, encoding):

@@ -125,7 +125,18 @@ class ResultDB:
         try:
             return self._open()
         except sqlite3.Error as exc:
-            raise DBError(f"cannot open database {self.path}: {exc}") from None
+            raise self._failure(exc, f"cannot open database {self.path}: {exc}") from None
+
+    def _failure(self, exc, message):
+        """NoSpace if a failed SQLite call failed for a full disk (or quota), else DBError."""
+        if _disk_full(exc):
+            return _no_space(self.path)
+        # a full disk while SQLite creates a file (the database, its -wal or -shm) is
+        # "disk I/O error" or "unable to open database file": try writing to tell
+        if self.writable and _code(exc) in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
+            if _out_of_space(os.path.dirname(self.path)):
+                return _no_space(self.path)
+        return DBError(message)
 
     def _open(self):
         if self.writable:
@@ -167,7 +178,9 @@ class ResultDB:
         try:
             rows = conn.execute("SELECT name, sql FROM sqlite_master").fetchall()
         except sqlite3.DatabaseError as exc:
-            raise DBError(f"{self.path} is not a seamless database: {exc}") from None
+            if _code(exc) in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                raise DBError(f"{self.path} is not a seamless database: {exc}") from None
+            raise self._failure(exc, f"cannot read database {self.path}: {exc}") from None
         existing = {name: sql for name, sql in rows}
         old_meta = existing.get("meta_data")
         if old_meta is not None and '"result"' not in old_meta:
@@ -418,9 +431,8 @@ class _Transaction:
                 pass  # SQLite rolls back by itself after some errors (a full disk among them)
         finally:
             self.db._write_lock.release()
-        if _disk_full(exc):
-            raise NoSpace(f"no space left on the disk of database {self.db.path}: nothing was written "
-                          "(free some space and retry)") from None
+        if isinstance(exc, sqlite3.Error) and isinstance(failure := self.db._failure(exc, ""), NoSpace):
+            raise failure from None
         if exc_type is None:
             raise exc
         return False
@@ -437,11 +449,51 @@ def _set_transformation(c, tf, result):
         c.execute('INSERT INTO "rev_transformation" (result, checksum) VALUES (?, ?)', (result, tf))
 
 
-def _disk_full(exc) -> bool:
+def _no_space(path):
+    return NoSpace(f"no space left on the disk of database {path}: nothing was written (free some space and retry)")
+
+
+# SQLite's messages for its primary result codes, for Pythons without sqlite_errorcode (< 3.11)
+_MESSAGES = {"database or disk is full": sqlite3.SQLITE_FULL, "disk I/O error": sqlite3.SQLITE_IOERR,
+             "unable to open database file": sqlite3.SQLITE_CANTOPEN,
+             "file is not a database": sqlite3.SQLITE_NOTADB,
+             "database disk image is malformed": sqlite3.SQLITE_CORRUPT}
+
+
+def _code(exc):
+    """SQLite's primary result code of an exception (None if it is not SQLite's)."""
     if not isinstance(exc, sqlite3.Error):
-        return False
+        return None
     code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
-    return code & 0xFF == sqlite3.SQLITE_FULL if code is not None else "disk is full" in str(exc)
+    return code & 0xFF if code is not None else _MESSAGES.get(str(exc))
+
+
+def _disk_full(exc) -> bool:
+    return _code(exc) == sqlite3.SQLITE_FULL
+
+
+def _out_of_space(directory, probe=256 << 10) -> bool:
+    """Can a file of `probe` bytes (about what a new database needs: pages, WAL, shared
+    memory) not be written in `directory` for lack of space, inodes or quota? Asked only
+    after SQLite failed, whose errors do not always say so."""
+    import errno
+    import tempfile
+
+    full = (errno.ENOSPC, errno.EDQUOT)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".seamless-space-")
+    except OSError as exc:
+        return exc.errno in full
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(probe))  # random: a compressing filesystem must store it all
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return exc.errno in full
+    finally:
+        os.unlink(tmp)
+    return False
 
 
 def _valid_checksum_fields(fields):
