@@ -150,8 +150,8 @@ def test_seamless_download_of_a_corrupt_copy_is_a_clear_error(tmp_path, hashserv
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and not (tmp_path / "out.txt").exists()
     lines = proc.stderr.splitlines()
-    assert lines and all(line.startswith("seamless-download: ") for line in lines), lines
-    assert lines[-1].startswith("seamless-download: error: ") and "corrupt" in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("seamless-download: error: "), lines  # one line
+    assert "corrupt" in lines[0] and "seamless-upload" in lines[0]  # what, and how to repair it
     assert "Error:" not in proc.stderr, lines  # no exception class, no traceback
 
 

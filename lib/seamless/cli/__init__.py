@@ -74,6 +74,13 @@ def open_stores(destination=None, writable=True, check=None, **chosen):
         raise UserError(str(exc)) from None
 
 
+def _is_store_error(exc) -> bool:
+    """A buffer store's or result database's error (without importing them for it)."""
+    store = sys.modules.get("seamless.store")
+    db = sys.modules.get("seamless.store.sqlitedb")
+    return bool(store and isinstance(exc, store.StoreError) or db and isinstance(exc, db.DBError))
+
+
 def run(main, prog: str | None = None):
     """Call main(argv) and exit with its code, turning exceptions into one stderr line."""
     prog = prog or os.path.basename(sys.argv[0])
@@ -99,9 +106,12 @@ def run(main, prog: str | None = None):
         where = f": {exc.filename}" if exc.filename else ""
         error_line(prog, f"{exc.strerror or exc}{where}")
         code = 1
-    except Exception as exc:  # a bug: still one line unless debugging
+    except Exception as exc:
         if _debug:
             _traceback()
-        error_line(prog, f"{type(exc).__name__}: {exc} (set SEAMLESS_DEBUG=1 for a traceback)")
+        if _is_store_error(exc):  # its message says what failed: a full disk, a server's answer...
+            error_line(prog, exc)
+        else:  # a bug: still one line unless debugging
+            error_line(prog, f"{type(exc).__name__}: {exc} (set SEAMLESS_DEBUG=1 for a traceback)")
         code = 1
     sys.exit(code or 0)

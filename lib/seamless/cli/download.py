@@ -63,6 +63,14 @@ def what(item, directory_flag):
     return kind, cs, index, base, compress
 
 
+def why_missing(stores, cs):
+    """'CS is not in any store', or why its stored copy was refused, with the fix."""
+    if cs in stores.corrupt:
+        return (f"{cs}: the stored copy is corrupt ({stores.corrupt[cs]}); upload the file again "
+                "(seamless-upload) to repair the store")
+    return f"{cs} is not in any store"
+
+
 def main(argv):
     args = parse_args(argv)
     if len(args.output) > len(args.items):
@@ -70,6 +78,7 @@ def main(argv):
     if args.stdout and (len(args.items) != 1 or args.output):
         raise UserError("--stdout takes exactly one item and no -o")
     stores = open_stores(args.destination, writable=False, **selection(args))
+    stores.warn_corrupt = False  # said once, in the item's own error line (why_missing)
     plans = []
     for i, item in enumerate(args.items):
         try:
@@ -77,7 +86,7 @@ def main(argv):
             if kind == "directory" and index is None:
                 index = read_index(stores, cs)
                 if index is None:
-                    raise UserError(f"{item}: the directory index {cs} is not in any store")
+                    raise UserError(f"{item}: the directory index {why_missing(stores, cs)}")
             elif index is not None:
                 check_index(index, f"directory index {dest}.INDEX")
         except (ArgtypeError, ResultError) as exc:
@@ -91,7 +100,7 @@ def main(argv):
             raise UserError(f"{item} is a directory: --stdout needs a file")
         f = stores.open_verified(cs)
         if f is None:
-            raise UserError(f"{item}: buffer {cs} is not in any store")
+            raise UserError(f"{item}: buffer {why_missing(stores, cs)}")
         with f:
             shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
         sys.stdout.flush()
@@ -112,7 +121,13 @@ def main(argv):
                 failed = True
                 continue
             if missing:
-                error_line(PROG, f"{item}: not in any store: {', '.join(m[2:] or dest for m in missing)}")
+                names = {m: m[2:] or dest for m in missing}
+                corrupt = [m for m in missing if result[m] in stores.corrupt]
+                if corrupt:
+                    error_line(PROG, f"{item}: {names[corrupt[0]]}: {why_missing(stores, result[corrupt[0]])}"
+                               + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
+                else:
+                    error_line(PROG, f"{item}: not in any store: {', '.join(names.values())}")
                 failed = True
             elif args.verbose:
                 sys.stderr.write(f"{PROG}: {item} -> {dest}\n")

@@ -57,6 +57,8 @@ class StoreSet:
         self.db_read = list(db_read)
         self.db_write = list(db_write)
         self.entries = entries  # the JSON shape this set was built from, to pass on
+        self.corrupt = {}  # checksum -> why a stored copy was refused (kept from this process's reads)
+        self.warn_corrupt = True  # a tool that reports corrupt copies itself turns the warning off
 
     @classmethod
     def from_clients(cls, clients, in_remote=False):
@@ -181,7 +183,7 @@ class StoreSet:
             try:
                 data = store.get(cs)
             except CorruptBuffer as exc:
-                self._discard(store, exc)
+                self._discard(store, exc, cs)
                 continue
             if data is not None:
                 return data
@@ -208,8 +210,8 @@ class StoreSet:
             raise StoreError("no writable buffer store is configured")
         return self.buffer_write
 
-    def _discard(self, store, exc):
-        """A stored copy failed verification: remove it if we may, and say so."""
+    def _discard(self, store, exc, cs=None):
+        """A stored copy of cs failed verification: remove it if we may, and say so."""
         path = getattr(exc, "path", None)
         removed = False
         if path and getattr(store, "writable", False) and hasattr(store, "remove"):
@@ -218,8 +220,11 @@ class StoreSet:
                 removed = True
             except (OSError, StoreError):
                 pass
-        warn(f"corrupt stored buffer: {exc}; {'removed it, ' if removed else ''}"
-             "using another copy or computing it again")
+        if cs is not None:
+            self.corrupt[cs] = str(exc)
+        if self.warn_corrupt:
+            warn(f"corrupt stored buffer: {exc}; {'removed it, ' if removed else ''}"
+                 "using another copy or computing it again")
 
     def stored_everywhere(self, cs) -> bool:
         """Does every writable store hold a verified copy? (A directory checks the stamp of
@@ -240,7 +245,7 @@ class StoreSet:
             try:
                 found = store.verified(cs, (None,))
             except CorruptBuffer as exc:
-                self._discard(store, exc)
+                self._discard(store, exc, cs)
                 continue
             if found is not None:
                 return found[0], found[2]
@@ -254,7 +259,7 @@ class StoreSet:
             try:
                 f = _open_local(store, cs) if isinstance(store, DirectoryStore) else _open_fetched(store, cs)
             except CorruptBuffer as exc:
-                self._discard(store, exc)
+                self._discard(store, exc, cs)
                 continue
             if f is not None:
                 return f
@@ -294,7 +299,7 @@ class StoreSet:
                 elif store.get_to_file(cs, dest):
                     return True
             except CorruptBuffer as exc:
-                self._discard(store, exc)
+                self._discard(store, exc, cs)
         return False
 
     # --- results ------------------------------------------------------------------------
