@@ -27,7 +27,7 @@ def fresh_python(tmp_path, monkeypatch):
     """The Python API with empty caches, no configuration, in tmp_path; closed afterwards."""
     import seamless
     import seamless.config
-    from seamless.transformer.cache import cache
+    from seamless.cache import cache
 
     for name in list(os.environ):
         if name.startswith("SEAMLESS_"):

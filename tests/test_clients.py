@@ -14,7 +14,7 @@ def test_upstream_example_shape(tmp_path):
     clients = {"database": [{"readonly": False, "url": "http://h:5520", "remote_url": "http://h:5520"}],
                "buffer": [{"readonly": False, "url": "http://h:5510", "remote_url": "http://h:5510",
                            "remote_directory": str(tmp_path)}]}
-    stores = StoreSet.from_env({"SEAMLESS_REMOTE_CLIENTS": json.dumps(clients)})
+    stores = StoreSet.from_clients(json.dumps(clients), in_remote=True)
     assert [type(s) for s in stores.buffer_read] == [DirectoryStore, HttpBufferStore]
     assert [type(s) for s in stores.buffer_write] == [HttpBufferStore]
     assert stores.buffer_read[0].directory == str(tmp_path) and not stores.buffer_read[0].writable
@@ -23,7 +23,10 @@ def test_upstream_example_shape(tmp_path):
 
 
 def test_unset_means_none():
-    assert StoreSet.from_env({}) is None
+    from seamless.session import env_clients
+
+    assert env_clients({}) is None
+    assert env_clients({"SEAMLESS_REMOTE_CLIENTS": "{}", "SEAMLESS_CACHE": "/c"}) is None  # SEAMLESS_CACHE wins
 
 
 def test_readonly_defaults_to_true(tmp_path):
@@ -64,7 +67,7 @@ def test_writable_directory_entry(tmp_path):
 ])
 def test_errors_are_clear(text, message):
     with pytest.raises(ClientsError, match=message):
-        StoreSet.from_env({"SEAMLESS_REMOTE_CLIENTS": text})
+        StoreSet.from_clients(text, in_remote=True)
 
 
 def test_end_to_end_through_servers(hashserver, dbserver):

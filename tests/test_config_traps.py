@@ -267,7 +267,7 @@ def test_files_without_stage_blocks_accept_no_stage(tmp_path, monkeypatch):
 
 def test_without_config_files_stages_name_storage(tmp_path, monkeypatch):
     from seamless.config import storage
-    from seamless.store.active import resolve_config
+    from seamless.session import resolve_config
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

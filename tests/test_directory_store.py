@@ -59,7 +59,7 @@ def test_gz_sibling_and_length(tmp_path):
 
 
 def test_zst_roundtrip(tmp_path):
-    from seamless.store.directory import zstd_module
+    from seamless.store.compression import zstd_module
 
     zstd = zstd_module()
     store = DirectoryStore(tmp_path, writable=True)
@@ -90,7 +90,7 @@ def test_concatenated_gzip_is_refused(tmp_path):
 
 def test_decompression_is_bounded(tmp_path):
     """A small gzip bomb is decoded piece by piece, never whole in memory."""
-    from seamless.store.directory import Decoder
+    from seamless.store.compression import Decoder
 
     bomb = gzip.compress(bytes(200 << 20), compresslevel=9)
     assert len(bomb) < 1 << 20

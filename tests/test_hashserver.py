@@ -402,7 +402,7 @@ def test_head_matches_get_for_compressed_buffers(hashserver):
 
 
 def test_corrupt_gz_is_removed_and_zst_sibling_served(hashserver, bufferdir):
-    from seamless.store.directory import zstd_module
+    from seamless.store.compression import zstd_module
 
     data = b"two forms " * 100
     cs = cs_of(data)
@@ -416,7 +416,7 @@ def test_corrupt_gz_is_removed_and_zst_sibling_served(hashserver, bufferdir):
 
 
 def test_zstd_put_and_get(hashserver, bufferdir):
-    from seamless.store.directory import zstd_module
+    from seamless.store.compression import zstd_module
 
     zstd = zstd_module()
     data = b"zstd upload " * 1000

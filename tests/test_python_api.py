@@ -16,7 +16,7 @@ import seamless
 import seamless.config
 from seamless.transformer import (TransformationError, TransformationList, delayed, direct, has_spawned, parallel,
                                   parallel_async, spawn)
-from seamless.transformer.cache import cache
+from seamless.cache import cache
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import seamless
 import seamless.config
 from seamless import Buffer, CacheMissError, Checksum
 from seamless.transformer import delayed
-from seamless.transformer.cache import cache
+from seamless.cache import cache
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import seamless
 import seamless.config
 from seamless import Buffer, Checksum
 from seamless.transformer import delayed, direct
-from seamless.transformer.cache import cache
+from seamless.cache import cache
 
 UPSTREAM = os.environ.get("SEAMLESS_UPSTREAM_VENV", "")
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -51,7 +51,7 @@ ORJSON_FLOAT_CASES = {"ct_float_small", "ct_plain_small_floats", "res_plain"}
 
 @pytest.fixture(autouse=True)
 def fresh(tmp_path, monkeypatch):
-    from seamless.transformer.cache import cache
+    from seamless.cache import cache
 
     monkeypatch.delenv("SEAMLESS_CACHE", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -85,7 +85,7 @@ def evaluate(vector, tmp_path, monkeypatch):
         return buffer
 
     monkeypatch.setattr(transformation_module, "identity_buffer", recording)
-    from seamless.transformer.cache import cache
+    from seamless.cache import cache
 
     for pin in (vector.get("identity") or {}).values():  # a checksum pin refers to an earlier result
         if isinstance(pin, list) and pin[1] == "checksum" and pin[2] in vector["buffers"]:
@@ -140,7 +140,7 @@ def test_same_as_upstream(vector, tmp_path, monkeypatch):
         assert tf == vector["tf_checksum"], value.exception
         identity = built[-1] if vector["kind"] == "delayed" else built[0]
         assert identity.decode() == vector["identity_buffer"]
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         for key, pin in vector["identity"].items():
             if isinstance(pin, list) and pin[2] in vector["buffers"]:
@@ -165,7 +165,7 @@ def test_same_as_upstream(vector, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(ORJSON_FLOAT_CASES))
 def test_plain_floats_differ_only_in_the_orjson_exponent(name, tmp_path, monkeypatch):
-    from seamless.transformer.cache import cache
+    from seamless.cache import cache
 
     vector = by_name(name)
     tf = run_case(name, tmp_path, monkeypatch)
@@ -202,7 +202,7 @@ def test_varkwargs_pass_through(tmp_path, monkeypatch):
 
 def test_none_and_64_character_strings_are_values(tmp_path, monkeypatch):
     from seamless.transformer import TransformationError
-    from seamless.transformer.cache import cache
+    from seamless.cache import cache
 
     tf = run_case("val_none", tmp_path, monkeypatch)
     tf.construct()

@@ -5,7 +5,7 @@ of upstream's top-level API (Checksum, Buffer, CacheMissError, close, is_worker)
 loaded on first use.
 """
 
-__version__ = "0.1.0"
+from seamless.version import __version__  # noqa: F401
 
 
 def close():

@@ -52,7 +52,7 @@ class Checksum(str):
 
     def resolve(self, celltype=None):
         """The buffer (celltype None) or the value it holds."""
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         data = cache.get_buffer(self)
         if data is None:
@@ -66,7 +66,7 @@ class Checksum(str):
 
     def fingertip(self, celltype=None):
         """Like resolve(), but a missing buffer is recomputed from a transformation that made it."""
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         data = cache.get_buffer(self)
         if data is None:
@@ -80,12 +80,12 @@ class Checksum(str):
 
     def incref(self, *, scratch: bool = False) -> None:
         """Keep the buffer in this process's cache (never evicted) until decref()."""
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         cache.pin(self.hex(), self.resolve().content)
 
     def decref(self) -> None:
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         cache.unpin(self.hex())
 
@@ -138,18 +138,18 @@ class Buffer:
 
     def incref(self) -> None:
         """Keep it in this process's cache (never evicted) until decref()."""
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         cache.pin(self.checksum.hex(), self.content)
 
     def decref(self) -> None:
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         cache.unpin(self.checksum.hex())
 
     async def write(self) -> bool:
         """Put it in the persistent stores of the configuration in force; False if there are none."""
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         stores = cache.stores()
         if stores is None:

@@ -25,7 +25,7 @@ def debug_enabled() -> bool:
 
 def add_version(parser) -> None:
     """--version: the tool's name and the package's version, like every Unix tool."""
-    from seamless import __version__
+    from seamless.version import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s (seamless-toolbox) {__version__}")
 
@@ -52,24 +52,13 @@ def selection(args):
 
 
 def open_stores(destination=None, writable=True, check=None, **chosen):
-    """The stores a tool works with, any configuration problem as a UserError.
-
-    `chosen` (workdir, stage, substage, choices: see selection()) picks the configuration;
-    `check(resolved)` may refuse it (for instance an execution mode a tool lacks).
-    """
+    """seamless.session.open_stores, any configuration problem as a UserError."""
+    from seamless.session import open_stores as open_
     from seamless.store import StoreError
-    from seamless.store.active import active_stores, resolve_config, stores_at
     from seamless.store.sqlitedb import DBError
 
     try:
-        if destination:
-            return stores_at(destination, writable)
-        if not os.environ.get("SEAMLESS_CACHE") and os.environ.get("SEAMLESS_REMOTE_CLIENTS"):
-            return active_stores()
-        resolved = resolve_config(**chosen)
-        if check is not None:
-            check(resolved)
-        return active_stores(resolved=resolved)
+        return open_(destination, writable, check, **chosen)
     except (StoreError, DBError, ValueError) as exc:  # ValueError: ConfigError, ClientsError
         raise UserError(str(exc)) from None
 

@@ -24,17 +24,15 @@ def parse_args(argv):
 
 
 def main(argv):
+    from seamless.cli import selection
     from seamless.config.errors import ConfigError
-    from seamless.run.cli import selection
+    from seamless.session import env_clients, resolve_config
 
     args = parse_args(argv)
-    if os.environ.get("SEAMLESS_REMOTE_CLIENTS") and not os.environ.get("SEAMLESS_CACHE"):
+    if env_clients() is not None:
         sys.stderr.write(f"{PROG}: SEAMLESS_REMOTE_CLIENTS is set: the stores it names are used as they are\n")
         return 0
-    args.local = False
     try:
-        from seamless.store.active import resolve_config
-
         resolved = resolve_config(**selection(args))
         lines = describe(resolved) if args.show else start(resolved)
     except ConfigError as exc:
@@ -74,7 +72,7 @@ def describe(resolved):
 def start(resolved):
     from seamless.config import storage
     from seamless.config.errors import ConfigError
-    from seamless.store.active import stores_for
+    from seamless.session import stores_for
 
     rows = []
     stores = stores_for(resolved)

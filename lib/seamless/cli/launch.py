@@ -65,7 +65,7 @@ def launch(argv):
 def spec_from_config(args):
     from seamless.config.resolve import resolve
     from seamless.config.tools import load_tools, render
-    from seamless.run.cli import selection
+    from seamless.cli import selection
 
     if not args.cluster:
         raise UserError(f"{args.what}: which cluster? (--cluster NAME)")

@@ -8,7 +8,8 @@
 Errors surface as ConfigError (a ValueError) instead of being swallowed. Unlike
 upstream: init(workdir=...) honours its argument, every set_stage/set_substage
 re-evaluates from the files (nothing stale survives a stage change) and re-activates.
-This module is imported on seamless-run's hot path: it imports nothing heavy itself.
+The stores in force are handed to seamless.cache (use_stores), where the Python API
+reads and writes them; which stores a configuration means is seamless.session's rule.
 """
 
 import os
@@ -17,12 +18,12 @@ from seamless.config.errors import ConfigError
 
 _state = {
     "workdir": None, "stage": None, "substage": None, "choices": {}, "nparallel": None,
-    "resolved": None, "stores": None, "remote_clients": None, "initialized": False,
+    "resolved": None, "remote_clients": None, "initialized": False, "stop_keepalive": None,
 }
 
 __all__ = ["ConfigError", "init", "set_stage", "set_substage", "set_workdir", "set_nparallel",
            "get_nparallel", "collect_remote_clients", "set_remote_clients", "set_remote_clients_from_env",
-           "select", "stores", "current"]
+           "select", "stores", "current", "in_force"]
 
 
 def init(*, workdir=None):
@@ -44,7 +45,7 @@ def set_workdir(path=None):
 
 def set_stage(stage=None, substage=None, *, workdir=None):
     """Select a stage (and substage), re-read the configuration and activate its stores."""
-    from seamless.store.active import active_stores, resolve_config
+    from seamless.session import open_stores, resolve_config
 
     _refuse_after_remote_clients("set_stage")
     if workdir is not None:
@@ -52,16 +53,18 @@ def set_stage(stage=None, substage=None, *, workdir=None):
     resolved = resolve_config(workdir=_state["workdir"] or os.getcwd(), stage=stage, substage=substage,
                               choices=_state["choices"])
     _state.update(stage=stage, substage=substage, resolved=resolved, initialized=True)
-    _activate(active_stores(resolved=resolved))
+    _activate(open_stores(resolved=resolved))
     return resolved
 
 
 def _activate(stores):
     """Make `stores` the ones in force; keep their servers alive while this process lives."""
-    if _state.get("stop_keepalive"):
+    from seamless.cache import cache
+
+    if _state["stop_keepalive"]:
         _state["stop_keepalive"]()
-    _state["stores"] = stores
-    _state["stop_keepalive"] = stores.keepalive()
+    cache.use_stores(stores)
+    _state["stop_keepalive"] = stores.keepalive() if stores is not None else None
 
 
 def set_substage(substage=None):
@@ -106,36 +109,30 @@ def current():
 
 def stores():
     """The StoreSet in force."""
-    if _state["stores"] is None:
+    from seamless.cache import cache
+
+    if cache.stores() is None:
         init()
-    return _state["stores"]
+    return cache.stores()
+
+
+def in_force():
+    """The resolved configuration in force, without evaluating one: None before init(),
+    and when remote clients were set explicitly (no configuration applies then)."""
+    return _state["resolved"] if _state["initialized"] and _state["remote_clients"] is None else None
 
 
 def collect_remote_clients(cluster=None):
     """{"buffer": [...], "database": [...]} for workers: the current configuration's
     stores as served over HTTP (starting the services here when needed)."""
-    from seamless.config.tools import render
-    from seamless.launch.client import ensure
+    from seamless.session import served_clients
 
     resolved = current()
     if resolved is None:
         raise ConfigError("no configuration: call seamless.config.init() first")
     if cluster is not None and cluster != resolved.cluster:
         raise ConfigError(f"cluster {cluster!r} is not the selected cluster ({resolved.cluster!r})")
-    clients = {"buffer": [], "database": []}
-    for tool, section in (("hashserver", "buffer"), ("database", "database")):
-        spec = render(tool, resolved, "rw")
-        connection = ensure(spec)
-        url = connection["url"]
-        entry = {"readonly": False, "url": url, "remote_url": url}
-        if connection.get("token_file"):  # a file on this machine: workers elsewhere need their own copy
-            entry["token_file"] = connection["token_file"]
-        if tool == "hashserver":
-            entry["remote_directory"] = spec["workdir"]
-            if resolved.local:
-                entry["directory"] = os.path.expanduser(spec["workdir"])
-        clients[section].append(entry)
-    return clients
+    return served_clients(resolved, for_workers=True)
 
 
 def set_remote_clients(clients, in_remote=False):
@@ -150,8 +147,10 @@ def set_remote_clients(clients, in_remote=False):
 def set_remote_clients_from_env(include_dask=False):
     """Apply SEAMLESS_REMOTE_CLIENTS (unless SEAMLESS_CACHE is set); True if applied.
     Errors in it are raised, not swallowed."""
-    text = os.environ.get("SEAMLESS_REMOTE_CLIENTS")
-    if os.environ.get("SEAMLESS_CACHE") or not text:
+    from seamless.session import env_clients
+
+    text = env_clients()
+    if text is None:
         return False
     set_remote_clients(text, in_remote=True)
     return True
@@ -164,7 +163,6 @@ def _refuse_after_remote_clients(what):
 
 def _reset():
     """Forget everything (for tests)."""
-    if _state.get("stop_keepalive"):
-        _state["stop_keepalive"]()
+    _activate(None)
     _state.update(stop_keepalive=None, workdir=None, stage=None, substage=None, choices={}, nparallel=None, resolved=None,
-                  stores=None, remote_clients=None, initialized=False)
+                  remote_clients=None, initialized=False)

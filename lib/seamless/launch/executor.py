@@ -96,10 +96,17 @@ class SshExecutor:
             raise LaunchError(f"on {self.ssh_host}: unexpected answer {proc.stdout[:200]!r}") from None
 
 
+def _local_hosts():
+    import socket
+
+    return ("localhost", "127.0.0.1", "::1", socket.gethostname())
+
+
+LOCAL_HOSTS = _local_hosts()
+
+
 def executor_for(spec):
     """Ssh when the frontend is another host (or ssh_hostname says so), else local."""
-    from seamless.store.active import LOCAL_HOSTS
-
     ssh_host = spec.get("ssh_hostname")
     hostname = spec.get("hostname")
     if ssh_host or (hostname and hostname not in LOCAL_HOSTS):

@@ -12,9 +12,9 @@ import argparse
 import os
 import sys
 
-from seamless import __version__
+from seamless.version import __version__
 from seamless.checksum import calculate_checksum, serialize
-from seamless.cli import UserError, add_version, open_stores, selection, set_debug  # noqa: F401 (selection: used by cli.init)
+from seamless.cli import UserError, add_version, open_stores, selection, set_debug
 from seamless.identity import identity_buffer, transformation_checksum
 from seamless.run.argtyping import ArgtypeError
 from seamless.run.command import analyze, bash_code, targets_of
@@ -486,7 +486,7 @@ class single_flight:
     """One execution per transformation on this machine: a second identical run waits."""
 
     def __init__(self, stores, tf_cs, args):
-        from seamless.store.active import cache_root
+        from seamless.session import cache_root
 
         root = getattr(stores, "root", None) or cache_root()
         self.path = os.path.join(root, "locks", tf_cs + ".lock")

@@ -51,7 +51,7 @@ def deliver(stores, index, targets, download=True, compress_by_name=False):
     Every path comes from the index, which anyone may have written: each must stay
     inside its target. Returns the paths whose bytes are in no store.
     """
-    from seamless.store.directory import encoding_of
+    from seamless.store.compression import encoding_of
 
     def fetch(cs, dest):
         return stores.get_to_file(cs, dest, encoding_of(dest) if compress_by_name else None)

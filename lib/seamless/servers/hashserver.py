@@ -21,7 +21,8 @@ from seamless.cli import UserError, set_debug
 from seamless.servers.base import Handler, HTTPError, add_server_arguments, make_server, serve
 from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError, WriteFailed
 from seamless.store.clients import warn
-from seamless.store.directory import Decoder, DirectoryStore, decode_errors, digest_stream, open_decoded
+from seamless.store.compression import Decoder, decode_errors, digest_stream, open_decoded
+from seamless.store.directory import DirectoryStore
 
 PROMISE_TTL = 600.0
 SMALL_FILE = 256 << 10  # served with read + write; larger files with sendfile

@@ -19,7 +19,8 @@ import os
 import sys
 
 from seamless.store import CorruptBuffer, StoreError
-from seamless.store.directory import DirectoryStore, decode_errors, open_decoded
+from seamless.store.compression import decode_errors, open_decoded
+from seamless.store.directory import DirectoryStore
 
 ENV = "SEAMLESS_REMOTE_CLIENTS"
 
@@ -109,14 +110,6 @@ class StoreSet:
         # directories first: reading a file beats a round trip
         self.buffer_read.sort(key=lambda s: not isinstance(s, DirectoryStore))
         return self
-
-    @classmethod
-    def from_env(cls, environ=None):
-        """The stores named by SEAMLESS_REMOTE_CLIENTS, or None when it is unset."""
-        text = (environ if environ is not None else os.environ).get(ENV)
-        if not text:
-            return None
-        return cls.from_clients(text, in_remote=True)
 
     @classmethod
     def local_store(cls, buffer_dir, db_file):
@@ -275,7 +268,7 @@ class StoreSet:
             return self._get_plain_to_file(cs, dest)
         import tempfile
 
-        from seamless.store.directory import write_encoded
+        from seamless.store.compression import write_encoded
 
         fd, plain = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dest)), prefix=".plain-")
         os.close(fd)

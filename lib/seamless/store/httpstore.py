@@ -7,7 +7,7 @@ import tempfile
 
 from seamless.checksum import CHUNK, calculate_checksum, checksum_file, parse_checksum
 from seamless.store import ChecksumMismatch, CorruptBuffer, ReadOnlyStore, StoreError
-from seamless.store.directory import Decoder, decode_errors
+from seamless.store.compression import Decoder, decode_errors
 from seamless.store.httpclient import HttpClient
 
 CORRUPTION = "File corruption"  # how a hashserver's 400 for a corrupt stored file begins

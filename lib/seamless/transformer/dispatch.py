@@ -17,7 +17,7 @@ import time
 
 from seamless.buffer import Checksum
 from seamless.checksum import calculate_checksum
-from seamless.transformer.cache import cache
+from seamless.cache import cache
 from seamless.transformer.execute import TransformationFailure, run_transformation
 from seamless.transformer.transformation import TransformationError
 
@@ -191,7 +191,7 @@ def record(tf, inputs, result, data, scratch, mode, seconds):
     stores = cache.stores()
     if stores is None:
         return
-    from seamless import __version__
+    from seamless.version import __version__
 
     try:
         for cs, buffer in inputs.items():

@@ -8,7 +8,7 @@ import json
 
 from seamless.buffer import CacheMissError
 from seamless.checksum import calculate_checksum
-from seamless.transformer.cache import cache
+from seamless.cache import cache
 from seamless.transformer.execute import TransformationFailure, run_transformation
 
 

@@ -26,7 +26,7 @@ from seamless.checksum import calculate_checksum
 from seamless.identity import identity_buffer
 
 from seamless.transformer import wire
-from seamless.transformer.cache import cache
+from seamless.cache import cache
 from seamless.transformer.transformation import TransformationError
 
 

@@ -183,7 +183,7 @@ class Transformation:
             transformation["__env__"] = calculate_checksum(env)
             definition.buffers[transformation["__env__"]] = env  # stored with the inputs: the record
         from seamless.buffer import Checksum
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         for cs, data in definition.buffers.items():
             cache.keep(cs, data)
@@ -192,7 +192,7 @@ class Transformation:
         return True
 
     def _buffer_or_none(self):
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         if self._held is not None:
             return self._held
@@ -209,7 +209,7 @@ class Transformation:
     def _input(self, cs):
         """A buffer an execution needs: from the definition, the caches and stores, or
         by recomputing a dependency whose result was not kept."""
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         data = self._definition.buffers.get(cs)
         if data is None:
@@ -347,7 +347,7 @@ class Transformation:
 
     def is_cached(self):
         """Is the result known (in memory, or in the database of the configuration in force)?"""
-        from seamless.transformer.cache import cache
+        from seamless.cache import cache
 
         tf = self.construct()
         return tf is not None and cache.get_result(tf.hex()) is not None

@@ -42,7 +42,7 @@ def forward_to_parent(t):
 
 
 def _run(job_id, transformation, buffers):
-    from seamless.transformer.cache import cache
+    from seamless.cache import cache
     from seamless.transformer.execute import TransformationFailure, run_transformation
     from seamless.transformer.transformation import TransformationError
 

@@ -1,4 +1,4 @@
-"""Which stores a tool uses: the one place that decides.
+"""Which stores this process uses: the one place that decides.
 
 1. SEAMLESS_CACHE=/path: a local cache there (upstream's shortcut; it wins over the rest).
 2. SEAMLESS_REMOTE_CLIENTS: exactly the hashservers, databases and directories it names.
@@ -6,19 +6,21 @@
    and stage; used directly when the cluster is this machine (local_cluster), else
    through its hashserver and database, started here when the frontend is this host.
 4. Nothing at all: the zero-config cache in ${XDG_CACHE_HOME:-~/.cache}/seamless.
+
+Tools call open_stores(); seamless.config (the Python API) keeps the result in force.
 """
 
 import os
 
 from seamless.store.clients import StoreSet
 
-def _local_hosts():
-    import socket
 
-    return ("localhost", "127.0.0.1", "::1", socket.gethostname())
-
-
-LOCAL_HOSTS = _local_hosts()
+def env_clients(environ=None):
+    """The SEAMLESS_REMOTE_CLIENTS text when it applies (SEAMLESS_CACHE wins), else None."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SEAMLESS_CACHE"):
+        return None
+    return environ.get("SEAMLESS_REMOTE_CLIENTS") or None
 
 
 def cache_root(environ=None) -> str:
@@ -29,26 +31,24 @@ def cache_root(environ=None) -> str:
     return os.path.join(base, "seamless")
 
 
-def stores_at(destination=None, writable=True) -> StoreSet:
-    """A buffer directory to use directly, or else the active stores."""
+def open_stores(destination=None, writable=True, check=None, resolved=None, **selection) -> StoreSet:
+    """The stores a tool works with: a buffer directory given directly (`destination`),
+    or the active stores. `selection` (workdir, stage, substage, choices) picks the
+    configuration, unless it is given `resolved`; `check(resolved)` may refuse it (an
+    execution mode a tool lacks)."""
     if destination:
         from seamless.store.directory import DirectoryStore
 
         store = DirectoryStore(destination, writable=writable, create=writable)
         return StoreSet([store], [store] if writable else [])
-    return active_stores()
-
-
-def active_stores(environ=None, resolved=None, **selection) -> StoreSet:
-    """The stores for this process; `selection`: workdir, stage, substage, choices."""
-    environ = os.environ if environ is None else environ
-    if not environ.get("SEAMLESS_CACHE"):
-        stores = StoreSet.from_env(environ)
-        if stores is not None:
-            return stores
+    clients = env_clients()
+    if clients is not None:
+        return StoreSet.from_clients(clients, in_remote=True)
     if resolved is None:
-        resolved = resolve_config(environ, **selection)
-    return stores_for(resolved, environ)
+        resolved = resolve_config(**selection)
+    if check is not None:
+        check(resolved)
+    return stores_for(resolved)
 
 
 def resolve_config(environ=None, workdir=".", stage=None, substage=None, choices=None):
@@ -70,7 +70,9 @@ def _storage_choices(choices):
     return {k: v for k, v in choices.items() if k in ("project", "subproject") and v}
 
 
-def stores_for(resolved, environ=None) -> StoreSet:
+def stores_for(resolved) -> StoreSet:
+    """The stores of a resolved configuration: its directory and database file when the
+    cluster is this machine, else its servers (found running, or started)."""
     from seamless.config import storage
 
     resolved = resolved.store_in or resolved
@@ -83,12 +85,13 @@ def stores_for(resolved, environ=None) -> StoreSet:
             raise ConfigError(f"cluster '{resolved.cluster}' needs a hashserver (bufferdir) and a database "
                               "(database_dir) on a frontend to store results")
         return StoreSet.local_store(storage.local_path(buffers), storage.local_path(database))
-    return served_stores(resolved)
+    return StoreSet.from_clients(served_clients(resolved))
 
 
-def served_stores(resolved) -> StoreSet:
-    """The stores of a cluster that is not this machine, through its servers (found
-    running, or started: here, or on the frontend over ssh)."""
+def served_clients(resolved, for_workers=False) -> dict:
+    """{"buffer": [...], "database": [...]}: the cluster's hashserver and database as
+    served over HTTP, started here or on the frontend over ssh when none is running.
+    `for_workers` adds what a worker elsewhere needs (remote_url, the buffer directory)."""
     from seamless.config import tools
     from seamless.config.errors import ConfigError
     from seamless.launch.client import ensure
@@ -104,5 +107,11 @@ def served_stores(resolved) -> StoreSet:
         entry = {"url": connection["url"], "readonly": False}
         if connection.get("token_file"):  # services the launcher starts require their token
             entry["token_file"] = connection["token_file"]
+        if for_workers:
+            entry["remote_url"] = connection["url"]
+            if tool == "hashserver":
+                entry["remote_directory"] = spec["workdir"]
+                if resolved.local:
+                    entry["directory"] = os.path.expanduser(spec["workdir"])
         clients[section].append(entry)
-    return StoreSet.from_clients(clients)
+    return clients

@@ -1,10 +1,10 @@
-"""Where the Python API finds and keeps buffers and results.
+"""Where this process finds and keeps buffers and results (the Python API's cache).
 
 In memory, always: transformation -> result checksum (successes only) and a bounded
 buffer cache (least recently used buffers go first; $SEAMLESS_BUFFER_CACHE_MB, default
-512). Persistent, once seamless.config.init() (or set_remote_clients) chose stores:
-the same buffer stores and result database seamless-run uses, read after memory and
-written after every execution.
+512). Persistent, once seamless.config.init() (or set_remote_clients) put stores in
+force (use_stores): the same buffer stores and result database seamless-run uses, read
+after memory and written after every execution.
 """
 
 import os
@@ -21,6 +21,7 @@ def _cap_bytes():
 
 class Cache:
     def __init__(self):
+        self.in_force = None  # the StoreSet of the configuration in force, once there is one
         self.results = {}
         self.buffers = OrderedDict()
         self.pinned = {}  # checksum -> (count, buffer): incref'ed, never evicted
@@ -30,14 +31,12 @@ class Cache:
 
     # --- the persistent stores, when a configuration is in force ------------------------
 
-    @staticmethod
-    def stores():
-        import seamless.config as config
+    def use_stores(self, stores):
+        """Read and write these persistent stores from now on (None: memory only)."""
+        self.in_force = stores
 
-        state = config._state
-        if not state["initialized"]:
-            return None
-        return state["stores"] if state["stores"] is not None else config.stores()
+    def stores(self):
+        return self.in_force
 
     # --- buffers -------------------------------------------------------------------------
 
