@@ -499,3 +499,13 @@ def test_same_transformation_as_upstream_where_upstream_works(tmp_path):
                 os.kill(int(json.loads(status.read_text())["pid"]), 15)
             except (OSError, ValueError, KeyError):
                 pass
+
+
+def test_an_empty_word_and_the_workdir_itself_are_values(tmp_path):
+    """`grep -c "" f` and `ls .` run: "" names no file, and "." in the job is the job
+    directory (the workdir as a whole is never an input)."""
+    (tmp_path / "in.txt").write_text("a\nb\n")
+    proc = run(tmp_path, 'grep -c "" in.txt')
+    assert proc.returncode == 0 and proc.stdout == b"2\n", proc.stderr
+    proc = run(tmp_path, "echo . ./")
+    assert proc.returncode == 0 and proc.stdout == b". ./\n", proc.stderr

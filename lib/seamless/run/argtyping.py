@@ -115,6 +115,8 @@ def read_sidecar(path: str):
 
 def classify(word: str, argno: int, rule1=True, rule2=True, expansion=False, rule3=True):
     """Return None for a value, else an Input (name not yet mapped)."""
+    if not word:  # "" (grep -c "" f) names no file, not the current directory
+        return None
     if word.endswith(SIDECARS):
         path = os.path.abspath(os.path.expanduser(word))
         return Input(path, "file") if os.path.isfile(path) else None
@@ -175,11 +177,12 @@ def find_executable(word: str):
 
 def map_names(inputs, mode: str, workdir: str):
     """Give each input its pin name, according to the file mapping mode. An optional input
-    that is outside workdir or whose name is taken gets the name None."""
+    that is outside workdir or whose name is taken gets the name None, and so does the
+    workdir itself (`ls .`): in the job, "." is the job directory."""
     counter = 0
     seen = {}
     for item in inputs:
-        if item.optional and not _inside(item.source, workdir):
+        if (item.optional and not _inside(item.source, workdir)) or item.source == workdir:
             item.name = None
             continue
         if mode == "literal" or (mode == "extension" and item.kind == "directory"):
