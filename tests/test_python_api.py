@@ -522,7 +522,7 @@ def test_a_canceled_transformation_waiting_for_an_identical_one_runs_nothing(mon
 def test_the_pool_survives_its_shared_memory_directory_going_away(tmp_path):
     import shutil
 
-    from seamless.transformer.dispatch import pool
+    from seamless.execution.backends import pool
 
     spawn(1)
     assert pid_of(1).run()[0] == 1
@@ -581,7 +581,7 @@ def test_an_argument_that_cannot_be_serialized_is_named():
 def test_large_buffers_go_in_the_stream_when_shared_memory_is_full(tmp_path):
     import socket
 
-    from seamless.transformer import wire
+    from seamless.execution import wire
 
     left, right = socket.socketpair()
     sender = wire.Channel(left, str(tmp_path / "no-such-dir"))  # as good as full
@@ -615,7 +615,7 @@ def test_nested_results_run_inside_a_worker_are_kept_by_the_parent(tmp_path):
     seamless.config.init()
     if sys.argv[1:] == []:
         spawn(1)
-        from seamless.transformer.dispatch import pool
+        from seamless.execution.backends import pool
         print(json.dumps([outer(21, "inner.log"), pool().spill]))  # no close(): exit cleans up
     """
     value, spill = child(code, tmp_path)

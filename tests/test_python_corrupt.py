@@ -205,10 +205,11 @@ def test_the_memory_cache_never_holds_bytes_under_another_checksum():
 
 
 def test_a_worker_record_whose_bytes_do_not_match_is_refused():
-    from seamless.transformer import dispatch, spawn
+    from seamless.execution import backends
+    from seamless.transformer import spawn
 
     spawn(1)
     forged = {"op": "record", "tf": "1" * 64, "result": "2" * 64, "scratch": False, "seconds": 0.0, "buffers": []}
     with pytest.raises(ValueError, match="does not hash to"):
-        dispatch.pool().recorded(forged, [b"other bytes"])  # a worker's _read() reports it on stderr
+        backends.pool().recorded(forged, [b"other bytes"])  # a worker's _read() reports it on stderr
     assert cache.get_result("1" * 64) is None and cache.get_buffer("2" * 64) is None

@@ -501,11 +501,11 @@ def test_same_transformation_as_upstream_where_upstream_works(tmp_path):
                 pass
 
 
-def test_an_empty_word_and_the_workdir_itself_are_values(tmp_path):
-    """`grep -c "" f` and `ls .` run: "" names no file, and "." in the job is the job
-    directory (the workdir as a whole is never an input)."""
+def test_an_empty_word_is_a_value_and_the_workdir_itself_a_clear_error(tmp_path):
+    """`grep -c "" f` runs: "" names no file. `ls .` cannot run as meant (in the job "."
+    is the job directory): refused, as upstream does, saying why."""
     (tmp_path / "in.txt").write_text("a\nb\n")
     proc = run(tmp_path, 'grep -c "" in.txt')
     assert proc.returncode == 0 and proc.stdout == b"2\n", proc.stderr
-    proc = run(tmp_path, "echo . ./")
-    assert proc.returncode == 0 and proc.stdout == b". ./\n", proc.stderr
+    proc = run(tmp_path, "ls .")
+    assert proc.returncode == 1 and b"cannot be an input as a whole" in proc.stderr, proc.stderr

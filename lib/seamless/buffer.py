@@ -8,7 +8,12 @@ Buffer is bytes with their checksum: Buffer(b"...") takes them as they are,
 Buffer(value, celltype) serializes a value as upstream does.
 """
 
+from seamless.cache import cache
 from seamless.checksum import calculate_checksum, deserialize, parse_checksum, serialize
+
+# cs -> bytes, rebuilding a buffer from a transformation that made it: installed by
+# seamless.execution (the layer that can run transformations), which imports this one
+recompute_missing = None
 
 
 class CacheMissError(LookupError):
@@ -52,8 +57,6 @@ class Checksum(str):
 
     def resolve(self, celltype=None):
         """The buffer (celltype None) or the value it holds."""
-        from seamless.cache import cache
-
         data = cache.get_buffer(self)
         if data is None:
             raise CacheMissError(self.hex())
@@ -66,13 +69,11 @@ class Checksum(str):
 
     def fingertip(self, celltype=None):
         """Like resolve(), but a missing buffer is recomputed from a transformation that made it."""
-        from seamless.cache import cache
-
         data = cache.get_buffer(self)
         if data is None:
-            from seamless.transformer.fingertip import recompute
-
-            data = recompute(self.hex())
+            if recompute_missing is None:
+                raise CacheMissError(f"{self.hex()}: in no cache or store (import seamless.execution to recompute it)")
+            data = recompute_missing(self.hex())
         return self._as(data, celltype)
 
     def _as(self, data, celltype):
@@ -80,13 +81,9 @@ class Checksum(str):
 
     def incref(self, *, scratch: bool = False) -> None:
         """Keep the buffer in this process's cache (never evicted) until decref()."""
-        from seamless.cache import cache
-
         cache.pin(self.hex(), self.resolve().content)
 
     def decref(self) -> None:
-        from seamless.cache import cache
-
         cache.unpin(self.hex())
 
 
@@ -138,19 +135,13 @@ class Buffer:
 
     def incref(self) -> None:
         """Keep it in this process's cache (never evicted) until decref()."""
-        from seamless.cache import cache
-
         cache.pin(self.checksum.hex(), self.content)
 
     def decref(self) -> None:
-        from seamless.cache import cache
-
         cache.unpin(self.checksum.hex())
 
     async def write(self) -> bool:
         """Put it in the persistent stores of the configuration in force; False if there are none."""
-        from seamless.cache import cache
-
         stores = cache.stores()
         if stores is None:
             return False

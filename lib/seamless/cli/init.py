@@ -83,14 +83,16 @@ def start(resolved):
     else:
         rows.append(("hashserver", stores.buffer_read[0].url, "running"))
         rows.append(("database", stores.db_read[0].url, "running"))
-    if resolved.execution == "process":
-        rows.append(("execution", "process", "in the calling process"))
-    elif resolved.execution == "spawn":
+    from seamless.execution.backends import RemoteUnavailable, backend_for
+
+    try:
+        backend = backend_for(resolved)
+    except RemoteUnavailable as exc:
+        raise ConfigError(f"{exc} (use execution: process, or seamless-run --local)") from None
+    if backend.mode == "spawn":
         workers = (resolved.definition or {}).get("workers") or os.cpu_count()
         rows.append(("execution", "spawn", f"{workers} worker processes for the Python API; "
                                             "seamless-run runs commands in process"))
     else:
-        raise ConfigError(f"execution is remote on cluster '{resolved.cluster}' through a "
-                          f"{resolved.remote}, which this version cannot start yet "
-                          "(use execution: process, or seamless-run --local)")
+        rows.append(("execution", "process", "in the calling process"))
     return rows

@@ -177,12 +177,11 @@ def find_executable(word: str):
 
 def map_names(inputs, mode: str, workdir: str):
     """Give each input its pin name, according to the file mapping mode. An optional input
-    that is outside workdir or whose name is taken gets the name None, and so does the
-    workdir itself (`ls .`): in the job, "." is the job directory."""
+    that is outside workdir or whose name is taken gets the name None."""
     counter = 0
     seen = {}
     for item in inputs:
-        if (item.optional and not _inside(item.source, workdir)) or item.source == workdir:
+        if item.optional and not _inside(item.source, workdir):
             item.name = None
             continue
         if mode == "literal" or (mode == "extension" and item.kind == "directory"):
@@ -218,6 +217,9 @@ def _inside(path: str, workdir: str) -> bool:
 
 def _relative(path: str, workdir: str) -> str:
     rel = os.path.relpath(path, workdir)
+    if rel == ".":  # `ls .`: in the job, "." would be the job directory, not this one
+        raise ArgtypeError(f"{path!r} is the directory that paths are taken relative to, which cannot be an "
+                           "input as a whole: name its files or subdirectories, or choose its parent with -w")
     if not _inside(path, workdir):
         raise ArgtypeError(f"{path!r} is not under the directory that paths are taken relative to "
                            f"({workdir}); choose that directory with -w DIR or -W, or use -ms / -mx")

@@ -11,13 +11,12 @@ printed or written; on a miss the command runs in a fresh job directory first.
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 
-from seamless.version import __version__
-from seamless.checksum import calculate_checksum, serialize
 from seamless.cli import UserError, add_version, open_stores, selection, set_debug
-from seamless.identity import identity_buffer, transformation_checksum
+from seamless.identity import identity_buffer
 from seamless.run.argtyping import ArgtypeError
-from seamless.run.command import analyze, bash_code, targets_of
+from seamless.run.transformation import prepare
 from seamless.transfer import add_confirm_arguments
 
 PROG = "seamless-run"
@@ -87,11 +86,6 @@ def parser():
     return p
 
 
-def is_name(text):
-    """A shell variable name: [A-Za-z_][A-Za-z0-9_]* (without importing re)."""
-    return text.isascii() and text.replace("_", "a").isalnum() and not text[0].isdigit() if text else False
-
-
 def say(args, level, message):
     if not args.quiet and args.verbose >= level:
         sys.stderr.write(f"{PROG}: {message}\n")
@@ -119,18 +113,42 @@ def main(argv):
     return execute_or_reuse(args, spec)
 
 
+def dry_run(args, spec):
+    """--dry (with -j, --upload) and --write-remote-job: nothing runs."""
+    from seamless.run import writejob
+
+    stores = None
+    if args.upload or args.write_remote_job:
+        stores, _ = run_stores(args)
+        upload(stores, spec, args.answer)
+    if args.write_remote_job:
+        target = writejob.write_remote_job(spec, args.write_remote_job, stores)
+        print(f"{PROG}: wrote {target}: run it with `cd {target} && bash transform.sh` (writes RESULT)",
+              file=sys.stderr)
+    elif args.write_job:
+        writejob.write_job(spec, args.write_job, uploaded=args.upload)
+    print(spec["checksum"], flush=True)
+    return 0
+
+
 def run_stores(args):
-    """The stores of the configuration in force, refusing execution modes this tool lacks."""
+    """The stores of the configuration in force, and that configuration (None when
+    SEAMLESS_REMOTE_CLIENTS or a buffer directory says which stores, not a file)."""
+    from seamless.execution.backends import RemoteUnavailable, backend_for
+
+    chosen = []
 
     def check(resolved):
-        if resolved.execution == "remote" and not args.local:
-            raise UserError(f"the configuration runs commands on cluster '{resolved.cluster}' "
-                            f"({resolved.remote}), which seamless-run cannot do yet; add --local to run "
-                            "here and keep the results in the cluster's storage")
+        try:  # a configuration this version cannot run is refused before its stores are contacted
+            backend_for(resolved, local=args.local)
+        except RemoteUnavailable as exc:
+            raise UserError(f"{exc}; add --local to run here and keep the results in the cluster's storage") from None
+        chosen.append(resolved)
         for warning in resolved.warnings:
             say(args, 1, warning)
 
-    return open_stores(check=check, **selection(args))
+    stores = open_stores(check=check, **selection(args))
+    return stores, (chosen[0] if chosen else None)
 
 
 def check_options(args):
@@ -146,137 +164,8 @@ def check_options(args):
         raise UserError("--primary counts from 1")
 
 
-def parse_assignments(items, flag):
-    values = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"{flag} {item!r}: expected NAME=VALUE")
-        if not is_name(name):
-            raise UserError(f"{flag} {item!r}: the name must match [A-Za-z_][A-Za-z0-9_]*")
-        if flag == "--metavar" and name.startswith("META__"):
-            raise UserError(f"{flag} {item!r}: the name must not start with META__")
-        if values.get(name, value) != value:
-            raise UserError(f"{flag} {name} is given twice with different values")
-        values[name] = value
-    return values
-
-
-def extra_inputs(args):
-    paths = list(args.input)
-    for listing in args.input_file:
-        if not os.path.isfile(listing):
-            raise UserError(f"--input-file {listing!r} is not a file")
-        base = os.path.dirname(listing)
-        with open(listing) as f:
-            for line in f:
-                line = line.strip()
-                if line:  # upstream's help says empty lines are ignored; here they are
-                    paths.append(os.path.join(base, line))
-    return paths
-
-
-def prepare(args, command):
-    """Argtype, hash the inputs and build the transformation dict."""
-    from seamless.run.inputs import resolve
-
-    variables = parse_assignments(args.var, "--var")
-    metavars = parse_assignments(args.metavar, "--metavar")
-    analysis = analyze(command, primary=args.primary, rule1=args.rule1, rule2=args.rule2,
-                       workdir=args.workdir, mapping=args.mapping or "literal",
-                       extra_inputs=extra_inputs(args), captures=args.capture)
-    if args.prologue:
-        analysis.command = "; ".join(args.prologue + [analysis.command])
-    targets = targets_of(analysis, args.capture)
-    if not targets and (not args.download or args.scratch):
-        raise UserError("the result would go to the screen, but downloading is off (-nd/--scratch); "
-                        "name the result files with -cp")
-    for item in analysis.inputs:
-        resolve(item)
-    code = bash_code(analysis, targets, metavars)
-    buffers = {}  # checksum -> bytes of small buffers the transformation refers to
-
-    def pin(buffer):
-        cs = calculate_checksum(buffer)
-        buffers[cs] = buffer
-        return cs
-
-    transformation = {
-        "__language__": "bash",
-        "__output__": ["result", "deepfolder" if targets else "bytes", None],
-        "code": ["text", None, pin(serialize(code, "text"))],
-    }
-    formats = {}
-    for item in analysis.inputs:
-        if item.kind == "file":
-            transformation[item.name] = ["bytes", None, item.checksum]
-            formats[item.name] = {"filesystem": {"mode": "file", "optional": True}}
-        else:
-            transformation[item.name] = ["mixed", None, item.checksum]
-            formats[item.name] = {"celltype": "deepfolder", "filesystem": {"mode": "directory", "optional": True}}
-            if item.index is not None:
-                buffers[item.checksum] = serialize(item.index, "plain")
-    for name, value in variables.items():
-        if name in transformation:
-            raise UserError(f"--var {name} clashes with an input of the same name")
-        transformation[name] = ["str", None, pin(serialize(value, "str"))]
-    for name, value in metavars.items():
-        transformation["META__" + name] = ["str", None, pin(serialize(value, "str"))]
-    if formats:
-        transformation["__format__"] = formats
-    env = {}
-    if args.docker:
-        env["docker"] = {"name": args.docker}
-    if args.conda:
-        env["conda_environment"] = args.conda
-    if env:
-        transformation["__env__"] = env
-    meta = {}
-    if args.direct_print:
-        meta["__direct_print__"] = True
-    if args.write_remote_job:
-        meta["write_remote_job"] = args.write_remote_job
-    if meta:
-        transformation["__meta__"] = meta
-    return {"transformation": transformation, "checksum": transformation_checksum(transformation),
-            "code": code, "inputs": analysis.inputs, "targets": targets, "buffers": buffers}
-
-
-# --- dry runs and job directories ------------------------------------------------------
-
-
-def dry_run(args, spec):
-    import json
-
-    transformation, tf_cs = spec["transformation"], spec["checksum"]
-    if args.write_remote_job:
-        return write_remote_job(args, spec)
-    if args.upload:
-        stores = run_stores(args)
-        upload(stores, spec, args.answer)
-    if args.write_job:
-        os.makedirs(args.write_job)
-        if args.upload:
-            _write(args.write_job, "transformation.json.CHECKSUM", tf_cs)
-        else:
-            _write(args.write_job, "transformation.json", identity_buffer(transformation))
-            _write(args.write_job, "command.txt", spec["code"])
-            if "__env__" in transformation:
-                _write(args.write_job, "env.json", json.dumps(transformation["__env__"], indent=2) + "\n")
-        if "__meta__" in transformation:
-            _write(args.write_job, "dunder.json", json.dumps({"__meta__": transformation["__meta__"]}, indent=2) + "\n")
-    print(tf_cs, flush=True)
-    return 0
-
-
-def _write(directory, name, data):
-    with open(os.path.join(directory, name), "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-
-
 def upload(stores, spec, answer=None):
     """Store everything the transformation refers to, and the transformation itself."""
-    from seamless.run.execute import store_transformation
     from seamless.run.inputs import store_input
     from seamless.transfer import confirm, human, remote
 
@@ -289,7 +178,7 @@ def upload(stores, spec, answer=None):
         store_input(stores, item)
     for cs, buffer in spec["buffers"].items():
         stores.put_buffer(buffer, cs)
-    store_transformation(stores, spec["transformation"])
+    stores.put_buffer(identity_buffer(spec["transformation"]))  # so it can be found and re-run later
 
 
 def _input_size(item):
@@ -298,82 +187,79 @@ def _input_size(item):
     return os.path.getsize(item.source) if os.path.isfile(item.source) else 0
 
 
-def write_remote_job(args, spec):
-    """A job directory that runs with plain bash: inputs, values, transform.sh."""
-    from seamless.run.execute import pins_of
-    from seamless.run.job import HEADER, Job
-
-    stores = run_stores(args)
-    upload(stores, spec, args.answer)
-    transformation = spec["transformation"]
-    target = os.path.abspath(os.path.expanduser(args.write_remote_job))
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    job = Job(stores, parent=os.path.dirname(target))
-    try:
-        job.materialize(pins_of(transformation, stores), spec["code"])
-        for name, value in _metavars(transformation, spec).items():
-            job.env[name] = value
-        exports = "".join(f"export {k}={_quote(v)}\n" for k, v in sorted(job.env.items()) if is_name(k))
-        script = "#!/bin/bash\n" + exports + HEADER + spec["code"]
-        path = os.path.join(job.dir, "transform.sh")
-        with open(path, "w") as f:
-            f.write(script)
-        os.chmod(path, 0o755)
-        os.rename(job.dir, target)
-        job.release()
-    except BaseException:
-        job.cleanup()
-        raise
-    print(f"{PROG}: wrote {target}: run it with `cd {target} && bash transform.sh` (writes RESULT)",
-          file=sys.stderr)
-    print(spec["checksum"], flush=True)
-    return 0
-
-
-def _metavars(transformation, spec):
-    from seamless.checksum import deserialize
-
-    return {name: deserialize(spec["buffers"][pin[2]], "str")
-            for name, pin in transformation.items() if name.startswith("META__")}
-
-
-def _quote(value):
-    import shlex
-
-    return shlex.quote(value)
-
-
-# --- the real thing --------------------------------------------------------------------
-
-
 def execute_or_reuse(args, spec):
-    stores = run_stores(args)
+    from seamless.execution.compute import compute
+    from seamless.execution.jobdir import JobError
+    from seamless.store import StoreError
+
+    stores, resolved = run_stores(args)
     say(args, 1, f"store: {stores.describe()}")
     if not stores.db_write or not stores.buffer_write:
         missing = "database" if not stores.db_write else "buffer store"
         raise UserError(f"no writable {missing} is configured (SEAMLESS_REMOTE_CLIENTS needs a "
                         f"{'database' if missing == 'database' else 'buffer'} entry with \"readonly\": false), "
                         "so a result could not be kept")
-    with single_flight(stores, spec["checksum"], args):
-        result = reuse(args, spec, stores)
-        if result is not None:
-            output = open_output(args, spec, stores, result)
+    job, place = execution_job(args, spec, stores, resolved)
+    try:
+        for attempt in range(2):
+            result = compute(job, place, refresh=attempt > 0,
+                             on_wait=lambda: say(args, 0, "an identical command is running: waiting for its result"))
+            output = open_output(args, spec, stores, result.checksum)
             if output is not None:
-                say(args, 1, f"cache hit: result {result}")
+                if result.hit:
+                    say(args, 1, f"cache hit: result {result.checksum}")
                 return output()
-            say(args, 0, f"the cached result {result} is damaged or incomplete: computing it again")
-        result = execute(args, spec, stores)
-        output = open_output(args, spec, stores, result)
-    if output is None:
-        raise UserError(f"the result {result} vanished from the store before it could be written out")
-    return output()
+            if not result.hit:
+                break
+            # corrupt copies were discarded on the way: computing again repairs the cache
+            say(args, 0, f"the cached result {result.checksum} is damaged or incomplete: computing it again")
+    except JobError as exc:
+        if args.quiet and exc.stderr_tail:
+            tail = exc.stderr_tail.decode(errors="replace").rstrip("\n").splitlines()[-20:]
+            sys.stderr.write("\n".join(tail) + "\n")
+        raise CommandFailed(str(exc), exc.code) from None
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    raise UserError(f"the result {result.checksum} vanished from the store before it could be written out")
 
 
-def reuse(args, spec, stores):
-    """The cached result checksum, if its bytes are there (or not needed)."""
-    result = stores.get_transformation(spec["checksum"])
-    if result is None:
-        return None
+def execution_job(args, spec, stores, resolved):
+    """The command as a job for the execution path, and the place of its results."""
+    from seamless.execution.job import Job
+    from seamless.execution.places import InStores, lock_dir_of
+    from seamless.session import cache_root
+
+    parent = os.path.join(stores.root, "jobs") if getattr(stores, "root", None) else None
+
+    @contextmanager
+    def setup():  # only when it really runs: the inputs go first; .FUTURE markers; live servers
+        from seamless.run.results import Futures
+
+        say(args, 1, "running the command")
+        upload(stores, spec, args.answer)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        stop_keepalive = stores.keepalive()  # a long job must not see its servers time out
+        try:
+            with Futures(spec["targets"] if args.download else [], spec["checksum"]):
+                yield
+        finally:
+            stop_keepalive()
+
+    from seamless.execution.fingertip import recompute
+
+    recover = (lambda cs: recompute(cs, stores, stores.get_buffer)) if args.fingertip else None
+
+    job = Job(spec["checksum"], spec["transformation"], spec["buffers"], stores.get_buffer, scratch=args.scratch,
+              local=args.local, configuration=resolved, setup=setup, stores=stores, job_parent=parent,
+              quiet=args.quiet, recover=recover)
+    lock_dir = lock_dir_of(stores) or os.path.join(cache_root(), "locks")
+    return job, InStores(stores, lock_dir, usable=lambda result: usable(args, spec, stores, result),
+                         say=lambda message: say(args, 1, message))
+
+
+def usable(args, spec, stores, result) -> bool:
+    """Is a cached result good enough for a hit: are its bytes there (or not needed)?"""
     if spec["targets"] and args.download and not args.scratch:
         index = _index(args, stores, result)
         present = index is not None and all(stores.has_buffer(cs) for cs in index.values())
@@ -381,10 +267,9 @@ def reuse(args, spec, stores):
         present = _index(args, stores, result) is not None
     else:
         present = stores.has_buffer(result)
-    if present:
-        return result
-    say(args, 1, "cache hit, but the result bytes are gone: computing again")
-    return None
+    if not present:
+        say(args, 1, "cache hit, but the result bytes are gone: computing again")
+    return present
 
 
 def _index(args, stores, result):
@@ -425,42 +310,6 @@ def open_output(args, spec, stores, result):
         deliver(args, spec, stores, index)
     return lambda: 0
 
-def execute(args, spec, stores):
-    from seamless.run import execute as runner
-    from seamless.run.job import JobError
-    from seamless.run.results import Futures
-    from seamless.store import StoreError
-
-    tf_cs = spec["checksum"]
-    say(args, 1, "running the command")
-    upload(stores, spec, args.answer)
-    parent = os.path.join(stores.root, "jobs") if getattr(stores, "root", None) else None
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    stop_keepalive = stores.keepalive()  # a long job must not see its servers time out
-    try:
-        with Futures(spec["targets"] if args.download else [], tf_cs):
-            result, usage = runner.run(spec["transformation"], stores, job_parent=parent, quiet=args.quiet,
-                                       scratch=args.scratch, fingertip=args.fingertip)
-    except JobError as exc:
-        if args.quiet and exc.stderr_tail:
-            tail = exc.stderr_tail.decode(errors="replace").rstrip("\n").splitlines()[-20:]
-            sys.stderr.write("\n".join(tail) + "\n")
-        raise CommandFailed(str(exc), exc.code) from None
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        stop_keepalive()
-    stores.set_transformation(tf_cs, result)
-    record = {"schema_version": 1, "tf_checksum": tf_cs, "result_checksum": result,
-              "seamless_version": __version__, "execution_mode": "process", "remote_target": None,
-              **usage, "gpu_memory_peak_bytes": None}
-    try:
-        stores.set_metadata(tf_cs, result, record)
-    except Exception as exc:  # provenance only: never fail a computed result over it
-        say(args, 1, f"execution record not written: {exc}")
-    return result
-
 
 class CommandFailed(UserError):
     def __init__(self, message, code):
@@ -480,46 +329,6 @@ def deliver(args, spec, stores, index):
         return write_targets(stores, index, spec["targets"], download=downloading)
     except ResultError as exc:
         raise UserError(str(exc)) from None
-
-
-class single_flight:
-    """One execution per transformation on this machine: a second identical run waits."""
-
-    def __init__(self, stores, tf_cs, args):
-        from seamless.session import cache_root
-
-        root = getattr(stores, "root", None) or cache_root()
-        self.path = os.path.join(root, "locks", tf_cs + ".lock")
-        self.args = args
-
-    def __enter__(self):
-        import fcntl
-
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        told = False
-        while True:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not told:
-                    say(self.args, 0, "an identical command is running: waiting for its result")
-                    told = True
-                fcntl.flock(self.fd, fcntl.LOCK_EX)
-            try:  # the holder before us removes the file when done: lock the live one
-                if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
-                    return self
-            except FileNotFoundError:
-                pass
-            os.close(self.fd)
-
-    def __exit__(self, *exc):
-        try:
-            os.unlink(self.path)  # while still holding the lock; waiters then retry
-        except FileNotFoundError:
-            pass
-        os.close(self.fd)
-        return False
 
 
 def entry():

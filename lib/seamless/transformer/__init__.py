@@ -28,12 +28,12 @@ __all__ = ["direct", "delayed", "Transformation", "TransformationError", "parall
 def spawn(num_workers=None):
     """Start a pool of worker processes (default: one per CPU); uncached transformations
     then run there. A second call raises RuntimeError."""
-    from seamless.transformer.dispatch import spawn as start
+    from seamless.execution.backends import spawn as start
 
     start(num_workers)
 
 
 def has_spawned() -> bool:
-    from seamless.transformer.dispatch import has_spawned as spawned
+    from seamless.execution.backends import has_spawned as spawned
 
     return spawned()

@@ -84,7 +84,7 @@ class Transformation:
         self._construct_failed = False
         self._interrupted = False
         self._canceled = False
-        self._job = None  # the pool job while it runs in a worker
+        self._job = None  # its execution job, once constructed (cancel() reaches where it runs)
         self._callbacks = []
 
     # --- evaluation --------------------------------------------------------------------
@@ -137,15 +137,34 @@ class Transformation:
     def _compute_now(self):
         if not self._construct_now():
             return
-        from seamless.transformer import dispatch
+        from seamless.buffer import Checksum
 
         try:
-            result = dispatch.compute(self)
+            result = _execution("compute", self)
         except TransformationError as exc:
             self._exception = str(exc)
             return
+        self._hold(result.data)
         if not self._canceled:
-            self._result = result
+            self._result = Checksum(result.checksum)
+
+    def _hold(self, data):
+        """A result the buffer cache cannot keep stays with its transformation: no second run to read it."""
+        from seamless.cache import cache
+
+        self._held = data if data is not None and len(data) > cache.cap else None
+
+    def _execution_job(self):
+        """The job the execution path computes (seamless.execution)."""
+        if self._job is None:
+            import seamless.config as config
+            from seamless.execution.job import Job
+
+            definition = self._definition
+            self._job = Job(self._tf.hex(), self._transformation, definition.buffers, self._input,
+                            scratch=definition.scratch, local=definition.local, configuration=config.in_force(),
+                            canceled=lambda: self._canceled)
+        return self._job
 
     def _construct_now(self):
         if self._tf is not None:
@@ -201,9 +220,8 @@ class Transformation:
     def _result_bytes(self):
         data = self._buffer_or_none()
         if data is None:  # evicted, or a scratch result never stored: compute it again
-            from seamless.transformer import dispatch
-
-            data = dispatch.recompute(self)
+            data = _execution("execute", self).data
+            self._hold(data)
         return data
 
     def _input(self, cs):
@@ -322,9 +340,8 @@ class Transformation:
             return False
         self._canceled = True
         self._exception = "Transformation was canceled"
-        job = self._job
-        if job is not None:
-            job.cancel()
+        if self._job is not None:
+            self._job.cancel()
         if recursive:
             for dep in self._definition.deps.values():
                 dep.cancel(recursive=True)
@@ -431,3 +448,25 @@ class Transformation:
     def __repr__(self):
         tf = self._tf.hex()[:12] if self._tf is not None else "unconstructed"
         return f"<Transformation {tf} {self.status}>"
+
+
+def _execution(how, t):
+    """compute() (lookup, run once, backend, record) or execute() again (a result whose
+    bytes are gone must come out the same), with the execution layer's errors as
+    TransformationError."""
+    from seamless.execution import compute
+    from seamless.execution.backends import RemoteUnavailable
+    from seamless.execution.job import Canceled, TransformationFailure
+    from seamless.execution.places import InMemory
+
+    job = t._execution_job()
+    try:
+        if how == "compute":
+            return compute.compute(job, InMemory())
+        return compute.execute(job, InMemory(), expect=t._result.hex())
+    except Canceled:
+        raise TransformationError("Transformation was canceled") from None
+    except TransformationFailure as exc:
+        raise TransformationError(str(exc)) from None
+    except RemoteUnavailable as exc:
+        raise TransformationError(f"{exc}; set .local = True, or select execution: process or spawn") from None

@@ -202,7 +202,6 @@ class Transformer:
         self._meta = dict(DEFAULT_META)
         self.scratch = False
         self.environment = Environment()
-        self._driver = None
         self._allow_input_fingertip = False
         self._code_pin = None
         self._module_pins = None

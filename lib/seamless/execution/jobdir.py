@@ -1,4 +1,4 @@
-"""Run a bash transformation in a fresh job directory.
+"""A job directory: where a bash transformation runs, and the process that runs it.
 
 Inputs are materialized from the buffer store: hard links (or symlinks across
 filesystems) to the stored, read-only files; copies for executables (their mode must
@@ -37,12 +37,15 @@ class JobError(Exception):
 
 class Pin:
     """One input of a job: a file, a directory (with its deep index {relpath: checksum})
-    or a value; kind is "file", "directory" or "value"."""
+    or a value (kind "file", "directory", "value"). A value is written as `data`; its
+    text `value`, if any, is also exported when short, or always (`always_export`)."""
 
-    def __init__(self, name, kind, checksum=None, index=None, value=None, executable=False):
+    def __init__(self, name, kind, checksum=None, index=None, value=None, data=None, executable=False,
+                 always_export=False):
         self.name, self.kind, self.checksum = name, kind, checksum
         self.index = index or {}
-        self.value, self.executable = value, executable
+        self.value, self.data, self.executable = value, data, executable
+        self.always_export = always_export
 
 
 def chmod_targets(code) -> set:
@@ -96,9 +99,9 @@ class Job:
             else:
                 dest = safe_path(self.dir, pin.name)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                with open(dest, "w") as f:
-                    f.write(pin.value + "\n")
-                if "." not in pin.name and len(pin.value) <= 1000:
+                with open(dest, "wb") as f:
+                    f.write(pin.data)
+                if pin.value is not None and (pin.always_export or ("." not in pin.name and len(pin.value) <= 1000)):
                     self._export(pin.name, pin.value)
 
     def _export(self, name, value):

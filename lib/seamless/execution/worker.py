@@ -1,4 +1,4 @@
-"""A spawn-pool worker: `python -m seamless.transformer.worker FD`.
+"""A spawn-pool worker: `python -m seamless.execution.worker FD`.
 
 It reads jobs from the parent over the socket FD, runs each in a thread of its own
 (the parent keeps at most THROTTLE here at once) and answers with the result buffer
@@ -18,17 +18,16 @@ _reply_ids = itertools.count(1)
 _replies_lock = threading.Lock()
 
 
-def forward_to_parent(t):
+def forward_to_parent(job):
     """The result buffer, computed by the parent or another worker; None if refused."""
-    from seamless.transformer.pool import _needed_buffers
-    from seamless.transformer.transformation import TransformationError
+    from seamless.execution.job import TransformationFailure
 
     request = next(_reply_ids)
     waiter = threading.Event()
     with _replies_lock:
         _replies[request] = [waiter, None]
-    buffers = _needed_buffers(t)
-    channel.send({"op": "submit", "id": request, "tf": t._tf.hex(), "transformation": t._transformation,
+    buffers = job.needed_buffers()
+    channel.send({"op": "submit", "id": request, "tf": job.tf, "transformation": job.transformation,
                   "buffers": list(buffers)}, list(buffers.values()))
     waiter.wait()
     with _replies_lock:
@@ -37,23 +36,23 @@ def forward_to_parent(t):
     if status == "done":
         return data[0]
     if status == "error":
-        raise TransformationError(header.get("error") or "failed in another worker")
+        raise TransformationFailure(header.get("error") or "failed in another worker")
     return None
 
 
 def _run(job_id, transformation, buffers):
     from seamless.cache import cache
-    from seamless.transformer.execute import TransformationFailure, run_transformation
-    from seamless.transformer.transformation import TransformationError
+    from seamless.execution import runner
+    from seamless.execution.job import TransformationFailure
 
     def get_buffer(cs):
         data = buffers.get(cs)
         return data if data is not None else cache.get_buffer(cs)
 
     try:
-        data = run_transformation(transformation, get_buffer)
-        answer = ({"op": "result", "id": job_id, "ok": True}, [data])
-    except (TransformationFailure, TransformationError) as exc:
+        result = runner.run(transformation, get_buffer)
+        answer = ({"op": "result", "id": job_id, "ok": True, "usage": result.usage}, [result.data])
+    except TransformationFailure as exc:
         answer = ({"op": "result", "id": job_id, "ok": False, "error": str(exc)}, [])
     except BaseException as exc:  # noqa: B036 - a worker must always answer
         answer = ({"op": "result", "id": job_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}, [])
@@ -63,9 +62,9 @@ def _run(job_id, transformation, buffers):
         os._exit(0)  # the parent has gone
 
 
-def report_record(tf, inputs, result, data, scratch, seconds):
+def report_record(tf, inputs, result, data, scratch, usage):
     """A nested transformation ran here: the parent keeps it (memory and stores)."""
-    header = {"op": "record", "tf": tf, "result": result, "scratch": scratch, "seconds": seconds,
+    header = {"op": "record", "tf": tf, "result": result, "scratch": scratch, "usage": usage,
               "buffers": list(inputs)}
     try:
         channel.send(header, [*inputs.values(), data])
@@ -75,7 +74,7 @@ def report_record(tf, inputs, result, data, scratch, seconds):
 
 def main(fd):
     global channel
-    from seamless.transformer import wire
+    from seamless.execution import wire
 
     # CPU-bound jobs share this interpreter: hand the GIL over less often than the
     # default 5 ms, which costs a worker running 3 such jobs ~15% of its time
@@ -105,6 +104,6 @@ def main(fd):
 
 if __name__ == "__main__":
     # run as the importable module, so that `channel` is seen by everyone who imports it
-    from seamless.transformer import worker
+    from seamless.execution import worker
 
     worker.main(int(sys.argv[1]))

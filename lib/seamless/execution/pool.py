@@ -1,6 +1,6 @@
 """The spawn pool: worker processes that run transformations for this process.
 
-Each worker (`python -m seamless.transformer.worker`) runs up to THROTTLE jobs at once
+Each worker (`python -m seamless.execution.worker`) runs up to THROTTLE jobs at once
 ($SEAMLESS_WORKER_TRANSFORMATION_THROTTLE, default 3); a job goes to the least loaded
 worker with a free slot, or waits. A job carries the transformation dict and the
 buffers it needs; the result comes back as a buffer (large ones through shared
@@ -19,15 +19,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 
-from seamless.checksum import calculate_checksum
-from seamless.identity import identity_buffer
-
-from seamless.transformer import wire
 from seamless.cache import cache
-from seamless.transformer.transformation import TransformationError
+from seamless.checksum import calculate_checksum
+from seamless.execution import wire
+from seamless.execution.job import Job, Result, TransformationFailure
+from seamless.identity import identity_buffer
 
 
 def _throttle():
@@ -37,7 +35,7 @@ def _throttle():
         return 3
 
 
-class Job:
+class PoolJob:
     def __init__(self, pool, transformation, buffers, tf):
         self.pool = pool
         self.transformation = transformation
@@ -45,6 +43,7 @@ class Job:
         self.tf = tf
         self.done = threading.Event()
         self.result = None
+        self.usage = {}
         self.error = None
         self.worker = None
         self.attempts = 0
@@ -76,7 +75,7 @@ class Worker:
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         env["SEAMLESS_POOL_DIR"] = self.spill
-        self.proc = subprocess.Popen([sys.executable, "-m", "seamless.transformer.worker", str(child_end.fileno())],
+        self.proc = subprocess.Popen([sys.executable, "-m", "seamless.execution.worker", str(child_end.fileno())],
                                      pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL,
                                      start_new_session=True)  # a Ctrl-C is for us; workers end with our socket
         child_end.close()
@@ -147,29 +146,29 @@ class Pool:
 
     # --- running ------------------------------------------------------------------------
 
-    def run(self, t) -> bytes:
-        """Run a Transformation in a worker; its result buffer (raises TransformationError)."""
-        job = Job(self, t._transformation, _needed_buffers(t), t._tf.hex())
-        t._job = job
+    def run(self, job):
+        """Run a job in a worker: (its result buffer, usage); raises TransformationFailure."""
+        pool_job = PoolJob(self, job.transformation, job.needed_buffers(), job.tf)
+        job.handle = pool_job
         try:
-            if t._canceled:  # canceled before it had a job to cancel
-                raise TransformationError("Transformation was canceled")
-            self.submit(job)
-            job.done.wait()
+            if job.canceled is not None and job.canceled():  # canceled before it had a pool job
+                raise TransformationFailure("Transformation was canceled")
+            self.submit(pool_job)
+            pool_job.done.wait()
         finally:
-            t._job = None
-        if job.canceled:
-            raise TransformationError("Transformation was canceled")
-        if job.error is not None:
-            raise TransformationError(job.error)
-        return job.result
+            job.handle = None
+        if pool_job.canceled:
+            raise TransformationFailure("Transformation was canceled")
+        if pool_job.error is not None:
+            raise TransformationFailure(pool_job.error)
+        return pool_job.result, pool_job.usage
 
     def submit(self, job, only_if_free=False) -> bool:
         with self.lock:
             if self.closing:
-                raise TransformationError("the worker pool has been closed")
+                raise TransformationFailure("the worker pool has been closed")
             if self.broken:
-                raise TransformationError(self.broken)
+                raise TransformationFailure(self.broken)
             if job.canceled:
                 return True
             worker = self._free_worker()
@@ -213,6 +212,7 @@ class Pool:
         if job is None or job.canceled:
             return
         if header.get("ok"):
+            job.usage = header.get("usage") or {}
             job.finish(result=buffers[0])
         else:
             job.finish(error=header.get("error") or "the worker reported a failure")
@@ -269,13 +269,13 @@ class Pool:
 
     def recorded(self, header, buffers):
         """A worker ran a nested transformation itself: keep its result as if we had."""
-        from seamless.transformer.dispatch import record
+        from seamless.execution.places import InMemory
 
         *inputs, data = buffers
         if calculate_checksum(data) != header["result"]:  # never a result row, or a cached buffer, for other bytes
             raise ValueError(f"the result of {header['tf']} does not hash to {header['result']}")
-        record(header["tf"], dict(zip(header["buffers"], inputs, strict=True)), header["result"], data,
-               header["scratch"], "spawn", header["seconds"])
+        job = Job(header["tf"], None, dict(zip(header["buffers"], inputs, strict=True)), scratch=header["scratch"])
+        InMemory().keep(job, Result(header["result"], data, header.get("usage"), "spawn"))
 
     def nested(self, worker, header, buffers):
         """A worker's transformation wants another one computed; it waits for our answer."""
@@ -295,24 +295,23 @@ class Pool:
                 worker.tell({"op": "reply", "id": request, "status": "done"}, [data])
                 return
         inputs = dict(zip(header["buffers"], buffers, strict=True))
-        job = Job(self, header["transformation"], inputs, tf)
-        started = time.monotonic()
+        job = PoolJob(self, header["transformation"], inputs, tf)
 
         def reply(job):
             if job.error is not None:
                 worker.tell({"op": "reply", "id": request, "status": "error", "error": job.error})
                 return
-            from seamless.transformer.dispatch import record
+            from seamless.execution.places import InMemory
 
             identity = {tf: identity_buffer(job.transformation)}
-            record(tf, {**inputs, **identity}, calculate_checksum(job.result), job.result, False, "spawn",
-                   time.monotonic() - started)
+            kept = Job(tf, job.transformation, {**inputs, **identity})
+            InMemory().keep(kept, Result(calculate_checksum(job.result), job.result, job.usage, "spawn"))
             worker.tell({"op": "reply", "id": request, "status": "done"}, [job.result])
 
         job.on_done = reply
         try:
             accepted = self.submit(job, only_if_free=True)
-        except TransformationError:
+        except TransformationFailure:
             accepted = False
         if not accepted:
             worker.tell({"op": "reply", "id": request, "status": "refused"})
@@ -345,19 +344,3 @@ class Pool:
             except subprocess.TimeoutExpired:
                 pass
         shutil.rmtree(self.spill, ignore_errors=True)
-
-
-def _needed_buffers(t):
-    """Every buffer the transformation's pins (and environment) refer to (the worker has no stores)."""
-    buffers = {}
-    for name, spec in t._transformation.items():
-        if name == "__env__":
-            spec = [None, None, spec]
-        elif name.startswith("__") or not isinstance(spec, list):
-            continue
-        cs = spec[2]
-        data = t._input(cs)
-        if data is None:
-            raise TransformationError(f"pin {name!r}: buffer {cs} is in no cache and no store")
-        buffers[cs] = data
-    return buffers

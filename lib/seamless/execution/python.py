@@ -1,4 +1,4 @@
-"""Run a Python or bash transformation dict in this process; return its result buffer.
+"""Run a Python transformation dict in this process; return its result buffer.
 
 Python code runs in a fresh namespace (`__name__ == "transformer"`) holding the pins,
 PINS, FILESYSTEM, the modules of its module pins and the names of its `main` module
@@ -9,48 +9,31 @@ PINS, FILESYSTEM, the modules of its module pins and the names of its `main` mod
   a block        -> must assign `result`
 Modules are built from their definitions and imported through the namespace's own
 __import__, so `import mymod` inside the code works and sys.modules is never touched.
-Bash code runs in a job directory with every pin as a file (and short values as
-environment variables) and leaves RESULT, a file or a directory.
 """
 
 import ast
 import builtins
 import json
 import linecache
-import os
-import sys
 import threading
 import traceback
 import types
 
 from seamless.checksum import deserialize, serialize
-
-
-class TransformationFailure(Exception):
-    """The transformation's code failed; the message is what the user should see."""
-
+from seamless.execution.job import TransformationFailure
 
 _compiled = {}
 _compiled_lock = threading.Lock()
 
 
-def run_transformation(transformation: dict, get_buffer) -> bytes:
-    language = transformation.get("__language__")
-    if language == "python":
-        return _run_python(transformation, get_buffer)
-    if language == "bash":
-        return _run_bash(transformation, get_buffer)
-    raise TransformationFailure(f"cannot run a {language!r} transformation")
-
-
-def _buffer(get_buffer, cs, what):
+def buffer_of(get_buffer, cs, what):
     data = get_buffer(cs)
     if data is None:
         raise TransformationFailure(f"{what}: buffer {cs} is in no cache and no store")
     return data
 
 
-def _pins(transformation, get_buffer):
+def pins(transformation, get_buffer):
     """(values, modules): argument values by pin name, module definitions by name."""
     values, modules = {}, {}
     for name, spec in transformation.items():
@@ -58,11 +41,11 @@ def _pins(transformation, get_buffer):
             continue
         celltype, subcelltype, cs = spec
         if subcelltype == "module":
-            modules[name] = json.loads(_buffer(get_buffer, cs, f"module {name!r}"))
+            modules[name] = json.loads(buffer_of(get_buffer, cs, f"module {name!r}"))
         elif subcelltype == "checksum":
-            values[name] = deserialize(_buffer(get_buffer, cs, f"pin {name!r}"), "mixed")
+            values[name] = deserialize(buffer_of(get_buffer, cs, f"pin {name!r}"), "mixed")
         else:
-            data = _buffer(get_buffer, cs, f"pin {name!r}")
+            data = buffer_of(get_buffer, cs, f"pin {name!r}")
             try:
                 values[name] = deserialize(data, celltype)
             except ValueError:
@@ -72,13 +55,10 @@ def _pins(transformation, get_buffer):
     return values, modules
 
 
-# --- python --------------------------------------------------------------------------------
-
-
-def _run_python(transformation, get_buffer):
+def run(transformation, get_buffer) -> bytes:
     code_cs = transformation["code"][2]
-    code = deserialize(_buffer(get_buffer, code_cs, "the code"), "python")
-    values, module_defs = _pins(transformation, get_buffer)
+    code = deserialize(buffer_of(get_buffer, code_cs, "the code"), "python")
+    values, module_defs = pins(transformation, get_buffer)
     importer = _Importer({k: v for k, v in module_defs.items() if k != "main"})
     namespace = {"__name__": "transformer", "__builtins__": importer.builtins, "PINS": dict(values),
                  "FILESYSTEM": {}}
@@ -263,91 +243,3 @@ class _Importer:
             if getattr(self, "_package_parts", {}).get(sub):
                 self._load_part(sub)
         return module if fromlist else self.built[top]
-
-
-# --- bash ----------------------------------------------------------------------------------
-
-
-def _run_bash(transformation, get_buffer):
-    from seamless.run.job import Job, JobError, safe_path
-
-    code = deserialize(_buffer(get_buffer, transformation["code"][2], "the code"), "text")
-    values, _ = _pins(transformation, get_buffer)
-    setup = _conda_setup(transformation, get_buffer)
-    job = Job(None)
-    try:
-        for name, value in sorted(values.items()):
-            path = safe_path(job.dir, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if isinstance(value, (bytes, bytearray)):
-                data = bytes(value)
-            elif isinstance(value, str):
-                data = (value + "\n").encode()
-                if "." not in name and len(value) <= 1000:
-                    job.env[name] = value
-            else:
-                data = json.dumps(value).encode()
-                if "." not in name and len(data) <= 1000:
-                    job.env[name] = data.decode()
-            with open(path, "wb") as f:
-                f.write(data)
-        try:
-            job.run(code, stdout=sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None, setup=setup)
-        except JobError as exc:
-            tail = exc.stderr_tail.decode(errors="replace")
-            raise TransformationFailure(f"bash: {exc}" + (f"\n{tail}" if tail else "")) from None
-        celltype = transformation["__output__"][1]
-        path = job.result_path()
-        raw = celltype in ("bytes", "folder", "deepfolder")
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                value = _read_result(f.read(), raw)
-        elif os.path.isdir(path):
-            value = {}
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames.sort()
-                for filename in sorted(filenames):
-                    full = os.path.join(dirpath, filename)
-                    with open(full, "rb") as f:
-                        value[os.path.relpath(full, path).replace(os.sep, "/")] = _read_result(f.read(), raw)
-            if not value:
-                raise TransformationFailure("bash: the code produced an empty RESULT/ directory")
-        else:
-            raise TransformationFailure("bash: the code left no RESULT file or directory")
-        try:
-            return serialize(value, celltype)
-        except (TypeError, ValueError) as exc:
-            raise TransformationFailure(f"bash: RESULT cannot be stored as celltype {celltype!r}: {exc}") from None
-    finally:
-        job.cleanup()
-
-
-def _conda_setup(transformation, get_buffer):
-    """Shell lines activating the .environment's conda environment, if it names one."""
-    if "__env__" not in transformation:
-        return ""
-    env = deserialize(_buffer(get_buffer, transformation["__env__"], "the environment"), "mixed")
-    name = env.get("conda_environment") if isinstance(env, dict) else None
-    if not name:
-        return ""
-    from seamless.run.execute import conda_activation
-    from seamless.run.job import JobError
-
-    try:
-        return conda_activation(name)
-    except JobError as exc:
-        raise TransformationFailure(f"bash: {exc}") from None
-
-
-def _read_result(data, raw):
-    """A RESULT file as a value: raw bytes, else JSON, else text (upstream's order, minus numpy)."""
-    if raw:
-        return data
-    try:
-        return json.loads(data)
-    except ValueError:
-        pass
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return data

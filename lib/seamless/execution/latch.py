@@ -1,0 +1,116 @@
+"""Identical work runs once: one holder per transformation checksum, the others wait.
+
+In this process a lock per checksum lets one thread through; the threads that waited
+find its result (or its failure) on the shared entry, even a result too large for any
+cache. Across processes a file lock in the stores' lock directory does the same, and
+the one that waited finds the result in the stores. The holder removes the lock file
+while still holding it; a waiter that then locks a removed file tries again.
+"""
+
+import os
+import threading
+from contextlib import contextmanager
+
+from seamless.execution.job import Canceled
+
+POLL = 0.1
+
+
+class Entry:
+    __slots__ = ("lock", "users", "result", "error")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.users = 0
+        self.result = self.error = None  # what the holder before us got
+
+
+_entries = {}
+_entries_lock = threading.Lock()
+
+
+@contextmanager
+def once(key, lock_dir=None, canceled=None, on_wait=None):
+    """Hold the right to compute `key`; the entry says what an earlier holder got."""
+    with _entries_lock:
+        entry = _entries.get(key)
+        if entry is None:
+            entry = _entries[key] = Entry()
+        entry.users += 1
+    try:
+        _acquire(entry.lock, canceled, on_wait)
+        try:
+            if lock_dir is None or entry.result is not None or entry.error is not None:
+                yield entry
+            else:
+                with _file_lock(os.path.join(lock_dir, key + ".lock"), canceled, on_wait):
+                    yield entry
+        finally:
+            entry.lock.release()
+    finally:
+        with _entries_lock:
+            entry.users -= 1
+            if not entry.users:
+                del _entries[key]
+
+
+def _acquire(lock, canceled, on_wait):
+    if lock.acquire(blocking=False):
+        return
+    if on_wait is not None:
+        on_wait()
+    while not lock.acquire(timeout=POLL):
+        if canceled is not None and canceled():
+            raise Canceled("Transformation was canceled")
+
+
+@contextmanager
+def _file_lock(path, canceled, on_wait):
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    told = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not told and on_wait is not None:
+                on_wait()
+            told = True
+            try:
+                _wait_flock(fd, canceled)
+            except BaseException:
+                os.close(fd)
+                raise
+        try:  # the holder before us removes the file when done: lock the live one
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)  # while still holding the lock; waiters then retry
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _wait_flock(fd, canceled):
+    import fcntl
+    import time
+
+    if canceled is None:  # nothing to poll for: block (a signal still interrupts it)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if canceled():
+                raise Canceled("Transformation was canceled") from None
+            time.sleep(POLL)
