@@ -10,7 +10,8 @@ import json
 import os
 
 from seamless.cli import UserError, set_debug
-from seamless.servers.base import Handler, add_server_arguments, make_server, serve
+from seamless.servers.http import Handler, add_server_arguments, make_server
+from seamless.servers.service import serve
 from seamless.store.sqlitedb import METADATA_CONFLICT, PROTOCOL, Conflict, DBError, Malformed, ReadOnly, ResultDB
 
 MAX_BODY = 64 << 20

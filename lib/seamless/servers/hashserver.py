@@ -18,7 +18,8 @@ import time
 
 from seamless.checksum import parse_checksum
 from seamless.cli import UserError, set_debug
-from seamless.servers.base import Handler, HTTPError, add_server_arguments, make_server, serve
+from seamless.servers.http import Handler, HTTPError, add_server_arguments, make_server
+from seamless.servers.service import serve
 from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, StoreError, WriteFailed
 from seamless.store.clients import warn
 from seamless.store.compression import Decoder, decode_errors, digest_stream, open_decoded

@@ -1,10 +1,10 @@
-"""What seamless-hashserver, seamless-db and later servers share.
+"""The HTTP layer that seamless-hashserver, seamless-db and later servers share (their
+life as a service, with ports, status file, signals and idle timeout: service.py).
 
 * ThreadingHTTPServer with HTTP/1.1 keep-alive; every response has Content-Length.
 * A small request parser of our own (the stdlib's email-based header parsing is the
   slowest part of http.server, and its 501/505 replies would be 5xx for client errors).
-* Port selection by actually binding (a fixed port, a random port of a range, or 0),
-  the status-file handshake, idle shutdown, optional bearer token, clean signal exit.
+* An optional bearer token.
 * What a client can make us hold before its token is checked is bounded: 16 KiB of
   request line and headers per request, sent within --header-timeout seconds in all
   (not per byte), and --max-connections connections at once (one thread each).
@@ -16,14 +16,10 @@
 """
 
 import argparse
-import errno
 import hmac
 import io
-import os
 import json
-import random
 import re
-import signal
 import socket
 import sys
 import threading
@@ -32,8 +28,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from seamless.cli import UserError, add_version, debug_enabled
-from seamless.launch.status import StatusFileError, wait_for_status_file, write_final_status, write_status
+from seamless.cli import UserError, debug_enabled
 
 MAX_LINE = 65536  # a line of chunked-body framing
 MAX_HEADER_BYTES = 16 << 10  # request line + headers of one request (nginx, node: 8-16 KiB)
@@ -43,7 +38,6 @@ MAX_CONNECTIONS = 256
 # it. PUT bodies are always drained: clients send the whole body before reading the
 # answer, so closing early would turn a 201 or 4xx into a broken pipe on their side.
 DRAIN_LIMIT = 1 << 20
-DEFAULT_PORT_RANGE = (49152, 65535)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 IO_TIMEOUT = 60.0  # seconds one socket read or write may take while a request is served
 HEADER_TIMEOUT = 20.0  # a request line and its headers must arrive within this, in all
@@ -527,6 +521,8 @@ class Server(ThreadingHTTPServer):
 
     def bind_port(self, host, port=None, port_range=None):
         """Bind to host:port, or to a random free port of port_range (by binding it)."""
+        from seamless.servers.service import pick_port
+
         try:
             family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
         except socket.gaierror as exc:
@@ -536,73 +532,42 @@ class Server(ThreadingHTTPServer):
             self.address_family = family
             self.socket = socket.socket(family, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if port is not None:
-            candidates = [port]
-        else:
-            start, end = port_range or DEFAULT_PORT_RANGE
-            candidates = list(range(start, end + 1))
-            random.shuffle(candidates)
-        for candidate in candidates:
+
+        def bind(candidate):
             self.server_address = (address[0], candidate, *address[2:])
-            try:
-                self.server_bind()
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE and port is None:
-                    continue
-                where = f"{host}:{candidate}" if port is not None else host
-                hint = "choose another --port" if exc.errno == errno.EADDRINUSE else "check --host"
-                raise UserError(f"cannot listen on {where}: {exc.strerror} ({hint})") from None
-            self.server_activate()
-            return self.server_address[1]
-        raise UserError(f"no free port in {start}-{end} on {host} (widen --port-range)")
+            self.server_bind()
 
+        pick_port(host, port, port_range, bind)
+        self.server_activate()
+        return self.server_address[1]
 
-def _port(text):
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} is not in 0-65535")
-    return value
+    # the service lifecycle (servers/service.py) runs it through these
+    def serve(self):
+        self.serve_forever(poll_interval=0.5)
 
+    def stop(self):
+        self.shutdown()
 
-def _count(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def _seconds(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
+    def close(self):
+        self.server_close()
 
 
 def add_server_arguments(parser: argparse.ArgumentParser):
-    """The options every seamless server takes (launcher-compatible)."""
-    add_version(parser)
+    """The options every seamless HTTP server takes (launcher-compatible)."""
+    from seamless.servers.service import add_service_arguments, count, seconds
+
+    add_service_arguments(parser)
     parser.add_argument("--writable", action="store_true", help="accept PUT requests")
-    ports = parser.add_mutually_exclusive_group()
-    ports.add_argument("--port", type=_port, help="listen on this port (0: any free port)")
-    ports.add_argument("--port-range", type=_port, nargs=2, metavar=("START", "END"),
-                       help="listen on a random free port of this inclusive range")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    parser.add_argument("--status-file", metavar="FILE",
-                        help="launcher handshake: wait for FILE, then write port and status into it")
-    parser.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                        help="exit after SECONDS without any request")
     parser.add_argument("--token-file", metavar="FILE",
                         help="require 'Authorization: Bearer <token>' with the token in FILE")
-    parser.add_argument("--max-connections", type=_count, default=MAX_CONNECTIONS, metavar="N",
+    parser.add_argument("--max-connections", type=count, default=MAX_CONNECTIONS, metavar="N",
                         help=f"serve at most N connections at once (default {MAX_CONNECTIONS}); at the limit, "
                         "close an idle one for a new one, or refuse it with 503 when all are busy")
-    parser.add_argument("--header-timeout", type=_seconds, default=HEADER_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--header-timeout", type=seconds, default=HEADER_TIMEOUT, metavar="SECONDS",
                         help=f"a request line and its headers must arrive within SECONDS in all, else 408 "
                         f"(default {HEADER_TIMEOUT:g})")
-    parser.add_argument("--keepalive-timeout", type=_seconds, default=KEEPALIVE_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--keepalive-timeout", type=seconds, default=KEEPALIVE_TIMEOUT, metavar="SECONDS",
                         help=f"close a connection idle this long between requests (default {KEEPALIVE_TIMEOUT:g})")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request on stderr")
 
 
 def make_server(handler, args) -> Server:
@@ -623,62 +588,3 @@ def read_token(path):
     if not token:
         raise UserError(f"token file {path} is empty")
     return token
-
-
-def serve(server: Server, args, describe: str, start=None):
-    """Bind, do the status-file handshake, serve until idle timeout or signal.
-
-    `start()` opens the service's resources after the status file is read, so that a
-    failure there is reported as status "failed". Returns the exit code.
-    """
-    base = {}
-    if args.status_file:
-        try:
-            base = wait_for_status_file(args.status_file)
-        except StatusFileError as exc:
-            raise UserError(str(exc)) from None
-    try:
-        if start is not None:
-            start()
-        port = server.bind_port(args.host, args.port, args.port_range)
-    except BaseException:
-        if args.status_file:
-            write_status(args.status_file, base, status="failed")
-        raise
-    if args.status_file:
-        write_status(args.status_file, base, port=port, pid=os.getpid(), status="running")
-    host = args.host if ":" not in args.host else f"[{args.host}]"
-    print(f"http://{host}:{port}", flush=True)
-    if args.verbose:
-        sys.stderr.write(f"{describe} on http://{host}:{port}\n")
-
-    stop = {"code": 0}
-
-    def shutdown(code):
-        stop["code"] = code
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    def on_signal(signum, frame):
-        shutdown(130 if signum == signal.SIGINT else 0)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, on_signal)
-
-    if args.timeout:
-        def watch_idle():
-            while True:
-                time.sleep(min(1.0, args.timeout / 4))
-                if server.idle_seconds() >= args.timeout:
-                    if args.verbose:
-                        sys.stderr.write(f"idle for {args.timeout:g} s: exiting\n")
-                    shutdown(0)
-                    return
-
-        threading.Thread(target=watch_idle, daemon=True).start()
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
-        server.server_close()
-        if args.status_file:  # say so, so that the next launch need not probe a dead port
-            write_final_status(args.status_file, base, port=port, pid=os.getpid(), status="stopped")
-    return stop["code"]
