@@ -300,7 +300,3 @@ def _npy_load(buffer: bytes):
     import numpy as np
 
     return np.load(io.BytesIO(buffer), allow_pickle=False)
-
-
-def value_checksum(value, celltype: str) -> str:
-    return calculate_checksum(serialize(value, celltype))

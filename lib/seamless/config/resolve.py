@@ -38,11 +38,6 @@ class Resolved:
         self.warnings = []
         self.store_in = None  # where results go when this configuration has no persistent storage
 
-    def as_dict(self):
-        keys = ("cluster", "local", "project", "subproject", "stage", "substage", "execution", "persistent",
-                "queue", "remote", "record", "node", "nparallel", "files")
-        return {k: getattr(self, k) for k in keys}
-
 
 def resolve(workdir=".", stage=None, substage=None, choices=None, environ=None, read_yaml=None):
     """The configuration for workdir in `stage`, or None when there is none at all."""

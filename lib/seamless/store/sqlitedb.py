@@ -38,7 +38,6 @@ SCHEMA = [
     'CREATE TABLE "transformation" ("checksum" CHAR(64) NOT NULL PRIMARY KEY, "result" CHAR(64) NOT NULL)',
     'CREATE INDEX "transformation_result" ON "transformation" ("result")',
 ]
-TABLES = [sql.split('"')[1] for sql in SCHEMA if sql.startswith("CREATE TABLE")]
 BUCKET_KINDS = ("node", "environment", "node_env", "queue", "queue_node")
 METADATA_CONFLICT = "Execution record already exists with different metadata"
 
