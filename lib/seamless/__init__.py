@@ -26,7 +26,7 @@ def is_worker() -> bool:
 
 def __getattr__(name):
     if name in ("Checksum", "Buffer", "CacheMissError"):
-        import seamless.execution  # noqa: F401 (gives Checksum.fingertip() its recompute)
+        import seamless.execution.fingertip  # noqa: F401 (gives Checksum.fingertip() its recompute)
         from seamless import buffer
 
         return getattr(buffer, name)

@@ -12,7 +12,7 @@ from seamless.cache import cache
 from seamless.checksum import calculate_checksum, deserialize, parse_checksum, serialize
 
 # cs -> bytes, rebuilding a buffer from a transformation that made it: installed by
-# seamless.execution (the layer that can run transformations), which imports this one
+# seamless.execution.fingertip (the layer that can run transformations imports this one)
 recompute_missing = None
 
 
@@ -72,7 +72,7 @@ class Checksum(str):
         data = cache.get_buffer(self)
         if data is None:
             if recompute_missing is None:
-                raise CacheMissError(f"{self.hex()}: in no cache or store (import seamless.execution to recompute it)")
+                raise CacheMissError(f"{self.hex()}: in no cache or store (import seamless.execution.fingertip to recompute it)")
             data = recompute_missing(self.hex())
         return self._as(data, celltype)
 

@@ -10,10 +10,6 @@
     jobdir.py    job directories and the processes that run in them
     fingertip.py rebuild a lost buffer from a transformation that made it
     pool.py, worker.py, wire.py   the spawn backend's worker processes
+
+Importing the package imports nothing: seamless-run's cache hit loads only what it uses.
 """
-
-from seamless import buffer
-from seamless.execution import fingertip
-
-# Checksum.fingertip() needs this layer, which a value type must not import: hand it over
-buffer.recompute_missing = fingertip.for_python

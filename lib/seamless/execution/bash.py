@@ -19,8 +19,8 @@ import os
 import sys
 
 from seamless.checksum import checksum_file, deserialize, serialize
-from seamless.execution.job import Result, TransformationFailure, Unavailable
-from seamless.execution.jobdir import Job, JobError, Pin
+from seamless.execution.job import JobError, Result, TransformationFailure, Unavailable
+from seamless.execution.jobdir import Job, Pin
 
 
 def is_command(transformation) -> bool:

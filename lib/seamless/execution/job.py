@@ -7,6 +7,15 @@ class TransformationFailure(Exception):
     """The transformation's code failed; the message is what the user should see."""
 
 
+class JobError(Exception):
+    """The job could not run, or failed; `code` is the exit status to report."""
+
+    def __init__(self, message, code=1, stderr_tail=b""):
+        super().__init__(message)
+        self.code = code
+        self.stderr_tail = stderr_tail
+
+
 class Unavailable(StoreError):
     """A buffer the transformation needs is in no store and could not be recomputed."""
 

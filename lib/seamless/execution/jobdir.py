@@ -21,18 +21,11 @@ import tempfile
 import threading
 import time
 
+from seamless.execution.job import JobError
+
 HEADER = "set -u -e\ntrap 'jobs -p | xargs -r kill 2>/dev/null' EXIT\n"
 STDERR_TAIL = 8192
 KILL_GRACE = 2.0
-
-
-class JobError(Exception):
-    """The job could not run, or failed; `code` is the exit status to report."""
-
-    def __init__(self, message, code=1, stderr_tail=b""):
-        super().__init__(message)
-        self.code = code
-        self.stderr_tail = stderr_tail
 
 
 class Pin:

@@ -189,7 +189,7 @@ def _input_size(item):
 
 def execute_or_reuse(args, spec):
     from seamless.execution.compute import compute
-    from seamless.execution.jobdir import JobError
+    from seamless.execution.job import JobError
     from seamless.store import StoreError
 
     stores, resolved = run_stores(args)
@@ -246,9 +246,11 @@ def execution_job(args, spec, stores, resolved):
         finally:
             stop_keepalive()
 
-    from seamless.execution.fingertip import recompute
+    recover = None
+    if args.fingertip:
+        from seamless.execution.fingertip import recompute
 
-    recover = (lambda cs: recompute(cs, stores, stores.get_buffer)) if args.fingertip else None
+        recover = lambda cs: recompute(cs, stores, stores.get_buffer)  # noqa: E731
 
     job = Job(spec["checksum"], spec["transformation"], spec["buffers"], stores.get_buffer, scratch=args.scratch,
               local=args.local, configuration=resolved, setup=setup, stores=stores, job_parent=parent,

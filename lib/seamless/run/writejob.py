@@ -34,7 +34,8 @@ def write_remote_job(spec, target, stores):
     """A job directory that runs with plain bash: inputs, values, transform.sh (the
     inputs are in `stores` already)."""
     from seamless.execution.bash import command_pins
-    from seamless.execution.jobdir import HEADER, Job, JobError
+    from seamless.execution.job import JobError
+    from seamless.execution.jobdir import HEADER, Job
 
     target = os.path.abspath(os.path.expanduser(target))
     os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -14,6 +14,8 @@ checksum as seamless-transformer 0.6.1. See seamless-python(7).
 
 import threading
 
+import seamless.execution.fingertip  # noqa: F401 (gives Checksum.fingertip() its recompute)
+
 from seamless.transformer.batch import TransformationList, parallel, parallel_async
 from seamless.transformer.transformation import Transformation, TransformationError
 from seamless.transformer.transformer import DirectTransformer, Environment, Transformer, delayed, direct
