@@ -12,7 +12,11 @@ import os
 from seamless.cli import UserError, set_debug
 from seamless.servers.http import Handler, add_server_arguments, make_server
 from seamless.servers.service import serve
-from seamless.store.sqlitedb import METADATA_CONFLICT, PROTOCOL, Conflict, DBError, Malformed, ReadOnly, ResultDB
+from seamless.store.sqlitedb import (METADATA_CONFLICT, PROTOCOL, Conflict, DBError, Malformed, NoSpace, NotFound,
+                                     ReadOnly, ResultDB)
+
+# the answer to each database error (any other: 500)
+STATUS = {Malformed: 400, Conflict: 409, NotFound: 404, ReadOnly: 405, NoSpace: 507}
 
 MAX_BODY = 64 << 20
 
@@ -82,7 +86,7 @@ def answer(db: ResultDB, method: str, body: bytes):
             raise ReadOnly("ERROR: Database server is read-only")
         result = table[kind](db, rq)
     except DBError as exc:
-        return exc.status, exc.message, None
+        return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500), exc.message, None
     except UnicodeEncodeError:  # a lone surrogate from JSON cannot be stored as text
         return 400, "ERROR: Malformed request: strings must be valid Unicode", None
     if table is WRITES:

@@ -7,7 +7,8 @@ BEGIN IMMEDIATE writes (many processes at once without "database is locked"), no
 duplicate reverse rows, and a read-only mode that works.
 
 The same class is used by seamless-db (one connection per server thread) and by tools
-that open the file directly. Errors carry an HTTP status so the server is a thin mapping.
+that open the file directly. Its errors say what went wrong (Malformed, Conflict,
+NotFound, ReadOnly, NoSpace); seamless-db maps them to HTTP statuses.
 """
 
 import os
@@ -43,31 +44,29 @@ METADATA_CONFLICT = "Execution record already exists with different metadata"
 
 
 class DBError(Exception):
-    status = 500
-
     def __init__(self, message):
         super().__init__(message)
         self.message = message
 
 
 class Malformed(DBError):
-    status = 400
+    pass
 
 
 class Conflict(DBError):
-    status = 409
+    pass
 
 
 class NotFound(DBError):
-    status = 404
+    pass
 
 
 class ReadOnly(DBError):
-    status = 405
+    pass
 
 
 class NoSpace(DBError):
-    status = 507  # Insufficient Storage
+    pass
 
 
 class _LazyJson:
