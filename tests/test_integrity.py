@@ -420,3 +420,25 @@ def test_index_entries_that_cannot_be_files_are_refused_before_writing(work, env
     proc = call("seamless-download", "d", "-o", "tgt", cwd=work, env=env)
     assert proc.returncode == 1 and b"refusing" in proc.stderr, proc.stderr
     assert not (work / "tgt").exists()
+
+
+def test_an_unusable_cached_result_is_reported_once_and_recomputed(work, env, tmp_path):
+    """Issue 11 review: the cached result is looked up before and after the run-once
+    latch; its warning is said once, and the command runs again."""
+    argv = ["-cp", "a.txt", "-cp", "b.txt", "echo a > a.txt; echo b > b.txt"]
+    assert run(*argv, cwd=work, env=env).returncode == 0
+    tf = run("--dry", *argv, cwd=work, env=env).stdout.decode().strip()
+    bad = b"[1,2]"  # a valid buffer under its own checksum, but no directory index
+    path = stored(tmp_path, sha(bad))
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(bad)
+    db = sqlite3.connect(tmp_path / "cache" / "__TOPLEVEL__" / "seamless.db")
+    with db:
+        db.execute("UPDATE transformation SET result = ? WHERE checksum = ?", (sha(bad), tf))
+    db.close()
+    for name in ("a.txt", "b.txt"):
+        (work / name).unlink()
+    proc = run(*argv, cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count(b"ignoring the cached result") == 1, proc.stderr
+    assert (work / "a.txt").read_text() == "a\n" and (work / "b.txt").read_text() == "b\n"

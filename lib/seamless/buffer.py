@@ -72,7 +72,7 @@ class Checksum(str):
         data = cache.get_buffer(self)
         if data is None:
             if recompute_missing is None:
-                raise CacheMissError(f"{self.hex()}: in no cache or store (import seamless.execution.fingertip to recompute it)")
+                raise CacheMissError(f"{self.hex()}: in no cache or store (to recompute it, import Checksum from seamless, or import seamless.transformer)")
             data = recompute_missing(self.hex())
         return self._as(data, celltype)
 

@@ -46,7 +46,7 @@ def recompute(cs, stores, get_buffer, quiet=True, _busy=frozenset()):
             else:
                 result = runner.run(transformation, inputs)
         except (TransformationFailure, JobError, StoreError, OSError, ValueError, KeyError) as exc:
-            errors.append(f"{tf}: re-running it failed: {exc}")
+            errors.append(f"{tf}: {exc}")
             continue
         if result.checksum == cs:
             return result.data

@@ -256,31 +256,38 @@ def execution_job(args, spec, stores, resolved):
               local=args.local, configuration=resolved, setup=setup, stores=stores, job_parent=parent,
               quiet=args.quiet, recover=recover)
     lock_dir = lock_dir_of(stores) or os.path.join(cache_root(), "locks")
-    return job, InStores(stores, lock_dir, usable=lambda result: usable(args, spec, stores, result),
+    said = set()
+
+    def say_once(level, message):  # compute() may look a result up twice (before and after its latch)
+        if message not in said:
+            said.add(message)
+            say(args, level, message)
+
+    return job, InStores(stores, lock_dir, usable=lambda result: usable(args, spec, stores, result, say_once),
                          say=lambda message: say(args, 1, message))
 
 
-def usable(args, spec, stores, result) -> bool:
+def usable(args, spec, stores, result, say_once) -> bool:
     """Is a cached result good enough for a hit: are its bytes there (or not needed)?"""
     if spec["targets"] and args.download and not args.scratch:
-        index = _index(args, stores, result)
+        index = _index(stores, result, lambda message: say_once(0, message))
         present = index is not None and all(stores.has_buffer(cs) for cs in index.values())
     elif spec["targets"]:
-        present = _index(args, stores, result) is not None
+        present = _index(stores, result, lambda message: say_once(0, message)) is not None
     else:
         present = stores.has_buffer(result)
     if not present:
-        say(args, 1, "cache hit, but the result bytes are gone: computing again")
+        say_once(1, "cache hit, but the result bytes are gone: computing again")
     return present
 
 
-def _index(args, stores, result):
+def _index(stores, result, warn):
     from seamless.run.results import ResultError, read_index
 
     try:
         return read_index(stores, result)
     except ResultError as exc:
-        say(args, 0, f"ignoring the cached result: {exc}")
+        warn(f"ignoring the cached result: {exc}")
         return None
 
 
@@ -301,7 +308,7 @@ def open_output(args, spec, stores, result):
             return 0
 
         return write
-    index = _index(args, stores, result)
+    index = _index(stores, result, lambda message: say(args, 0, message))
     if index is None:
         return None
     if args.download and not args.scratch:

@@ -155,15 +155,17 @@ class Transformation:
         self._held = data if data is not None and len(data) > cache.cap else None
 
     def _execution_job(self):
-        """The job the execution path computes (seamless.execution)."""
+        """The job the execution path computes (seamless.execution), under the
+        configuration in force now (a re-run after set_stage() follows the new one)."""
+        import seamless.config as config
+
         if self._job is None:
-            import seamless.config as config
             from seamless.execution.job import Job
 
             definition = self._definition
             self._job = Job(self._tf.hex(), self._transformation, definition.buffers, self._input,
-                            scratch=definition.scratch, local=definition.local, configuration=config.in_force(),
-                            canceled=lambda: self._canceled)
+                            scratch=definition.scratch, local=definition.local, canceled=lambda: self._canceled)
+        self._job.configuration = config.in_force()
         return self._job
 
     def _construct_now(self):
