@@ -10,7 +10,8 @@
 Failures are never cached; those who waited for a failed run fail the same way.
 """
 
-from seamless.execution.job import Result
+from seamless.execution.backends import backend_for
+from seamless.execution.job import Result, TransformationFailure
 from seamless.execution.latch import once
 
 
@@ -40,8 +41,6 @@ def compute(job, place, on_wait=None, refresh=False) -> Result:
 def execute(job, place, expect=None) -> Result:
     """Run the job on its backend and keep the result; `expect`: the checksum a re-run
     must give (a result that was lost, or kept as a checksum only)."""
-    from seamless.execution.backends import backend_for
-
     backend = backend_for(job.configuration, local=job.local)
     job.backend = backend  # job.cancel() reaches it there
     try:
@@ -53,8 +52,6 @@ def execute(job, place, expect=None) -> Result:
     finally:
         job.backend = None
     if expect is not None and result.checksum != expect:
-        from seamless.execution.job import TransformationFailure
-
         raise TransformationFailure(f"re-running transformation {job.tf} gave a different result "
                                     "(it is not deterministic); its first result is lost")
     place.keep(job, result)

@@ -7,8 +7,6 @@ bytes are handed back, for the caller to keep in memory only, as upstream does (
 scratch result stays scratch).
 """
 
-import json
-
 from seamless import buffer
 from seamless.execution.job import TransformationFailure, Unavailable
 
@@ -16,6 +14,8 @@ from seamless.execution.job import TransformationFailure, Unavailable
 def recompute(cs, stores, get_buffer, quiet=True, _busy=frozenset()):
     """Rebuild buffer `cs`: its bytes, or None when they are back in the stores. Raises
     Unavailable, saying why each producer could not give it."""
+    import json
+
     from seamless.execution import runner
     from seamless.execution.bash import is_command
     from seamless.execution.job import JobError
@@ -58,6 +58,8 @@ def recompute(cs, stores, get_buffer, quiet=True, _busy=frozenset()):
 
 
 def _values(buffer):
+    import json
+
     if buffer is None:
         return ()
     try:

@@ -29,29 +29,53 @@ _entries = {}
 _entries_lock = threading.Lock()
 
 
-@contextmanager
-def once(key, lock_dir=None, canceled=None, on_wait=None):
-    """Hold the right to compute `key`; the entry says what an earlier holder got."""
-    with _entries_lock:
-        entry = _entries.get(key)
-        if entry is None:
-            entry = _entries[key] = Entry()
-        entry.users += 1
-    try:
-        _acquire(entry.lock, canceled, on_wait)
-        try:
-            if lock_dir is None or entry.result is not None or entry.error is not None:
-                yield entry
-            else:
-                with _file_lock(os.path.join(lock_dir, key + ".lock"), canceled, on_wait):
-                    yield entry
-        finally:
-            entry.lock.release()
-    finally:
+class once:
+    """with once(key, lock_dir, canceled, on_wait) as entry: hold the right to compute
+    `key`; the entry says what an earlier holder got (a class, not a generator: this is
+    on every miss of the Python API)."""
+
+    __slots__ = ("key", "lock_dir", "canceled", "on_wait", "entry", "file_lock")
+
+    def __init__(self, key, lock_dir=None, canceled=None, on_wait=None):
+        self.key, self.lock_dir, self.canceled, self.on_wait = key, lock_dir, canceled, on_wait
+        self.file_lock = None
+
+    def __enter__(self):
         with _entries_lock:
-            entry.users -= 1
-            if not entry.users:
-                del _entries[key]
+            entry = _entries.get(self.key)
+            if entry is None:
+                entry = _entries[self.key] = Entry()
+            entry.users += 1
+        self.entry = entry
+        try:
+            _acquire(entry.lock, self.canceled, self.on_wait)
+        except BaseException:
+            self._leave()
+            raise
+        if self.lock_dir is not None and entry.result is None and entry.error is None:
+            self.file_lock = _file_lock(os.path.join(self.lock_dir, self.key + ".lock"), self.canceled, self.on_wait)
+            try:
+                self.file_lock.__enter__()
+            except BaseException:
+                entry.lock.release()
+                self._leave()
+                raise
+        return entry
+
+    def __exit__(self, *exc):
+        try:
+            if self.file_lock is not None:
+                self.file_lock.__exit__(*exc)
+        finally:
+            self.entry.lock.release()
+            self._leave()
+        return False
+
+    def _leave(self):
+        with _entries_lock:
+            self.entry.users -= 1
+            if not self.entry.users:
+                del _entries[self.key]
 
 
 def _acquire(lock, canceled, on_wait):

@@ -10,6 +10,7 @@ execution record next to the result row.
 import os
 import sys
 
+from seamless.cache import cache
 from seamless.execution.job import Result
 
 
@@ -35,13 +36,9 @@ class InMemory:
 
     @property
     def lock_dir(self):
-        from seamless.cache import cache
-
         return lock_dir_of(cache.stores())
 
     def lookup(self, job):
-        from seamless.cache import cache
-
         result = cache.get_result(job.tf)
         if result is None and job.scratch:
             result = cache.known_result(job.tf)  # scratch: the checksum row is the result; .value recomputes
@@ -50,13 +47,11 @@ class InMemory:
     def keep(self, job, result):
         """Remember what an execution produced: in memory, and in the persistent stores if
         any are in force (inputs: every buffer the transformation refers to, and itself)."""
-        from seamless.cache import cache
-        from seamless.execution import worker
-
         cs, data = result.checksum, result.data
         cache.keep(cs, data)
         cache.set_result(job.tf, cs)
-        if worker.channel is not None:
+        worker = sys.modules.get("seamless.execution.worker")  # imported in a worker process
+        if worker is not None and worker.channel is not None:
             if result.mode == "process":  # ran inside this worker, not in the parent: tell it
                 worker.report_record(job.tf, job.buffers, cs, data, job.scratch, result.usage)
             return
@@ -102,3 +97,6 @@ class InStores:
         except Exception as exc:  # provenance only: never fail a computed result over it
             if self.say is not None:
                 self.say(f"execution record not written: {exc}")
+
+
+IN_MEMORY = InMemory()

@@ -7,6 +7,7 @@ workers call run(); it measures what the run cost (wall time, and CPU time: of t
 thread for Python, of the job's processes for bash).
 """
 
+import resource
 import time
 
 from seamless.checksum import calculate_checksum
@@ -32,7 +33,5 @@ def run(transformation, get_buffer, stores=None, **options) -> Result:
 
 
 def _thread_cpu():
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_THREAD)
     return usage.ru_utime, usage.ru_stime

@@ -16,7 +16,13 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+import seamless.config as config
+from seamless.cache import cache
 from seamless.checksum import calculate_checksum, deserialize
+from seamless.execution import compute
+from seamless.execution.backends import RemoteUnavailable
+from seamless.execution.job import Canceled, Job, TransformationFailure
+from seamless.execution.places import IN_MEMORY
 from seamless.identity import identity_buffer
 
 
@@ -150,18 +156,12 @@ class Transformation:
 
     def _hold(self, data):
         """A result the buffer cache cannot keep stays with its transformation: no second run to read it."""
-        from seamless.cache import cache
-
         self._held = data if data is not None and len(data) > cache.cap else None
 
     def _execution_job(self):
         """The job the execution path computes (seamless.execution), under the
         configuration in force now (a re-run after set_stage() follows the new one)."""
-        import seamless.config as config
-
         if self._job is None:
-            from seamless.execution.job import Job
-
             definition = self._definition
             self._job = Job(self._tf.hex(), self._transformation, definition.buffers, self._input,
                             scratch=definition.scratch, local=definition.local, canceled=lambda: self._canceled)
@@ -204,7 +204,6 @@ class Transformation:
             transformation["__env__"] = calculate_checksum(env)
             definition.buffers[transformation["__env__"]] = env  # stored with the inputs: the record
         from seamless.buffer import Checksum
-        from seamless.cache import cache
 
         for cs, data in definition.buffers.items():
             cache.keep(cs, data)
@@ -213,8 +212,6 @@ class Transformation:
         return True
 
     def _buffer_or_none(self):
-        from seamless.cache import cache
-
         if self._held is not None:
             return self._held
         return cache.get_buffer(self._result.hex()) if self._result is not None else None
@@ -229,8 +226,6 @@ class Transformation:
     def _input(self, cs):
         """A buffer an execution needs: from the definition, the caches and stores, or
         by recomputing a dependency whose result was not kept."""
-        from seamless.cache import cache
-
         data = self._definition.buffers.get(cs)
         if data is None:
             data = cache.get_buffer(cs)
@@ -366,8 +361,6 @@ class Transformation:
 
     def is_cached(self):
         """Is the result known (in memory, or in the database of the configuration in force)?"""
-        from seamless.cache import cache
-
         tf = self.construct()
         return tf is not None and cache.get_result(tf.hex()) is not None
 
@@ -456,16 +449,11 @@ def _execution(how, t):
     """compute() (lookup, run once, backend, record) or execute() again (a result whose
     bytes are gone must come out the same), with the execution layer's errors as
     TransformationError."""
-    from seamless.execution import compute
-    from seamless.execution.backends import RemoteUnavailable
-    from seamless.execution.job import Canceled, TransformationFailure
-    from seamless.execution.places import InMemory
-
     job = t._execution_job()
     try:
         if how == "compute":
-            return compute.compute(job, InMemory())
-        return compute.execute(job, InMemory(), expect=t._result.hex())
+            return compute.compute(job, IN_MEMORY)
+        return compute.execute(job, IN_MEMORY, expect=t._result.hex())
     except Canceled:
         raise TransformationError("Transformation was canceled") from None
     except TransformationFailure as exc:
