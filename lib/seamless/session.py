@@ -88,6 +88,23 @@ def stores_for(resolved) -> StoreSet:
     return StoreSet.from_clients(served_clients(resolved))
 
 
+def jobserver_for(resolved) -> dict:
+    """The connection (url, token_file) to the cluster's job server, found running or
+    launched here or on its frontend; it is handed the cluster's stores as served over
+    HTTP, which it starts first."""
+    from seamless.config import tools
+    from seamless.config.errors import ConfigError
+    from seamless.launch.client import ensure
+    from seamless.launch.executor import LaunchError
+
+    spec = tools.render("jobserver", resolved, "rw")
+    spec["parameters"] = {**served_clients(resolved, for_workers=True), "record": bool(resolved.record)}
+    try:
+        return ensure(spec)
+    except LaunchError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def served_clients(resolved, for_workers=False) -> dict:
     """{"buffer": [...], "database": [...]}: the cluster's hashserver and database as
     served over HTTP, started here or on the frontend over ssh when none is running.

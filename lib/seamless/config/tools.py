@@ -63,6 +63,7 @@ def render(tool, resolved, mode="rw", status_file="STATUS_FILE", tools=None):
     # the launcher makes a fresh token at each start, on the service host
     settings["token_file"] = "TOKEN_FILE" if resolved.definition.get("token", True) else None
     settings["writable_flag"] = "--writable" if mode == "rw" else None
+    settings["workers"] = resolved.definition.get("workers")
     workdir = _substitute(entry["workdir_template"], injected, settings)
     settings["workdir"] = workdir
     command = _substitute(entry["command_template"], injected, settings)

@@ -7,8 +7,10 @@
   Parent     inside a spawn worker: the parent is asked first (it may have the result,
              or a free worker); when it has none the job runs right here, so nesting
              never deadlocks
-  remote     not in this version (RemoteUnavailable): the job server and Dask
-             backends plug in here, with the same three methods
+  Jobserver  execution: remote through a seamless-jobserver (jobserver.py), launched
+             on the first miss
+  daskserver not in this version (RemoteUnavailable): the Dask backend plugs in here,
+             with the same three methods
 Each backend: ensure() starts what it needs; run(job) -> Result (checksum, bytes when
 at hand, usage, mode); cancel(job) -> bool stops a running job if it can.
 """
@@ -36,12 +38,22 @@ class InProcess:
     def run(self, job) -> Result:
         from seamless.execution import runner
 
-        result = runner.run(job.transformation, job.buffer, scratch=job.scratch, **job.options)
+        options = job.options
+        if job.transformation.get("__language__") == "bash":  # its processes can be stopped
+            options = {**options, "on_start": lambda directory: setattr(job, "handle", directory)}
+        try:
+            result = runner.run(job.transformation, job.buffer, scratch=job.scratch, **options)
+        finally:
+            job.handle = None
         result.mode = self.mode
         return result
 
     def cancel(self, job) -> bool:
-        return False  # running code in this process cannot be stopped
+        handle = job.handle  # a bash job's directory; Python code running here cannot be stopped
+        if handle is None:
+            return False
+        handle.kill()
+        return True
 
 
 class Spawn:
@@ -52,6 +64,9 @@ class Spawn:
         self.pool = None
 
     def ensure(self):
+        pass  # the workers start with the first job that needs them (a command does not)
+
+    def start(self):
         if self.pool is None:
             from seamless.execution.pool import Pool
 
@@ -60,13 +75,15 @@ class Spawn:
     def run(self, job) -> Result:
         if "stores" in job.options:  # a command
             return IN_PROCESS.run(job)
-        self.ensure()
+        self.start()
         data, usage = self.pool.run(job)
         from seamless.checksum import calculate_checksum
 
         return Result(calculate_checksum(data), data, usage, self.mode)
 
     def cancel(self, job) -> bool:
+        if "stores" in job.options:  # a command, running here
+            return IN_PROCESS.cancel(job)
         handle = job.handle
         if handle is None or self.pool is None:
             return False
@@ -100,6 +117,17 @@ class Parent:
 
 IN_PROCESS = InProcess()
 _spawned = []  # the Spawn backend, once started (by spawn(), or by the configuration)
+_jobservers = {}  # configuration -> its Jobserver backend (it launches the server once)
+
+
+def _jobserver(configuration):
+    from seamless.execution.jobserver import Jobserver
+
+    key = (configuration.cluster, configuration.project, configuration.subproject, configuration.stage,
+           configuration.substage)
+    if key not in _jobservers:
+        _jobservers[key] = Jobserver(configuration)
+    return _jobservers[key]
 
 
 def backend_for(configuration, local=False):
@@ -112,7 +140,9 @@ def backend_for(configuration, local=False):
         return _spawned[0]
     execution = getattr(configuration, "execution", None)
     if execution == "remote":
-        raise RemoteUnavailable(configuration)
+        if configuration.remote != "jobserver":
+            raise RemoteUnavailable(configuration)
+        return _jobserver(configuration)
     if execution == "spawn":  # its workers start with the first job that needs them
         workers = (configuration.definition or {}).get("workers") if configuration.definition else None
         return _spawn_backend(workers)
@@ -130,7 +160,7 @@ def spawn(workers=None):
         return
     if _spawned:
         raise RuntimeError("Workers have already been spawned")
-    _spawn_backend(workers).ensure()
+    _spawn_backend(workers).start()
 
 
 def _spawn_backend(workers):

@@ -29,8 +29,9 @@ def is_command(transformation) -> bool:
 
 
 def run(transformation, get_buffer, stores=None, *, job_parent=None, quiet=False, stdout=None, scratch=False,
-        recover=None) -> Result:
-    """Execute; a command's result buffers go to `stores` (unless scratch)."""
+        recover=None, on_start=None) -> Result:
+    """Execute; a command's result buffers go to `stores` (unless scratch). on_start(job
+    directory) is told where it runs: its kill() cancels it."""
     command = is_command(transformation)
     if command and stores is None:
         raise JobError("a seamless-run command needs buffer stores to run")
@@ -54,6 +55,8 @@ def run(transformation, get_buffer, stores=None, *, job_parent=None, quiet=False
     job = Job(stores, parent=job_parent)
     try:
         job.materialize(pins, code)
+        if on_start is not None:
+            on_start(job)
         if not command:
             stdout = stdout if stdout is not None else getattr(sys.stdout, "buffer", None)
         try:

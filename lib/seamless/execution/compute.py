@@ -42,6 +42,7 @@ def execute(job, place, expect=None) -> Result:
     """Run the job on its backend and keep the result; `expect`: the checksum a re-run
     must give (a result that was lost, or kept as a checksum only)."""
     backend = backend_for(job.configuration, local=job.local)
+    backend.ensure()  # on a miss only: a cache hit never starts (or contacts) a backend
     job.backend = backend  # job.cancel() reaches it there
     try:
         if job.setup is None:

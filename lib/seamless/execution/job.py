@@ -33,21 +33,22 @@ class Job:
     result checksum, not its bytes; local: run here whatever the configuration (--local,
     .local); configuration: the resolved configuration that picks the backend (None: in
     process); canceled(): polled while it waits; setup(): a context around the run (what
-    must happen first, and last, only when it really executes); options: for the runner
-    (quiet, stdout, job_parent, recover).
+    must happen first, and last, only when it really executes); notify(message); options:
+    for the runner (stores, quiet, stdout, job_parent, recover).
     """
 
     __slots__ = ("tf", "transformation", "buffers", "get_buffer", "scratch", "local", "configuration",
-                 "canceled", "setup", "options", "backend", "handle")
+                 "canceled", "setup", "notify", "options", "backend", "handle")
 
     def __init__(self, tf, transformation, buffers=None, get_buffer=None, *, scratch=False, local=False,
-                 configuration=None, canceled=None, setup=None, **options):
+                 configuration=None, canceled=None, setup=None, notify=None, **options):
         self.tf, self.transformation = tf, transformation
         self.buffers = buffers if buffers is not None else {}
         self.get_buffer = get_buffer
         self.scratch, self.local, self.configuration = scratch, local, configuration
         self.canceled = canceled  # None: nothing to poll
         self.setup = setup
+        self.notify = notify  # notify(message): what the user should hear while it runs (remotely...)
         self.options = options
         self.backend = self.handle = None  # while it runs: who runs it, and their handle on it
 

@@ -71,6 +71,7 @@ class Job:
         self.dir, self._lock = _claim_directory(parent)
         self.env = {}
         self._linked = []  # (store file, cs, label, stamp, mode) to check for in-place writes
+        self._proc = None  # the job's shell while it runs
         self._placed = {}  # job path -> checksum of the input file placed there
 
     # --- inputs ---------------------------------------------------------------------
@@ -163,6 +164,7 @@ class Job:
                                     stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             raise JobError(f"cannot start /bin/bash: {exc.strerror}") from None
+        self._proc = proc
         tail = bytearray()
         out = stdout if stdout is not None else sys.stdout.buffer
         pumps = [
@@ -184,6 +186,7 @@ class Job:
             "cpu_time_user_seconds": round(after.ru_utime - before.ru_utime, 6),
             "cpu_time_system_seconds": round(after.ru_stime - before.ru_stime, 6),
             "memory_peak_bytes": after.ru_maxrss * 1024,
+            "pid": proc.pid,
         }
         damage = (f"the command wrote into its input(s) {', '.join(bad)} in place; those are shared cached "
                   "files, so they were removed from the cache and nothing was kept. Copy an input before "
@@ -195,6 +198,15 @@ class Job:
         if bad:
             raise JobError(damage)
         return usage
+
+    def kill(self):
+        """Stop the running job (a cancel): its process group goes, the run fails."""
+        proc = self._proc
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except OSError:
+                pass
 
     def result_path(self):
         return os.path.join(self.dir, "RESULT")

@@ -18,7 +18,7 @@ def execution_record(tf, result, mode, usage) -> dict:
     from seamless.version import __version__
 
     return {"schema_version": 1, "tf_checksum": tf, "result_checksum": result, "seamless_version": __version__,
-            "execution_mode": mode, "remote_target": None,
+            "execution_mode": mode, "remote_target": usage.get("remote_target"),
             "wall_time_seconds": usage.get("wall_time_seconds"),
             "cpu_time_user_seconds": usage.get("cpu_time_user_seconds"),
             "cpu_time_system_seconds": usage.get("cpu_time_system_seconds"),

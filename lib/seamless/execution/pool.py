@@ -28,7 +28,7 @@ from seamless.execution.job import Job, Result, TransformationFailure
 from seamless.identity import identity_buffer
 
 
-def _throttle():
+def throttle():
     try:
         return max(1, int(os.environ.get("SEAMLESS_WORKER_TRANSFORMATION_THROTTLE", "3")))
     except ValueError:
@@ -130,7 +130,7 @@ class Worker:
 class Pool:
     def __init__(self, size):
         self.size = max(1, int(size))
-        self.throttle = _throttle()
+        self.throttle = throttle()
         self.spill = wire.shared_dir()
         self.lock = threading.Condition()
         self.waiting = deque()

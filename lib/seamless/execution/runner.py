@@ -7,6 +7,7 @@ workers call run(); it measures what the run cost (wall time, and CPU time: of t
 thread for Python, of the job's processes for bash).
 """
 
+import os
 import resource
 import time
 
@@ -28,7 +29,7 @@ def run(transformation, get_buffer, stores=None, **options) -> Result:
     data = python.run(transformation, get_buffer)
     user, system = (after - before for after, before in zip(_thread_cpu(), cpu))
     usage = {"wall_time_seconds": round(time.monotonic() - started, 6), "cpu_time_user_seconds": round(user, 6),
-             "cpu_time_system_seconds": round(system, 6), "memory_peak_bytes": None}
+             "cpu_time_system_seconds": round(system, 6), "memory_peak_bytes": None, "pid": os.getpid()}
     return Result(calculate_checksum(data), data, usage)
 
 

@@ -253,8 +253,8 @@ def execution_job(args, spec, stores, resolved):
         recover = lambda cs: recompute(cs, stores, stores.get_buffer)  # noqa: E731
 
     job = Job(spec["checksum"], spec["transformation"], spec["buffers"], stores.get_buffer, scratch=args.scratch,
-              local=args.local, configuration=resolved, setup=setup, stores=stores, job_parent=parent,
-              quiet=args.quiet, recover=recover)
+              local=args.local, configuration=resolved, setup=setup, notify=lambda message: say(args, 0, message),
+              stores=stores, job_parent=parent, quiet=args.quiet, recover=recover)
     lock_dir = lock_dir_of(stores) or os.path.join(cache_root(), "locks")
     said = set()
 

@@ -125,7 +125,7 @@ def main(argv):
         raise UserError(f"database file {args.dbfile} does not exist (start with --writable to create it)")
     server = make_server(DatabaseHandler, args)
 
-    def start():
+    def start(parameters):
         try:
             server.db = ResultDB(args.dbfile, writable=args.writable)
         except DBError as exc:

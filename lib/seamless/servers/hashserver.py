@@ -369,7 +369,7 @@ def main(argv):
             raise UserError(f"extra directory {d} does not exist")
     server = make_server(HashserverHandler, args)
 
-    def start():
+    def start(parameters):
         try:
             server.service = BufferService(args.directory, writable=args.writable, layout=args.layout,
                                            extra_dirs=extra, lock_timeout=args.lock_timeout)

@@ -552,12 +552,14 @@ class Server(ThreadingHTTPServer):
         self.server_close()
 
 
-def add_server_arguments(parser: argparse.ArgumentParser):
-    """The options every seamless HTTP server takes (launcher-compatible)."""
+def add_server_arguments(parser: argparse.ArgumentParser, writable=True):
+    """The options every seamless HTTP server takes (launcher-compatible); --writable
+    for those that store."""
     from seamless.servers.service import add_service_arguments, count, seconds
 
     add_service_arguments(parser)
-    parser.add_argument("--writable", action="store_true", help="accept PUT requests")
+    if writable:
+        parser.add_argument("--writable", action="store_true", help="accept PUT requests")
     parser.add_argument("--token-file", metavar="FILE",
                         help="require 'Authorization: Bearer <token>' with the token in FILE")
     parser.add_argument("--max-connections", type=count, default=MAX_CONNECTIONS, metavar="N",

@@ -86,8 +86,9 @@ def pick_port(host, port, port_range, bind) -> int:
 def serve(service, args, describe: str, start=None):
     """Bind, do the status-file handshake, serve until idle timeout or signal.
 
-    `start()` opens the service's resources after the status file is read, so that a
-    failure there is reported as status "failed". Returns the exit code.
+    `start(parameters)` opens the service's resources after the status file is read
+    (its "parameters", {} without one), so that a failure there is reported as status
+    "failed". Returns the exit code.
     """
     base = {}
     if args.status_file:
@@ -97,7 +98,8 @@ def serve(service, args, describe: str, start=None):
             raise UserError(str(exc)) from None
     try:
         if start is not None:
-            start()
+            parameters = base.get("parameters")
+            start(parameters if isinstance(parameters, dict) else {})
         port = service.bind_port(args.host, args.port, args.port_range)
     except BaseException:
         if args.status_file:

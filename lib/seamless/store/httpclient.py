@@ -86,6 +86,7 @@ class HttpClient:
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.connect_timeout = _timeout("SEAMLESS_REMOTE_CONNECT_TIMEOUT", 10.0)
         self.read_timeout = _timeout("SEAMLESS_REMOTE_READ_TIMEOUT", 1200.0)
+        self.keepalive = False  # TCP keepalive: a long wait notices a server host that is gone
         self._local = threading.local()
 
     def __repr__(self):
@@ -100,6 +101,11 @@ class HttpClient:
             conn.connect()
             conn.sock.settimeout(self.read_timeout)
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.keepalive:
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                for option, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
+                    if hasattr(socket, option):
+                        conn.sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
             self._local.conn = conn
         return conn, fresh
 

@@ -1,0 +1,104 @@
+"""The job server backend (execution: remote, remote: jobserver).
+
+ensure() finds the configuration's seamless-jobserver running, or launches it (with the
+hashserver and database it reads and writes: seamless.session.jobserver_for). run(job)
+sends the job description upstream's clients send, after the buffers it needs are in the
+hashserver (a command's inputs are uploaded by its face first), waits for the answer
+(the connection has no read timeout, only TCP keepalive: a job of hours is fine, a dead
+server is noticed), and returns the result checksum with the usage measured where the
+job ran; the Python API's results are read back from the hashserver. A Ctrl-C while
+waiting cancels the job on the server.
+"""
+
+import json
+
+from seamless.execution.job import Result, TransformationFailure
+
+CANCELED = "Transformation was canceled"
+
+
+class Jobserver:
+    mode = "remote"
+
+    def __init__(self, configuration):
+        self.configuration = configuration
+        self.client = None
+        self.url = None
+
+    def ensure(self):
+        if self.client is not None:
+            return
+        from seamless.session import jobserver_for
+        from seamless.store.httpclient import HttpClient
+
+        connection = jobserver_for(self.configuration)
+        self.url = connection["url"]
+        client = HttpClient(self.url, token_file=connection.get("token_file"))
+        client.read_timeout, client.keepalive = None, True  # the answer comes when the job is done
+        self.client = client
+
+    def run(self, job) -> Result:
+        self.ensure()
+        stores = job.options.get("stores") or _stores_in_force()
+        command = "stores" in job.options
+        if not command:  # the Python API's buffers are in memory: the server reads them from the hashserver
+            for cs, data in {**job.buffers, **job.needed_buffers()}.items():
+                stores.put_buffer(data, cs)
+        transformation = {k: v for k, v in job.transformation.items() if k not in ("__meta__", "__env__")}
+        dunder = {k: v for k, v in job.transformation.items() if k in ("__meta__", "__env__")}
+        body = json.dumps({"transformation_dict": transformation, "tf_checksum": job.tf, "tf_dunder": dunder,
+                           "scratch": job.scratch, "strict_dunder": False, "record": False}).encode()
+        if job.notify is not None:
+            job.notify(f"running on the job server {self.url}: waiting for the result")
+        try:
+            status, _, answer = self.client.call("POST", "/run-transformation", body,
+                                                 {"Content-Type": "application/json"})
+        except KeyboardInterrupt:
+            self._cancel(job.tf)
+            raise
+        except ConnectionError as exc:
+            raise TransformationFailure(f"the job server {self.url} went away while running the job ({exc}); "
+                                        "nothing was kept") from None
+        text = answer.decode(errors="replace")
+        if status != 200:
+            raise TransformationFailure(f"the job server {self.url} answered {status}: {text.strip()[:2000]}")
+        if text.strip() == CANCELED:
+            raise TransformationFailure(CANCELED)
+        try:
+            outcome = json.loads(text)
+            checksum = outcome["result_checksum"]
+            runtime = outcome.get("record_runtime") or {}
+        except (ValueError, KeyError, TypeError):
+            raise TransformationFailure(f"the job server {self.url} gave an unexpected answer: {text[:200]!r}") from None
+        usage = {"wall_time_seconds": runtime.get("wall_time_seconds"),
+                 "cpu_time_user_seconds": runtime.get("cpu_user_seconds"),
+                 "cpu_time_system_seconds": runtime.get("cpu_system_seconds"),
+                 "memory_peak_bytes": runtime.get("memory_peak_bytes"), "remote_target": self.url,
+                 "pid": runtime.get("pid"), "hostname": runtime.get("hostname")}
+        data = None
+        if not command:
+            data = stores.get_buffer(checksum)
+            if data is None:
+                raise TransformationFailure(f"the job server {self.url} computed {checksum}, but the hashserver "
+                                            "does not have it")
+        return Result(checksum, data, usage, self.mode)
+
+    def cancel(self, job) -> bool:
+        return self.client is not None and self._cancel(job.tf)
+
+    def _cancel(self, tf) -> bool:
+        try:
+            status, _, answer = self.client.call("POST", f"/cancel-transformation/{tf}")
+            return status == 200 and json.loads(answer).get("canceled") is True
+        except (OSError, ValueError):
+            return False
+
+
+def _stores_in_force():
+    from seamless.cache import cache
+
+    stores = cache.stores()
+    if stores is None:
+        raise TransformationFailure("remote execution needs the stores of a configuration: call "
+                                    "seamless.config.init() first")
+    return stores
