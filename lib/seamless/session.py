@@ -114,11 +114,16 @@ def served_clients(resolved, for_workers=False) -> dict:
     from seamless.launch.client import ensure
     from seamless.launch.executor import LaunchError
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    specs = {tool: tools.render(tool, resolved, "rw") for tool in ("hashserver", "database")}
+    with ThreadPoolExecutor(2) as starting:  # both at once: a launch is mostly waiting
+        launched = {tool: starting.submit(ensure, spec) for tool, spec in specs.items()}
     clients = {"buffer": [], "database": []}
     for tool, section in (("hashserver", "buffer"), ("database", "database")):
-        spec = tools.render(tool, resolved, "rw")
+        spec = specs[tool]
         try:
-            connection = ensure(spec)
+            connection = launched[tool].result()
         except LaunchError as exc:
             raise ConfigError(str(exc)) from None
         entry = {"url": connection["url"], "readonly": False}

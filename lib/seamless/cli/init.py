@@ -93,6 +93,10 @@ def start(resolved):
         workers = (resolved.definition or {}).get("workers") or os.cpu_count()
         rows.append(("execution", "spawn", f"{workers} worker processes for the Python API; "
                                             "seamless-run runs commands in process"))
+    elif backend.mode == "remote":
+        backend.ensure()
+        workers = (resolved.definition or {}).get("workers") or 1
+        rows.append(("jobserver", backend.url, f"running, {workers} worker(s)"))
     else:
         rows.append(("execution", "process", "in the calling process"))
     return rows
