@@ -249,8 +249,8 @@ def records(db):
         return [json.loads(row[0]) for row in c.execute("SELECT metadata FROM meta_data")]
 
 
-def run(work, env, *argv, **kw):
-    return subprocess.run([tool("seamless-run"), *argv], cwd=work, env=env, capture_output=True, timeout=120, **kw)
+def run(work, env, *argv, timeout=120, **kw):
+    return subprocess.run([tool("seamless-run"), *argv], cwd=work, env=env, capture_output=True, timeout=timeout, **kw)
 
 
 def test_seamless_run_delegates_a_miss_and_a_hit_never_contacts_the_jobserver(remote):
@@ -329,3 +329,61 @@ def test_a_killed_jobserver_is_one_clear_line_and_nothing_is_recorded(remote):
     assert proc.returncode == 1 and out == b""
     assert lines[-1].startswith("seamless-run: error: ") and "job server" in lines[-1], err
     assert len(records(db)) == 1  # only the first command's
+
+
+def jobserver_of(work):
+    """The launched job server's URL and token (services the launcher starts require one)."""
+    with open(work.parent / "launch" / "server" / "jobserver-lab-rw-proj.json") as f:
+        status = json.load(f)
+    with open(status["token_file"]) as f:
+        return f"http://127.0.0.1:{status['port']}", f.read().strip()
+
+
+def test_ctrl_c_cancels_the_job_on_the_server(remote):
+    work, env, db = remote
+    assert run(work, env, "cat data.txt").returncode == 0
+    tf = run(work, env, "--dry", "sleep 60; echo late").stdout.decode().strip()
+    proc = subprocess.Popen([tool("seamless-run"), "sleep 60; echo late"], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url, token = jobserver_of(work)
+    deadline = time.monotonic() + 30
+    while json.loads(post(url, f"/transformation-status/{tf}", method="GET", token=token)[1])["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+    assert json.loads(post(url, f"/transformation-status/{tf}", method="GET", token=token)[1]) == \
+        {"status": "canceled"}
+    assert len(records(db)) == 1
+
+
+def test_fifty_concurrent_clients(jobserver, api):
+    from seamless.transformer import delayed
+
+    @delayed
+    def triple(x):
+        return 3 * x
+
+    js = jobserver("--workers", "2")
+    bodies = [api(triple(i)) for i in range(50)]
+    answers = [None] * 50
+
+    def submit(i):
+        answers[i] = post(js.url, "/run-transformation", bodies[i])
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [value(json.loads(text)["result_checksum"]) for status, text in answers] == [3 * i for i in range(50)]
+    rss_kib = int(next(line for line in open(f"/proc/{js.proc.pid}/status") if line.startswith("VmRSS")).split()[1])
+    assert rss_kib < 200 * 1024
+
+
+def test_a_job_longer_than_the_read_timeout_still_answers(remote):
+    """Upstream's client fails jobs longer than its 1200 s read timeout; ours waits (TCP
+    keepalive notices a dead server instead). Here: a 2-minute job, a 5 s read timeout."""
+    work, env, db = remote
+    proc = run(work, {**env, "SEAMLESS_REMOTE_READ_TIMEOUT": "5"}, "sleep 120; echo done", timeout=300)
+    assert proc.returncode == 0 and proc.stdout == b"done\n", proc.stderr

@@ -91,12 +91,17 @@ def set_nparallel(n):
 
 def get_nparallel():
     """How many transformations may run at once: set_nparallel, the config's nparallel,
-    else the CPU count."""
+    else what executes them can run at once (a job server's workers x throttle, or the
+    CPU count here)."""
     if _state["nparallel"] is not None:
         return _state["nparallel"]
     resolved = _state["resolved"]
     if resolved is not None and resolved.nparallel is not None:
         return resolved.nparallel
+    if resolved is not None and resolved.execution == "remote" and _state["remote_clients"] is None:
+        from seamless.config.clusters import transformation_throttle
+
+        return ((resolved.definition or {}).get("workers") or 1) * transformation_throttle()
     return os.cpu_count() or 1
 
 

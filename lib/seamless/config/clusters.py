@@ -11,6 +11,15 @@ import os
 
 from seamless.config.errors import ConfigError, did_you_mean
 
+
+def transformation_throttle() -> int:
+    """How many transformations one worker runs at once: upstream's
+    $SEAMLESS_WORKER_TRANSFORMATION_THROTTLE, default 3."""
+    try:
+        return max(1, int(os.environ.get("SEAMLESS_WORKER_TRANSFORMATION_THROTTLE", "3")))
+    except ValueError:
+        return 3
+
 CLUSTER_KEYS = {"frontends", "type", "tunnel", "token", "workers", "default_queue", "queues",
                 "memory_per_core_property_name"}
 CLUSTER_TYPES = ("local", "slurm", "oar", "pbs")

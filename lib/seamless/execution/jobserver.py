@@ -51,7 +51,8 @@ class Jobserver:
         if job.notify is not None:
             job.notify(f"running on the job server {self.url}: waiting for the result")
         try:
-            status, _, answer = self.client.call("POST", "/run-transformation", body,
+            # a GET with a body, as upstream's clients send it: upstream's job server takes only that
+            status, _, answer = self.client.call("GET", "/run-transformation", body,
                                                  {"Content-Type": "application/json"})
         except KeyboardInterrupt:
             self._cancel(job.tf)

@@ -23,16 +23,10 @@ from collections import deque
 
 from seamless.cache import cache
 from seamless.checksum import calculate_checksum
+from seamless.config.clusters import transformation_throttle as throttle
 from seamless.execution import wire
 from seamless.execution.job import Job, Result, TransformationFailure
 from seamless.identity import identity_buffer
-
-
-def throttle():
-    try:
-        return max(1, int(os.environ.get("SEAMLESS_WORKER_TRANSFORMATION_THROTTLE", "3")))
-    except ValueError:
-        return 3
 
 
 class PoolJob:
