@@ -77,12 +77,12 @@ class Jobserver:
                  "memory_peak_bytes": runtime.get("memory_peak_bytes"), "remote_target": self.url,
                  "pid": runtime.get("pid"), "hostname": runtime.get("hostname")}
         data = None
-        if not command:
-            data = stores.get_buffer(checksum)
+        if not job.scratch or not command:
+            data = _arrived(stores, checksum, fetch=not command)
             if data is None:
                 raise TransformationFailure(f"the job server {self.url} computed {checksum}, but the hashserver "
                                             "does not have it")
-        return Result(checksum, data, usage, self.mode)
+        return Result(checksum, data if not command else None, usage, self.mode)
 
     def cancel(self, job) -> bool:
         return self.client is not None and self._cancel(job.tf)
@@ -93,6 +93,20 @@ class Jobserver:
             return status == 200 and json.loads(answer).get("canceled") is True
         except (OSError, ValueError):
             return False
+
+
+def _arrived(stores, checksum, fetch, patience=30.0):
+    """The result buffer (or True, without fetch) once the hashserver has it: upstream's
+    job server may answer before its worker's upload is done."""
+    import time
+
+    deadline, pause = time.monotonic() + patience, 0.02
+    while True:
+        found = stores.get_buffer(checksum) if fetch else (stores.has_buffer(checksum) or None)
+        if found is not None or time.monotonic() > deadline:
+            return found
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def _stores_in_force():
