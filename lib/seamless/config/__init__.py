@@ -45,7 +45,7 @@ def set_workdir(path=None):
 
 def set_stage(stage=None, substage=None, *, workdir=None):
     """Select a stage (and substage), re-read the configuration and activate its stores."""
-    from seamless.session import open_stores, resolve_config
+    from seamless.session import env_clients, jobserver_for, open_stores, resolve_config
 
     _refuse_after_remote_clients("set_stage")
     if workdir is not None:
@@ -54,6 +54,8 @@ def set_stage(stage=None, substage=None, *, workdir=None):
                               choices=_state["choices"])
     _state.update(stage=stage, substage=substage, resolved=resolved, initialized=True)
     _activate(open_stores(resolved=resolved))
+    if resolved.execution == "remote" and resolved.remote == "jobserver" and env_clients() is None:
+        jobserver_for(resolved)  # up now, as upstream's init does; the first miss then only connects
     return resolved
 
 
