@@ -447,3 +447,29 @@ def test_a_service_moved_by_the_configuration_is_replaced(tmp_path, env):
     assert json.loads(status_file.read_text())["workdir"] == str(moved)
     assert json.loads(second.stdout)["workdir"] == str(moved)
     assert services_of(status_file) == [json.loads(status_file.read_text())["pid"]]  # the old one is gone
+
+
+@pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])
+def test_remote_execution_on_an_ssh_frontend(frontend, tmp_path, env, tunnel):
+    """The job server runs on the frontend: the stores it is handed are named as the
+    frontend sees them (a tunnel's far end) with the token files there."""
+    work = ssh_cluster(tmp_path, tunnel)
+    clusters = tmp_path / "home" / ".seamless" / "clusters.yaml"
+    clusters.write_text(clusters.read_text().replace(
+        f"      database: {{database_dir: {tmp_path}/remote-dbs}}\n",
+        f"      database: {{database_dir: {tmp_path}/remote-dbs}}\n      jobserver: {{}}\n", 1))
+    (work / "seamless.yaml").write_text("- project: p\n- cluster: front\n- execution: remote\n")
+    try:
+        proc = subprocess.run([tool("seamless-run"), "cat data.txt"], cwd=work, env=env, capture_output=True,
+                              timeout=180)
+        assert proc.returncode == 0 and proc.stdout == b"over ssh\n", proc.stderr
+        assert b"job server" in proc.stderr
+        server = frontend.launch_dir / "server"
+        status = json.loads((server / "jobserver-front-rw-p.json").read_text())
+        hashserver = json.loads((server / "hashserver-front-rw-p.json").read_text())
+        (entry,) = status["parameters"]["buffer"]
+        assert entry["remote_url"].endswith(f":{hashserver['port']}")  # the port on the frontend
+        assert entry["remote_token_file"] == hashserver["token_file"]
+    finally:
+        for key in ("jobserver-front-rw-p", "hashserver-front-rw-p", "database-front-rw-p"):
+            launch(["stop", key], env)

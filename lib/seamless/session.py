@@ -111,10 +111,11 @@ def served_clients(resolved, for_workers=False) -> dict:
     `for_workers` adds what a worker elsewhere needs (remote_url, the buffer directory)."""
     from seamless.config import tools
     from seamless.config.errors import ConfigError
+    from concurrent.futures import ThreadPoolExecutor
+
     from seamless.launch.client import ensure
     from seamless.launch.executor import LaunchError
-
-    from concurrent.futures import ThreadPoolExecutor
+    from seamless.launch.host import url_of
 
     specs = {tool: tools.render(tool, resolved, "rw") for tool in ("hashserver", "database")}
     with ThreadPoolExecutor(2) as starting:  # both at once: a launch is mostly waiting
@@ -129,8 +130,11 @@ def served_clients(resolved, for_workers=False) -> dict:
         entry = {"url": connection["url"], "readonly": False}
         if connection.get("token_file"):  # services the launcher starts require their token
             entry["token_file"] = connection["token_file"]
-        if for_workers:
-            entry["remote_url"] = connection["url"]
+        if for_workers:  # as seen from the service host (a tunnel's far end), with its token file there
+            tunneled = connection.get("tunneled-port")
+            entry["remote_url"] = url_of(connection["tunneled-host"], tunneled) if tunneled else connection["url"]
+            if connection.get("remote_token_file"):
+                entry["remote_token_file"] = connection["remote_token_file"]
             if tool == "hashserver":
                 entry["remote_directory"] = spec["workdir"]
                 if resolved.local:

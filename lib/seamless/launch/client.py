@@ -173,6 +173,7 @@ def _connect(spec, status, executor, handshake):
     connection = {"key": key, "tool": spec.get("tool"), "workdir": spec["workdir"], **ports,
                   "parameters": parameters if isinstance(parameters, dict) else {}}
     if status.get("token"):  # a copy here: the service host's file may be on another machine
+        connection["remote_token_file"] = status.get("token_file")  # where it is on the service host
         connection["token_file"] = client_path(key, ".token")
         client_dir()
         atomic_write(connection["token_file"], status["token"] + "\n", mode=0o600)

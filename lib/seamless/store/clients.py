@@ -32,7 +32,7 @@ class ClientsError(ValueError):
 def _entry_fields(entry, where, in_remote):
     if not isinstance(entry, dict):
         raise ClientsError(f"{where}: each entry must be a JSON object, got {type(entry).__name__}")
-    for key in ("url", "directory", "remote_url", "remote_directory", "token_file"):
+    for key in ("url", "directory", "remote_url", "remote_directory", "token_file", "remote_token_file"):
         if entry.get(key) is not None and not isinstance(entry[key], str):
             raise ClientsError(f"{where}: '{key}' must be a string")
     readonly = entry.get("readonly", True)
@@ -46,7 +46,8 @@ def _entry_fields(entry, where, in_remote):
             directory = os.path.expanduser(directory)
     url = url or entry.get("url")
     directory = directory or entry.get("directory")
-    return url, directory, readonly, entry.get("token_file")
+    token_file = (entry.get("remote_token_file") if in_remote else None) or entry.get("token_file")
+    return url, directory, readonly, token_file
 
 
 class StoreSet:
