@@ -387,3 +387,33 @@ def test_a_job_longer_than_the_read_timeout_still_answers(remote):
     work, env, db = remote
     proc = run(work, {**env, "SEAMLESS_REMOTE_READ_TIMEOUT": "5"}, "sleep 120; echo done", timeout=300)
     assert proc.returncode == 0 and proc.stdout == b"done\n", proc.stderr
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_job_retried(jobserver, api, tmp_path):
+    from seamless.transformer import delayed
+
+    @delayed
+    def nap(path):
+        import os
+        import time
+
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(3)
+        return "rested"
+
+    js = jobserver("--workers", "1")
+    log = tmp_path / "starts"
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(post(js.url, "/run-transformation", api(nap(str(log))))))
+    waiting.start()
+    deadline = time.monotonic() + 20
+    while not (log.exists() and log.read_text()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(int(log.read_text().split()[0]), signal.SIGKILL)
+    waiting.join(60)
+    (status, text), = answers
+    assert status == 200 and value(json.loads(text)["result_checksum"]) == "rested"
+    first, second = log.read_text().split()
+    assert first != second  # it ran again, in the worker that replaced the killed one
