@@ -104,23 +104,41 @@ def test_endpoints_and_get_with_a_body(jobserver, api):
     assert post(js.url, "/transformation-status/nothex", method="GET")[0] == 400
 
 
+A64 = "a" * 64
+OUT = '"__output__": ["result", "mixed", null]'
+
+
 @pytest.mark.parametrize("body", [
-    b"{not json", b"[1, 2]", b'{"tf_checksum": "' + b"a" * 64 + b'"}',
-    b'{"transformation_dict": {"__language__": "python"}, "tf_checksum": "xyz"}',
-    b'{"transformation_dict": {"__language__": "python", "a": 5}, "tf_checksum": "' + b"a" * 64 + b'"}',
-    b'{"transformation_dict": [], "tf_checksum": "' + b"a" * 64 + b'"}',
+    "{not json", "[1, 2]", '{"tf_checksum": "' + A64 + '"}',
+    '{"transformation_dict": {"__language__": "python"}, "tf_checksum": "xyz"}',
+    '{"transformation_dict": {"__language__": "python", "a": 5}, "tf_checksum": "' + A64 + '"}',
+    '{"transformation_dict": [], "tf_checksum": "' + A64 + '"}',
+    # issue 12 review: these were 500s (and the first left its status "running")
+    '{"transformation_dict": {"__language__": "bash"}, "tf_checksum": "' + A64 + '"}',
+    '{"transformation_dict": {"__language__": "python", ' + OUT + '}, "tf_checksum": "' + A64 + '"}',
+    '{"transformation_dict": {"__language__": "python", ' + OUT + ', "code": ["python", "transformer", "nothex"]}, '
+    '"tf_checksum": "' + A64 + '"}',
+    # a tf_checksum that is not the dict's own: identical jobs are merged by it
+    '{"transformation_dict": {"__language__": "python", ' + OUT + ', "code": ["python", "transformer", "' + A64
+    + '"]}, "tf_checksum": "' + A64 + '"}',
+    '{"transformation_dict": {"__language__": "python", "__bogus__": 1, ' + OUT + ', "code": ["python", '
+    '"transformer", "' + A64 + '"]}, "tf_checksum": "' + A64 + '"}',
 ])
 def test_malformed_requests_get_400_never_500(jobserver, body):
     js = jobserver()
-    status, text = post(js.url, "/run-transformation", body)
+    status, text = post(js.url, "/run-transformation", body.encode())
     assert status == 400, text
     assert text.startswith(("Invalid JSON", "Invalid payload"))
+    assert json.loads(post(js.url, "/transformation-status/" + A64, method="GET")[1]) == {"status": "not-running"}
 
 
 def test_a_job_whose_inputs_are_missing_fails_with_a_clear_500(jobserver):
+    from seamless.identity import transformation_checksum
+
     js = jobserver()
-    body = {"transformation_dict": {"__language__": "python", "__output__": ["result", "int", None],
-                                    "code": ["python", "transformer", "1" * 64]}, "tf_checksum": "2" * 64}
+    transformation = {"__language__": "python", "__output__": ["result", "int", None],
+                      "code": ["python", "transformer", "1" * 64]}
+    body = {"transformation_dict": transformation, "tf_checksum": transformation_checksum(transformation)}
     status, text = post(js.url, "/run-transformation", body)
     assert status == 500 and "1" * 64 in text and "no store" in text
 
@@ -417,3 +435,43 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_retried(jobserver, api,
     assert status == 200 and value(json.loads(text)["result_checksum"]) == "rested"
     first, second = log.read_text().split()
     assert first != second  # it ran again, in the worker that replaced the killed one
+
+
+def test_a_remote_command_keeps_its_exit_code_and_its_stderr(remote):
+    """Issue 12 review: a failing remote command exited 1, and its stderr was lost."""
+    work, env, db = remote
+    proc = run(work, env, "echo to-stderr >&2; echo out; exit 7")
+    assert proc.returncode == 7, proc.stderr
+    assert b"to-stderr" in proc.stderr and b"the command failed with exit code 7" in proc.stderr
+    proc = run(work, env, "echo warn-msg >&2; echo ok1")
+    assert proc.returncode == 0 and proc.stdout == b"ok1\n" and b"warn-msg" in proc.stderr
+    proc = run(work, env, "-q", "echo hidden >&2; echo ok2")
+    assert proc.returncode == 0 and b"hidden" not in proc.stderr
+
+
+def test_python_finds_a_new_jobserver_after_the_old_one_died(remote):
+    """Issue 12 review: a process whose job server died could not use another one."""
+    work, env, db = remote
+    script = work / "relaunch.py"
+    script.write_text("""
+import json, os, signal, sys
+import seamless.config
+from seamless.transformer import direct
+seamless.config.init()
+
+@direct
+def inc(x):
+    return x + 1
+
+import time
+print(inc(1))
+with open(sys.argv[1]) as f:
+    os.kill(json.load(f)["pid"], signal.SIGKILL)
+time.sleep(3)
+print(inc(2))  # the dead server is noticed before use: a new one is launched
+""")
+    python = os.path.join(os.path.dirname(tool("seamless-run")), "python")
+    status = work.parent / "launch" / "server" / "jobserver-lab-rw-proj.json"
+    proc = subprocess.run([python, str(script), str(status)], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["2", "3"], proc.stderr

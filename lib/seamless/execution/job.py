@@ -8,12 +8,14 @@ class TransformationFailure(Exception):
 
 
 class JobError(Exception):
-    """The job could not run, or failed; `code` is the exit status to report."""
+    """The job could not run, or failed; `code` is the exit status to report; `shown`:
+    its stderr was shown as it ran (not for a job that ran elsewhere)."""
 
-    def __init__(self, message, code=1, stderr_tail=b""):
+    def __init__(self, message, code=1, stderr_tail=b"", shown=True):
         super().__init__(message)
         self.code = code
         self.stderr_tail = stderr_tail
+        self.shown = shown
 
 
 class Unavailable(StoreError):
@@ -38,10 +40,10 @@ class Job:
     """
 
     __slots__ = ("tf", "transformation", "buffers", "get_buffer", "scratch", "local", "configuration",
-                 "canceled", "setup", "notify", "options", "backend", "handle")
+                 "canceled", "setup", "notify", "echo", "options", "backend", "handle")
 
     def __init__(self, tf, transformation, buffers=None, get_buffer=None, *, scratch=False, local=False,
-                 configuration=None, canceled=None, setup=None, notify=None, **options):
+                 configuration=None, canceled=None, setup=None, notify=None, echo=None, **options):
         self.tf, self.transformation = tf, transformation
         self.buffers = buffers if buffers is not None else {}
         self.get_buffer = get_buffer
@@ -49,6 +51,7 @@ class Job:
         self.canceled = canceled  # None: nothing to poll
         self.setup = setup
         self.notify = notify  # notify(message): what the user should hear while it runs (remotely...)
+        self.echo = echo  # echo(bytes): where a remote job's stderr goes
         self.options = options
         self.backend = self.handle = None  # while it runs: who runs it, and their handle on it
 

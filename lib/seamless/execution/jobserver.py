@@ -11,10 +11,12 @@ waiting cancels the job on the server.
 """
 
 import json
+import time
 
-from seamless.execution.job import Result, TransformationFailure
+from seamless.execution.job import JobError, Result, TransformationFailure
 
 CANCELED = "Transformation was canceled"
+RECHECK_AFTER = 2.0  # seconds without an answer after which the server is checked before use
 
 
 class Jobserver:
@@ -24,10 +26,13 @@ class Jobserver:
         self.configuration = configuration
         self.client = None
         self.url = None
+        self.answered = 0.0  # when it last answered
 
     def ensure(self):
         if self.client is not None:
-            return
+            if time.monotonic() - self.answered < RECHECK_AFTER or self.client.healthcheck():
+                return
+            self.client = None  # it went away while idle: find it again, or launch a new one
         from seamless.session import jobserver_for
         from seamless.store.httpclient import HttpClient
 
@@ -35,7 +40,7 @@ class Jobserver:
         self.url = connection["url"]
         client = HttpClient(self.url, token_file=connection.get("token_file"))
         client.read_timeout, client.keepalive = None, True  # the answer comes when the job is done
-        self.client = client
+        self.client, self.answered = client, time.monotonic()
 
     def run(self, job) -> Result:
         self.ensure()
@@ -52,15 +57,21 @@ class Jobserver:
             job.notify(f"running on the job server {self.url}: waiting for the result")
         try:
             # a GET with a body, as upstream's clients send it: upstream's job server takes only that
-            status, _, answer = self.client.call("GET", "/run-transformation", body,
-                                                 {"Content-Type": "application/json"})
+            status, headers, answer = self.client.call("GET", "/run-transformation", body,
+                                                       {"Content-Type": "application/json"})
         except KeyboardInterrupt:
             self._cancel(job.tf)
             raise
         except ConnectionError as exc:
-            raise TransformationFailure(f"the job server {self.url} went away while running the job ({exc}); "
-                                        "nothing was kept") from None
+            url, self.client = self.url, None  # the next job finds it again, or launches a new one
+            raise TransformationFailure(f"the job server {url} went away or cannot be reached ({exc}); "
+                                        "nothing was kept (the next run starts it again)") from None
+        self.answered = time.monotonic()
         text = answer.decode(errors="replace")
+        code = headers.get("x-seamless-exit-code", "")
+        if status == 500 and code.isdigit():  # a command that failed there: as if it failed here
+            message, _, tail = text.partition("\n")
+            raise JobError(message, int(code), tail.encode(), shown=False)
         if status != 200:
             raise TransformationFailure(f"the job server {self.url} answered {status}: {text.strip()[:2000]}")
         if text.strip() == CANCELED:
@@ -71,6 +82,8 @@ class Jobserver:
             runtime = outcome.get("record_runtime") or {}
         except (ValueError, KeyError, TypeError):
             raise TransformationFailure(f"the job server {self.url} gave an unexpected answer: {text[:200]!r}") from None
+        if outcome.get("stderr") and job.echo is not None:
+            job.echo(outcome["stderr"].encode())
         usage = {"wall_time_seconds": runtime.get("wall_time_seconds"),
                  "cpu_time_user_seconds": runtime.get("cpu_user_seconds"),
                  "cpu_time_system_seconds": runtime.get("cpu_system_seconds"),

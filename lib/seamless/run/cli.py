@@ -189,7 +189,7 @@ def _input_size(item):
 
 def execute_or_reuse(args, spec):
     from seamless.execution.compute import compute
-    from seamless.execution.job import JobError
+    from seamless.execution.job import JobError, TransformationFailure
     from seamless.store import StoreError
 
     stores, resolved = run_stores(args)
@@ -214,13 +214,21 @@ def execute_or_reuse(args, spec):
             # corrupt copies were discarded on the way: computing again repairs the cache
             say(args, 0, f"the cached result {result.checksum} is damaged or incomplete: computing it again")
     except JobError as exc:
-        if args.quiet and exc.stderr_tail:
+        if exc.stderr_tail and (args.quiet or not exc.shown):  # -q hid it, or it ran elsewhere
             tail = exc.stderr_tail.decode(errors="replace").rstrip("\n").splitlines()[-20:]
             sys.stderr.write("\n".join(tail) + "\n")
         raise CommandFailed(str(exc), exc.code) from None
+    except TransformationFailure as exc:
+        raise UserError(str(exc)) from None
     except StoreError as exc:
         raise UserError(str(exc)) from None
     raise UserError(f"the result {result.checksum} vanished from the store before it could be written out")
+
+
+def _echo(data):
+    """A remote job's stderr, shown as a local job's would be."""
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
 
 
 def execution_job(args, spec, stores, resolved):
@@ -254,6 +262,7 @@ def execution_job(args, spec, stores, resolved):
 
     job = Job(spec["checksum"], spec["transformation"], spec["buffers"], stores.get_buffer, scratch=args.scratch,
               local=args.local, configuration=resolved, setup=setup, notify=lambda message: say(args, 0, message),
+              echo=None if args.quiet else _echo,
               stores=stores, job_parent=parent, quiet=args.quiet, recover=recover)
     lock_dir = lock_dir_of(stores) or os.path.join(cache_root(), "locks")
     said = set()

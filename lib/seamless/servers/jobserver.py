@@ -26,6 +26,7 @@ import time
 
 from seamless.checksum import parse_checksum
 from seamless.cli import UserError, set_debug
+from seamless.identity import transformation_checksum
 from seamless.servers.http import Handler, HTTPError, add_server_arguments, make_server
 from seamless.servers.service import count, serve
 
@@ -53,10 +54,19 @@ class JobHandler(Handler):
 
     def run_transformation(self):
         request = _request(self.body.read(MAX_BODY + 1))
-        outcome = self.server.jobs.run(request)
+        try:
+            outcome = self.server.jobs.run(request)
+        except CommandFailed as exc:  # the text for everyone; the exit code for our clients
+            return self.respond(500, exc.text, headers=[("X-Seamless-Exit-Code", str(exc.code))])
         if outcome is None:
             return self.respond(200, CANCELED)
         self.respond_json(200, outcome)
+
+
+class CommandFailed(Exception):
+    def __init__(self, text, code):
+        super().__init__(text)
+        self.text, self.code = text, code
 
 
 def _checksum(text):
@@ -88,10 +98,25 @@ def _request(body):
     if not isinstance(dunder, dict):
         raise HTTPError(400, "Invalid payload: 'tf_dunder' must be an object")
     for name, spec in transformation.items():
-        if not name.startswith("__") and not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[2], str)):
-            raise HTTPError(400, f"Invalid payload: pin {name!r} must be [celltype, subcelltype, checksum]")
+        if name.startswith("__"):
+            continue
+        try:
+            if not (isinstance(spec, list) and len(spec) == 3):
+                raise ValueError
+            parse_checksum(spec[2])
+        except (TypeError, ValueError):
+            raise HTTPError(400, f"Invalid payload: pin {name!r} must be [celltype, subcelltype, checksum]") from None
+    output = transformation.get("__output__")
+    if "code" not in transformation or not (isinstance(output, list) and len(output) == 3):
+        raise HTTPError(400, "Invalid payload: a transformation needs a 'code' pin and an __output__")
     # the dunder keys travel apart (upstream's shape); the job runs on the whole dict
     whole = {**transformation, **{k: v for k, v in dunder.items() if k.startswith("__")}}
+    try:
+        matches = transformation_checksum(whole) == tf
+    except (TypeError, ValueError) as exc:
+        raise HTTPError(400, f"Invalid payload: {exc}") from None
+    if not matches:  # identical jobs are merged by it: it must be the dict's own
+        raise HTTPError(400, "Invalid payload: 'tf_checksum' is not the checksum of 'transformation_dict'")
     return {"tf": tf, "transformation": whole, "scratch": bool(rq.get("scratch"))}
 
 
@@ -112,10 +137,11 @@ class Jobs:
         from seamless.execution.bash import is_command
 
         tf, transformation = request["tf"], request["transformation"]
+        command = transformation["__language__"] == "bash" and is_command(transformation)
         entry = self._begin(tf)
         job = Job(tf, transformation, get_buffer=self.stores.get_buffer, scratch=request["scratch"],
                   canceled=lambda: entry["status"] == "canceled")
-        if transformation["__language__"] == "bash" and is_command(transformation):
+        if command:
             job.setup = self._slot  # its own processes, with the stores its files come from and go to
             job.options.update(stores=self.stores, quiet=True)
         if entry["job"] is None:
@@ -128,6 +154,9 @@ class Jobs:
                 self._end(tf, entry, "canceled")
                 return None
             self._end(tf, entry, "failed")
+            if isinstance(exc, JobError):  # a command's failure: its stderr too, which is shown nowhere here
+                tail = exc.stderr_tail.decode(errors="replace")
+                raise CommandFailed(str(exc) + ("\n" + tail if tail else ""), exc.code) from None
             raise HTTPError(500, str(exc)) from None
         except BaseException:
             self._end(tf, entry, "failed")
@@ -143,7 +172,10 @@ class Jobs:
                    "cpu_system_seconds": usage.get("cpu_time_system_seconds"),
                    "memory_peak_bytes": usage.get("memory_peak_bytes"), "gpu_memory_peak_bytes": None,
                    "hostname": socket.gethostname(), "pid": usage.get("pid", os.getpid())}
-        return {"result_checksum": result.checksum, "record_runtime": runtime}
+        answer = {"result_checksum": result.checksum, "record_runtime": runtime}
+        if usage.get("stderr_tail"):  # what a command said on stderr: its client shows it
+            answer["stderr"] = usage["stderr_tail"].decode(errors="replace")
+        return answer
 
     def _slot(self):
         return _Held(self.slots)
