@@ -290,15 +290,26 @@ def test_seamless_run_delegates_a_miss_and_a_hit_never_contacts_the_jobserver(re
     assert [r["execution_mode"] for r in records(db)] == ["remote", "process"]
 
 
-def test_python_delegates_and_nested_transformations_work(remote):
-    work, env, db = remote
-    script = work / "remote.py"
-    script.write_text("""
-import json, os
+PROLOGUE = """
+import json, os, signal, sys, time
 import seamless.config
 from seamless.transformer import delayed, direct, parallel
 seamless.config.init()
+"""
 
+
+def run_python(work, env, code, *args):
+    """Our Python (the venv's), running PROLOGUE + code as a script in the project."""
+    script = work / "script.py"
+    script.write_text(PROLOGUE + code)
+    python = os.path.join(os.path.dirname(tool("seamless-run")), "python")
+    return subprocess.run([python, str(script), *map(str, args)], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_python_delegates_and_nested_transformations_work(remote):
+    work, env, db = remote
+    proc = run_python(work, env, """
 @direct
 def where(x):
     import os
@@ -323,8 +334,6 @@ here.local = True
 print(json.dumps([where(21), outer(4).run(), sum(t.value for t in parallel([square(i) for i in range(20)])),
                   here(5).run(), os.getpid()]))
 """)
-    python = os.path.join(os.path.dirname(tool("seamless-run")), "python")
-    proc = subprocess.run([python, str(script)], cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     (doubled, parent), nested, squares, local, me = json.loads(proc.stdout)
     assert doubled == 42 and parent != me and nested == 50 and squares == sum(i * i for i in range(20))
@@ -452,26 +461,16 @@ def test_a_remote_command_keeps_its_exit_code_and_its_stderr(remote):
 def test_python_finds_a_new_jobserver_after_the_old_one_died(remote):
     """Issue 12 review: a process whose job server died could not use another one."""
     work, env, db = remote
-    script = work / "relaunch.py"
-    script.write_text("""
-import json, os, signal, sys
-import seamless.config
-from seamless.transformer import direct
-seamless.config.init()
-
+    status = work.parent / "launch" / "server" / "jobserver-lab-rw-proj.json"
+    proc = run_python(work, env, """
 @direct
 def inc(x):
     return x + 1
 
-import time
 print(inc(1))
 with open(sys.argv[1]) as f:
     os.kill(json.load(f)["pid"], signal.SIGKILL)
 time.sleep(3)
 print(inc(2))  # the dead server is noticed before use: a new one is launched
-""")
-    python = os.path.join(os.path.dirname(tool("seamless-run")), "python")
-    status = work.parent / "launch" / "server" / "jobserver-lab-rw-proj.json"
-    proc = subprocess.run([python, str(script), str(status)], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=120)
+""", status)
     assert proc.returncode == 0 and proc.stdout.split() == ["2", "3"], proc.stderr
