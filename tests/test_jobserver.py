@@ -279,6 +279,10 @@ def test_seamless_run_delegates_a_miss_and_a_hit_never_contacts_the_jobserver(re
     (record,) = records(db)
     assert record["execution_mode"] == "remote" and record["remote_target"].startswith("http://")
     assert record["cpu_time_user_seconds"] is not None
+    local = {**env, "SEAMLESS_CACHE": str(work.parent / "local-cache")}  # the same command, run here
+    assert run(work, local, "sort data.txt").stdout == b"a\nb\n"
+    again = run(work, local, "-v", "sort data.txt").stderr.decode()
+    assert f"transformation {record['tf_checksum']}" in again and f"cache hit: result {record['result_checksum']}" in again
     subprocess.run([tool("seamless-launch"), "stop", "jobserver-lab-rw-proj"], env=env, check=True,
                    capture_output=True, timeout=60)
     proc = run(work, env, "-v", "sort data.txt")
