@@ -130,11 +130,10 @@ class Jobs:
         self.entries = {}  # tf -> {"status", "job", "finished"}
 
     def run(self, request):
+        from seamless.execution.bash import is_command
         from seamless.execution.compute import compute
         from seamless.execution.job import Canceled, Job, JobError, TransformationFailure
         from seamless.store import StoreError
-
-        from seamless.execution.bash import is_command
 
         tf, transformation = request["tf"], request["transformation"]
         command = transformation["__language__"] == "bash" and is_command(transformation)
