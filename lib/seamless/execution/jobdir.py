@@ -187,8 +187,9 @@ class Job:
             "cpu_time_system_seconds": round(after.ru_stime - before.ru_stime, 6),
             "memory_peak_bytes": after.ru_maxrss * 1024,
             "pid": proc.pid,
-            "stderr_tail": bytes(tail) if quiet else b"",  # not shown live: whoever runs it may pass it on
         }
+        if quiet and tail:  # not shown live: whoever runs it may pass it on
+            usage["stderr"] = tail.decode(errors="replace")
         damage = (f"the command wrote into its input(s) {', '.join(bad)} in place; those are shared cached "
                   "files, so they were removed from the cache and nothing was kept. Copy an input before "
                   "modifying it.") if bad else ""

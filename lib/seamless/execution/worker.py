@@ -60,6 +60,8 @@ def _run(job_id, transformation, buffers):
         channel.send(*answer)
     except OSError:
         os._exit(0)  # the parent has gone
+    except Exception as exc:  # an answer that cannot be sent: still an answer, or the parent waits forever
+        channel.send({"op": "result", "id": job_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}, [])
 
 
 def report_record(tf, inputs, result, data, scratch, usage):

@@ -172,8 +172,8 @@ class Jobs:
                    "memory_peak_bytes": usage.get("memory_peak_bytes"), "gpu_memory_peak_bytes": None,
                    "hostname": socket.gethostname(), "pid": usage.get("pid", os.getpid())}
         answer = {"result_checksum": result.checksum, "record_runtime": runtime}
-        if usage.get("stderr_tail"):  # what a command said on stderr: its client shows it
-            answer["stderr"] = usage["stderr_tail"].decode(errors="replace")
+        if usage.get("stderr"):  # what a command said on stderr: its client shows it
+            answer["stderr"] = usage["stderr"]
         return answer
 
     def _slot(self):
