@@ -24,6 +24,11 @@ def target_of(tmp_path, name):
     return target
 
 
+def hashserver_with(start_service, tmp_path, *options):
+    """A hashserver on a fresh buffer directory, with these options."""
+    return start_service("seamless-hashserver", target_of(tmp_path, "seamless-hashserver"), *options)
+
+
 def get(port, path="/healthcheck", headers=None, timeout=30):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -103,8 +108,7 @@ def test_stalled_request_heads_do_not_lock_out_the_owner(start_service, tmp_path
 
 
 def test_a_request_head_has_a_deadline_in_all_not_per_byte(start_service, tmp_path):
-    server = start_service("seamless-hashserver", target_of(tmp_path, "seamless-hashserver"),
-                           "--header-timeout", "2")
+    server = hashserver_with(start_service, tmp_path, "--header-timeout", "2")
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         start = time.monotonic()
         sock.sendall(b"GET /healthcheck HTTP/1.1\r\n")
@@ -131,8 +135,7 @@ def test_a_request_head_has_a_deadline_in_all_not_per_byte(start_service, tmp_pa
 
 
 def test_idle_keepalive_connections_are_closed(start_service, tmp_path):
-    server = start_service("seamless-hashserver", target_of(tmp_path, "seamless-hashserver"),
-                           "--keepalive-timeout", "1")
+    server = hashserver_with(start_service, tmp_path, "--keepalive-timeout", "1")
     conn, = keepalive_connections(server.port, 1)
     start = time.monotonic()
     assert closed_within(conn.sock, 15)
@@ -142,8 +145,7 @@ def test_idle_keepalive_connections_are_closed(start_service, tmp_path):
 
 def test_a_kept_alive_connection_in_use_stays_open(start_service, tmp_path):
     """The idle timeout counts from the end of the last request, not from the connect."""
-    server = start_service("seamless-hashserver", target_of(tmp_path, "seamless-hashserver"),
-                           "--keepalive-timeout", "1.5")
+    server = hashserver_with(start_service, tmp_path, "--keepalive-timeout", "1.5")
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     for _ in range(6):
         conn.request("GET", "/healthcheck")
@@ -167,8 +169,7 @@ def test_at_the_limit_idle_connections_make_room(start_service, tmp_path, name):
 
 
 def test_when_every_connection_is_busy_a_new_one_gets_503(start_service, tmp_path):
-    server = start_service("seamless-hashserver", target_of(tmp_path, "seamless-hashserver"), "--writable",
-                           "--max-connections", "2")
+    server = hashserver_with(start_service, tmp_path, "--writable", "--max-connections", "2")
     socks = busy_connections(server.port, 2)
     try:
         status, headers, body = get(server.port)
@@ -179,8 +180,7 @@ def test_when_every_connection_is_busy_a_new_one_gets_503(start_service, tmp_pat
 
 
 def test_the_client_retries_a_busy_server(start_service, tmp_path):
-    server = start_service("seamless-hashserver", target_of(tmp_path, "seamless-hashserver"), "--writable",
-                           "--max-connections", "2")
+    server = hashserver_with(start_service, tmp_path, "--writable", "--max-connections", "2")
     store = HttpBufferStore(server.url, writable=True)
     socks = busy_connections(server.port, 2)
     release = threading.Timer(1.5, socks[0].close)  # a busy connection ends: room again
@@ -197,8 +197,7 @@ def test_the_client_retries_a_busy_server(start_service, tmp_path):
 
 
 def test_the_client_gives_up_on_a_server_that_stays_busy(start_service, tmp_path):
-    server = start_service("seamless-hashserver", target_of(tmp_path, "seamless-hashserver"), "--writable",
-                           "--max-connections", "1")
+    server = hashserver_with(start_service, tmp_path, "--writable", "--max-connections", "1")
     socks = busy_connections(server.port, 1)
     try:
         start = time.monotonic()

@@ -93,12 +93,18 @@ def jobserver_for(resolved) -> dict:
     launched here or on its frontend; it is handed the cluster's stores as served over
     HTTP, which it starts first."""
     from seamless.config import tools
+
+    spec = tools.render("jobserver", resolved, "rw")
+    spec["parameters"] = {**served_clients(resolved, for_workers=True), "record": bool(resolved.record)}
+    return _launch(spec)
+
+
+def _launch(spec) -> dict:
+    """The connection to a service, found running or started; a launch failure as a ConfigError."""
     from seamless.config.errors import ConfigError
     from seamless.launch.client import ensure
     from seamless.launch.executor import LaunchError
 
-    spec = tools.render("jobserver", resolved, "rw")
-    spec["parameters"] = {**served_clients(resolved, for_workers=True), "record": bool(resolved.record)}
     try:
         return ensure(spec)
     except LaunchError as exc:
@@ -109,24 +115,18 @@ def served_clients(resolved, for_workers=False) -> dict:
     """{"buffer": [...], "database": [...]}: the cluster's hashserver and database as
     served over HTTP, started here or on the frontend over ssh when none is running.
     `for_workers` adds what a worker elsewhere needs (remote_url, the buffer directory)."""
-    from seamless.config import tools
-    from seamless.config.errors import ConfigError
     from concurrent.futures import ThreadPoolExecutor
 
-    from seamless.launch.client import ensure
-    from seamless.launch.executor import LaunchError
+    from seamless.config import tools
     from seamless.launch.host import url_of
 
     specs = {tool: tools.render(tool, resolved, "rw") for tool in ("hashserver", "database")}
     with ThreadPoolExecutor(2) as starting:  # both at once: a launch is mostly waiting
-        launched = {tool: starting.submit(ensure, spec) for tool, spec in specs.items()}
+        launched = {tool: starting.submit(_launch, spec) for tool, spec in specs.items()}
     clients = {"buffer": [], "database": []}
     for tool, section in (("hashserver", "buffer"), ("database", "database")):
         spec = specs[tool]
-        try:
-            connection = launched[tool].result()
-        except LaunchError as exc:
-            raise ConfigError(str(exc)) from None
+        connection = launched[tool].result()
         entry = {"url": connection["url"], "readonly": False}
         if connection.get("token_file"):  # services the launcher starts require their token
             entry["token_file"] = connection["token_file"]

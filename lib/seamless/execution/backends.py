@@ -73,7 +73,7 @@ class Spawn:
             self.pool = Pool(self.workers)
 
     def run(self, job) -> Result:
-        if "stores" in job.options:  # a command
+        if job.command:  # a process of its own already: run here
             return IN_PROCESS.run(job)
         self.start()
         data, usage = self.pool.run(job)
@@ -82,7 +82,7 @@ class Spawn:
         return Result(calculate_checksum(data), data, usage, self.mode)
 
     def cancel(self, job) -> bool:
-        if "stores" in job.options:  # a command, running here
+        if job.command:  # running here
             return IN_PROCESS.cancel(job)
         handle = job.handle
         if handle is None or self.pool is None:

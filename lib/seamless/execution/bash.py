@@ -19,13 +19,8 @@ import os
 import sys
 
 from seamless.checksum import checksum_file, deserialize, serialize
-from seamless.execution.job import JobError, Result, TransformationFailure, Unavailable
+from seamless.execution.job import JobError, Result, TransformationFailure, Unavailable, is_command
 from seamless.execution.jobdir import Job, Pin
-
-
-def is_command(transformation) -> bool:
-    """A seamless-run command, not a bash transformer of the Python API."""
-    return transformation["code"][1] != "transformer"
 
 
 def run(transformation, get_buffer, stores=None, *, job_parent=None, quiet=False, stdout=None, scratch=False,
@@ -41,11 +36,10 @@ def run(transformation, get_buffer, stores=None, *, job_parent=None, quiet=False
         if data is None and recover is not None:
             recover(cs)
             data = get_buffer(cs)
+        if data is None and not command:
+            raise TransformationFailure(f"{what}: buffer {cs} is in no cache and no store")
         if data is None:
-            hint = "" if recover is not None or not command else \
-                " (--fingertip recomputes it from the transformation that made it)"
-            if not command:
-                raise TransformationFailure(f"{what}: buffer {cs} is in no cache and no store")
+            hint = "" if recover is not None else " (--fingertip recomputes it from the transformation that made it)"
             raise Unavailable(f"{what}: buffer {cs} is not in any store{hint}")
         return data
 

@@ -17,8 +17,7 @@ def recompute(cs, stores, get_buffer, quiet=True, _busy=frozenset()):
     import json
 
     from seamless.execution import runner
-    from seamless.execution.bash import is_command
-    from seamless.execution.job import JobError
+    from seamless.execution.job import JobError, is_command
     from seamless.store import StoreError
 
     errors = []
@@ -40,7 +39,7 @@ def recompute(cs, stores, get_buffer, quiet=True, _busy=frozenset()):
 
         try:
             transformation = json.loads(stored)
-            command = transformation.get("__language__") == "bash" and is_command(transformation)
+            command = is_command(transformation)
             if command:
                 result = runner.run(transformation, stores.get_buffer, stores, quiet=quiet, recover=recover)
             else:

@@ -26,6 +26,12 @@ class Canceled(Exception):
     """The job was canceled while it waited or ran."""
 
 
+def is_command(transformation) -> bool:
+    """A seamless-run command (its code pin is ["text", None, cs]), not a bash transformer
+    of the Python API nor Python code: it needs the stores, where its files are."""
+    return transformation.get("__language__") == "bash" and transformation["code"][1] != "transformer"
+
+
 class Job:
     """One transformation to compute.
 
@@ -54,6 +60,10 @@ class Job:
         self.echo = echo  # echo(bytes): where a remote job's stderr goes
         self.options = options
         self.backend = self.handle = None  # while it runs: who runs it, and their handle on it
+
+    @property
+    def command(self) -> bool:
+        return is_command(self.transformation)
 
     def buffer(self, cs):
         data = self.buffers.get(cs)

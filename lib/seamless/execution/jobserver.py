@@ -45,7 +45,7 @@ class Jobserver:
     def run(self, job) -> Result:
         self.ensure()
         stores = job.options.get("stores") or _stores_in_force()
-        command = "stores" in job.options
+        command = job.command
         if not command:  # the Python API's buffers are in memory: the server reads them from the hashserver
             for cs, data in {**job.buffers, **job.needed_buffers()}.items():
                 stores.put_buffer(data, cs)
@@ -111,8 +111,6 @@ class Jobserver:
 def _arrived(stores, checksum, fetch, patience=30.0):
     """The result buffer (or True, without fetch) once the hashserver has it: upstream's
     job server may answer before its worker's upload is done."""
-    import time
-
     deadline, pause = time.monotonic() + patience, 0.02
     while True:
         found = stores.get_buffer(checksum) if fetch else (stores.has_buffer(checksum) or None)

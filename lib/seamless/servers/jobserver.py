@@ -125,29 +125,28 @@ class Jobs:
 
     def __init__(self, stores, slots):
         self.stores = stores
+        self.place = _Delegated(stores)
         self.slots = threading.BoundedSemaphore(slots)  # bash jobs at once, as many as the pool runs
         self.lock = threading.Lock()
         self.entries = {}  # tf -> {"status", "job", "finished"}
 
     def run(self, request):
-        from seamless.execution.bash import is_command
         from seamless.execution.compute import compute
         from seamless.execution.job import Canceled, Job, JobError, TransformationFailure
         from seamless.store import StoreError
 
         tf, transformation = request["tf"], request["transformation"]
-        command = transformation["__language__"] == "bash" and is_command(transformation)
         entry = self._begin(tf)
         job = Job(tf, transformation, get_buffer=self.stores.get_buffer, scratch=request["scratch"],
                   canceled=lambda: entry["status"] == "canceled")
-        if command:
+        if job.command:
             job.setup = self._slot  # its own processes, with the stores its files come from and go to
             job.options.update(stores=self.stores, quiet=True)
         if entry["job"] is None:
             entry["job"] = job
         started, wall = time.time(), time.monotonic()
         try:
-            result = compute(job, _PLACE)
+            result = compute(job, self.place)
         except (Canceled, TransformationFailure, JobError, StoreError) as exc:
             if entry["status"] == "canceled" or isinstance(exc, Canceled):
                 self._end(tf, entry, "canceled")
@@ -241,8 +240,8 @@ class _Delegated:
 
     lock_dir = None
 
-    def __init__(self):
-        self.stores = None
+    def __init__(self, stores):
+        self.stores = stores
 
     def lookup(self, job):
         return None
@@ -250,9 +249,6 @@ class _Delegated:
     def keep(self, job, result):
         if result.data is not None and not job.scratch:
             self.stores.put_buffer(result.data, result.checksum)
-
-
-_PLACE = _Delegated()
 
 
 def _iso(t):
@@ -294,7 +290,6 @@ def main(argv):
             raise UserError(str(exc)) from None
         if not stores.buffer_write:
             raise UserError("the stores have no writable buffer store: results could not be kept")
-        _PLACE.stores = stores
         backends.spawn(args.workers)
         server.jobs = Jobs(stores, args.workers * pool.throttle())
 
