@@ -55,6 +55,7 @@ class Settings:
     processes: int        # Dask worker processes per job
     worker_threads: int   # threads per Dask worker
     throttle: int
+    throttled: bool       # the thread count comes from the throttle: the workers are told it
     memory: str
     walltime: str | None
     tmpdir: str
@@ -149,6 +150,10 @@ def _settings(p, port_range, local) -> Settings:
     maximum_jobs = positive(p, "maximum_jobs")
     for name in ("unknown-task-duration", "target-duration", "lifetime-stagger"):
         duration(p, name)
+    if "walltime" not in p and not local:
+        raise ParameterError("parameter 'walltime' is missing: set the walltime of one job (e.g. 01:00:00)")
+    if "walltime" in p:
+        duration(p, "walltime")  # checked also where no lifetime is derived from it
     lifetime, stagger = _lifetime(p, local, maximum_jobs)
     resources = p.get("dask-resources")
     if resources is not None:
@@ -164,6 +169,7 @@ def _settings(p, port_range, local) -> Settings:
         cores=cores, job_cores=job_cores, processes=processes, worker_threads=threads, throttle=throttle,
         memory=memory, walltime=str(p["walltime"]) if "walltime" in p else None, tmpdir=str(p["tmpdir"]),
         maximum_jobs=maximum_jobs, minimum_jobs=int(boolean(p, "interactive")), exclusive=exclusive,
+        throttled=not (pure or exclusive or "worker_threads" in p),
         pure_dask=pure, record=boolean(p, "record"), lifetime=lifetime, lifetime_stagger=stagger,
         resources=resources, target_duration=duration(p, "target-duration") * scale,
         port_range=_port_range(p, port_range))
@@ -182,9 +188,6 @@ def _lifetime(p, local, maximum_jobs):
         if value <= 0:
             raise ParameterError(f"parameter 'lifetime' is {p['lifetime']!r}: it must be positive")
         return str(p["lifetime"]), stagger
-    if "walltime" not in p:
-        raise ParameterError("parameter 'walltime' is missing: set the walltime of one job (e.g. 01:00:00), "
-                             "or set lifetime")
     seconds = duration(p, "walltime") - duration(p, "lifetime-stagger") - LIFETIME_GRACE
     if seconds <= 0:
         raise ParameterError(f"walltime {p['walltime']} leaves no time for a worker (walltime - lifetime-stagger "
@@ -248,7 +251,7 @@ def export_name(key: str) -> str:
 
 def _environment_variables(s: Settings) -> dict:
     env = {"SEAMLESS_DASK_QUEUE_EXCLUSIVE": str(int(s.exclusive)), "SEAMLESS_DASK_RECORD_MODE": str(int(s.record))}
-    if not (s.pure_dask or s.exclusive):
+    if s.throttled:
         env["SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"] = str(s.throttle)
     return env
 
