@@ -68,9 +68,12 @@ def main(argv) -> int:
     try:
         cluster, plan, ports = _start(args, base)
     except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         line = str(exc) if isinstance(exc, (UserError, ParameterError, clusters.ClusterError)) else (
-            "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else f"{type(exc).__name__}: {exc}")
+            "interrupted" if interrupted else f"{type(exc).__name__}: {exc}")
         write_status(args.status_file, base, status="failed", error=line, pid=os.getpid())
+        if interrupted:  # distributed may turn the interrupt into something else on its way up
+            return stopping["code"] if stopping["code"] is not None else 130
         if isinstance(exc, (ParameterError, clusters.ClusterError)):
             raise UserError(line) from None
         raise
