@@ -4,6 +4,7 @@
     seamless.config.init()                 # read seamless.yaml here; choose the stores
     seamless.config.set_stage("prod")      # re-read for another stage
     seamless.config.stores()               # the StoreSet now in force
+    seamless.config.dask_client()          # in a pure Dask stage: its distributed.Client
 
 Errors surface as ConfigError (a ValueError) instead of being swallowed. Unlike
 upstream: init(workdir=...) honours its argument, every set_stage/set_substage
@@ -19,11 +20,12 @@ from seamless.config.errors import ConfigError
 _state = {
     "workdir": None, "stage": None, "substage": None, "choices": {}, "nparallel": None,
     "resolved": None, "remote_clients": None, "initialized": False, "stop_keepalive": None,
+    "dask_client": None,
 }
 
 __all__ = ["ConfigError", "init", "set_stage", "set_substage", "set_workdir", "set_nparallel",
            "get_nparallel", "collect_remote_clients", "set_remote_clients", "set_remote_clients_from_env",
-           "select", "stores", "current", "in_force"]
+           "select", "stores", "current", "in_force", "dask_client"]
 
 
 def init(*, workdir=None):
@@ -52,11 +54,44 @@ def set_stage(stage=None, substage=None, *, workdir=None):
         _state["workdir"] = os.path.abspath(workdir)
     resolved = resolve_config(workdir=_state["workdir"] or os.getcwd(), stage=stage, substage=substage,
                               choices=_state["choices"])
+    _close_dask()  # a cluster of the stage left behind is not used by accident
     _state.update(stage=stage, substage=substage, resolved=resolved, initialized=True)
     _activate(open_stores(resolved=resolved))
-    if resolved.execution == "remote" and resolved.remote == "jobserver" and env_clients() is None:
-        jobserver_for(resolved)  # up now, as upstream's init does; the first miss then only connects
+    if env_clients() is None:  # up now, as upstream's init does; the first miss then only connects
+        if resolved.execution == "remote" and resolved.remote == "jobserver":
+            jobserver_for(resolved)
+        elif resolved.pure_dask:
+            _connect_dask(resolved)
     return resolved
+
+
+def dask_client():
+    """The distributed.Client of a pure Dask stage: connected by init() to the stage's
+    plain Dask cluster (launched if needed), and the default client of this process."""
+    resolved = current()
+    if resolved is None or not resolved.pure_dask:
+        what = f"cluster '{resolved.cluster}', execution {resolved.execution}" if resolved and resolved.cluster \
+            else "no cluster"
+        raise ConfigError(f"dask_client(): the configuration in force is not a pure Dask one ({what}); a pure Dask "
+                          "stage selects a cluster with a daskserver, execution: remote and remote: daskserver, "
+                          "and pure_dask: true in the frontend's daskserver block (or persistent: false)")
+    if _state["dask_client"] is None or _state["dask_client"].status in ("closing", "closed"):
+        _connect_dask(resolved)
+    return _state["dask_client"]
+
+
+def _connect_dask(resolved):
+    from seamless.dask.connect import connect
+    from seamless.session import daskserver_for
+
+    _close_dask()
+    _state["dask_client"] = connect(daskserver_for(resolved)["url"])
+
+
+def _close_dask():
+    client, _state["dask_client"] = _state["dask_client"], None
+    if client is not None:
+        client.close(timeout=2)
 
 
 def _activate(stores):
@@ -171,5 +206,6 @@ def _refuse_after_remote_clients(what):
 def _reset():
     """Forget everything (for tests)."""
     _activate(None)
+    _close_dask()
     _state.update(stop_keepalive=None, workdir=None, stage=None, substage=None, choices={}, nparallel=None, resolved=None,
                   remote_clients=None, initialized=False)
