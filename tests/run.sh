@@ -24,7 +24,7 @@ fi
 # The project and its test dependencies, in a virtualenv of their own.
 venv=${SEAMLESS_TEST_VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,dask]'
 export PATH="$PWD/$venv/bin:$PATH"
 unset SEAMLESS_REMOTE_CLIENTS SEAMLESS_CACHE SEAMLESS_TOKEN_FILE
 

@@ -1,0 +1,115 @@
+"""Cluster strings (MODULE::SYMBOL) -> a running Dask cluster, or the job script it would submit.
+
+SYMBOL may be a LocalCluster subclass (started with explicit keyword arguments: it does
+not read ports from the dask config), any other Cluster subclass (started without
+arguments: dask_jobqueue classes read everything from the jobqueue config section), a
+function that returns a Cluster, or a Cluster instance.
+
+Only the dask config is imported before the parameters are applied: distributed reads
+some of its settings when it is first imported.
+"""
+
+import importlib
+import inspect
+import json
+import re
+
+from seamless.dask.batch import JOBQUEUE_SECTIONS
+from seamless.dask.parameters import ParameterError, nested
+
+# batch system by the class names dask_jobqueue gives, before anything is imported
+_KNOWN = {"SLURMCluster": "slurm", "OARCluster": "oar", "PBSCluster": "pbs", "SGECluster": "sge",
+          "LSFCluster": "lsf", "HTCondorCluster": "htcondor", "MoabCluster": "moab"}
+
+
+class ClusterError(ValueError):
+    pass
+
+
+def split(cluster_string):
+    module, sep, symbol = cluster_string.partition("::")
+    if not sep or not re.fullmatch(r"[A-Za-z_][\w.]*", module) or not re.fullmatch(r"[A-Za-z_]\w*", symbol):
+        raise ClusterError(f"cluster {cluster_string!r} is not MODULE::SYMBOL "
+                           "(e.g. distributed::LocalCluster, dask_jobqueue::SLURMCluster)")
+    return module, symbol
+
+
+def guess_system(cluster_string):
+    """The batch system a cluster string names, without importing it (None: unknown)."""
+    return _KNOWN.get(split(cluster_string)[1])
+
+
+def apply_config(flat=None, jobqueue=None):
+    import dask.config
+
+    if flat:
+        dask.config.update(dask.config.config, nested(flat), priority="new")
+    if jobqueue is not None:
+        dask.config.update(dask.config.config, {"jobqueue": {s: dict(jobqueue) for s in JOBQUEUE_SECTIONS}},
+                           priority="new")
+
+
+def load(cluster_string):
+    module_name, name = split(cluster_string)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = " (pip install 'seamless-toolbox[dask]')" if module_name.split(".")[0] in (
+            "distributed", "dask_jobqueue", "dask") else ""
+        raise ClusterError(f"cannot import {module_name!r} for cluster {cluster_string!r}: {exc}{hint}") from None
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise ClusterError(f"module {module_name!r} has no {name!r} (cluster {cluster_string!r})") from None
+
+
+def kind(symbol):
+    """("local" | "jobqueue" | "class" | "factory" | "instance", batch system or None)."""
+    from distributed import LocalCluster
+    from distributed.deploy.cluster import Cluster
+    from dask_jobqueue.core import JobQueueCluster
+
+    if inspect.isclass(symbol):
+        if issubclass(symbol, LocalCluster):
+            return "local", None
+        if issubclass(symbol, JobQueueCluster):
+            return "jobqueue", symbol.job_cls.config_name if symbol.job_cls else None
+        if issubclass(symbol, Cluster):
+            return "class", None
+    elif isinstance(symbol, Cluster):
+        return "instance", getattr(getattr(symbol, "job_cls", None), "config_name", None)
+    elif callable(symbol):
+        return "factory", None
+    raise ClusterError(f"{symbol!r} is not a Dask Cluster class, instance or factory")
+
+
+def start(symbol, how, plan, host, scheduler_port, dashboard_port):
+    """The running cluster."""
+    from distributed.deploy.cluster import Cluster
+
+    if how == "local":
+        return symbol(**plan.local_cluster, scheduler_port=scheduler_port,
+                      dashboard_address=f"{host}:{dashboard_port}")
+    if how in ("jobqueue", "class"):
+        return symbol()
+    cluster = symbol() if how == "factory" else symbol
+    if not isinstance(cluster, Cluster):
+        raise ClusterError(f"the cluster factory returned {type(cluster).__name__}, not a Dask Cluster")
+    return cluster
+
+
+def job_script(symbol, how, plan, host, scheduler_port, dashboard_port) -> str:
+    """What the cluster would submit: a job script, or a LocalCluster's keyword arguments."""
+    if how == "local":
+        kwargs = {**plan.local_cluster, "scheduler_port": scheduler_port,
+                  "dashboard_address": f"{host}:{dashboard_port}"}
+        return json.dumps(kwargs, indent=2)
+    if how == "jobqueue":  # the job alone: no scheduler needs to start for its script
+        return symbol.job_cls(scheduler=f"tcp://{host}:{scheduler_port}", name="dummy-name").job_script()
+    cluster = start(symbol, how, plan, host, scheduler_port, dashboard_port)
+    try:
+        if not hasattr(cluster, "job_script"):
+            raise ParameterError(f"{type(cluster).__name__} submits no job script")
+        return cluster.job_script()
+    finally:
+        cluster.close()

@@ -1,0 +1,134 @@
+"""How many jobs a cluster should have, and jobs that the batch system ends.
+
+The wrapper's scheduler runs in its own process, so the targets read its task states
+directly, on its event loop: no monitoring client, no polling over the wire.
+
+* WaitingAwareAdaptive: jobs = ceil(expected work / what one job does in target-duration),
+  expected work = each waiting or running task's learned duration (per task prefix, so per
+  transformer code) or unknown-task-duration when nothing is learned yet.
+* ExclusiveAdaptive: one job per transformation (tasks that ask for the S resource).
+* BatchExit: a worker whose job is cancelled or reaches its walltime gets SIGTERM from the
+  batch system; it tells the scheduler it is leaving, so that its tasks are rescheduled as
+  after a graceful retirement. Dask would otherwise count each such loss against the task,
+  and fail it as "KilledWorker" after three.
+"""
+
+import asyncio
+import math
+import signal
+import threading
+import time
+
+from distributed import WorkerPlugin
+from distributed.deploy.adaptive import Adaptive
+from distributed.scheduler import Scheduler
+
+PENDING = ("waiting", "queued", "no-worker")
+ACTIVE = PENDING + ("processing",)
+BATCH_EXIT = "seamless-batch-exit"
+
+
+def in_process_scheduler(cluster):
+    scheduler = getattr(cluster, "scheduler", None)
+    return scheduler if isinstance(scheduler, Scheduler) else None
+
+
+def expected_work(scheduler) -> float:
+    """Seconds of work in waiting and running tasks."""
+    unknown = scheduler.UNKNOWN_TASK_DURATION
+    total = 0.0
+    for ts in scheduler.tasks.values():
+        if ts.state in ACTIVE:
+            average = ts.prefix.duration_average
+            total += average if average is not None and average >= 0 else unknown
+    return total
+
+
+def exclusive_work(scheduler) -> int:
+    """Transformations waiting or running: those that need the S resource."""
+    return sum(1 for ts in scheduler.tasks.values()
+               if ts.state in ACTIVE and ((ts.resource_restrictions or {}).get("S") or
+                                          str(ts.key).startswith("base")))
+
+
+class _SchedulerAdaptive(Adaptive):
+    """Adaptive with a target read from the in-process scheduler; targets are in Dask
+    workers (dask_jobqueue counts `processes` of them per job)."""
+
+    def __init__(self, *args, processes=1, **kwargs):
+        self.processes = processes
+        super().__init__(*args, **kwargs)
+
+    def jobs_wanted(self, scheduler) -> int:
+        raise NotImplementedError
+
+    async def target(self):
+        scheduler = in_process_scheduler(self.cluster)
+        if scheduler is None:
+            return await super().target()
+        return self.jobs_wanted(scheduler) * self.processes
+
+
+class WaitingAwareAdaptive(_SchedulerAdaptive):
+    def jobs_wanted(self, scheduler):
+        work = expected_work(scheduler)
+        return math.ceil(work / self.target_duration) if work else 0
+
+
+class ExclusiveAdaptive(_SchedulerAdaptive):
+    def jobs_wanted(self, scheduler):
+        return exclusive_work(scheduler)
+
+
+ADAPTIVE = {"waiting-aware": WaitingAwareAdaptive, "exclusive": ExclusiveAdaptive, "dask": Adaptive}
+
+
+def adapt(cluster, settings: dict, processes: int):
+    kind = ADAPTIVE[settings["kind"]]
+    extra = {"processes": processes} if kind is not Adaptive else {}
+    return cluster.adapt(Adaptive=kind, minimum_jobs=settings["minimum_jobs"],
+                         maximum_jobs=settings["maximum_jobs"], target_duration=settings["target_duration"],
+                         wait_count=settings["wait_count"], interval=f"{settings['interval']}s", **extra)
+
+
+# --- activity ------------------------------------------------------------------------------
+
+def activity(scheduler) -> dict:
+    """What keeps a cluster alive: clients of users (not the scheduler's own, not the ones
+    that workers open for nested work) and tasks."""
+    clients = [c for c in scheduler.clients if c != "fire-and-forget" and not str(c).startswith("seamless-worker")]
+    return {"clients": len(clients), "tasks": len(scheduler.tasks), "workers": len(scheduler.workers)}
+
+
+# --- jobs ended by the batch system --------------------------------------------------------
+
+class BatchExit(WorkerPlugin):
+    """Runs in each worker process: on SIGTERM, say so before going."""
+
+    name = BATCH_EXIT
+
+    def setup(self, worker):
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set there; such a worker keeps Dask's behaviour
+        loop = asyncio.get_event_loop()
+
+        def on_sigterm(signum, frame):
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._leave(worker)))
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def _leave(self, worker):
+        try:
+            worker.batched_stream.send({"op": BATCH_EXIT})
+            await asyncio.sleep(0.05)  # the batched stream sends every few ms
+        finally:
+            await worker.close(reason="batch-system-exit", executor_wait=False)
+
+
+def watch_batch_exits(scheduler):
+    """Install the scheduler's side: a worker that announces its end leaves as expected."""
+    def on_exit(worker=None, **_):
+        asyncio.ensure_future(scheduler.remove_worker(worker, expected=True, close=False,
+                                                      stimulus_id=f"{BATCH_EXIT}-{time.time()}"))
+
+    scheduler.stream_handlers[BATCH_EXIT] = on_exit
