@@ -92,7 +92,13 @@ def start(symbol, how, plan, host, scheduler_port, dashboard_port):
                       dashboard_address=f"{host}:{dashboard_port}")
     if how in ("jobqueue", "class"):
         return symbol()
-    cluster = symbol() if how == "factory" else symbol
+    cluster = symbol
+    if how == "factory":
+        try:
+            cluster = symbol()
+        except Exception as exc:
+            raise ClusterError(f"the cluster factory {symbol.__module__}.{symbol.__name__}() failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(cluster, Cluster):
         raise ClusterError(f"the cluster factory returned {type(cluster).__name__}, not a Dask Cluster")
     return cluster

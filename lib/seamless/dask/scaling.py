@@ -14,6 +14,7 @@ directly, on its event loop: no monitoring client, no polling over the wire.
 """
 
 import asyncio
+import logging
 import math
 import signal
 import threading
@@ -26,6 +27,7 @@ from distributed.scheduler import Scheduler
 PENDING = ("waiting", "queued", "no-worker")
 ACTIVE = PENDING + ("processing",)
 BATCH_EXIT = "seamless-batch-exit"
+log = logging.getLogger("seamless.dask.scaling")
 
 
 def in_process_scheduler(cluster):
@@ -57,6 +59,7 @@ class _SchedulerAdaptive(Adaptive):
 
     def __init__(self, *args, processes=1, **kwargs):
         self.processes = processes
+        self.last_target = None
         super().__init__(*args, **kwargs)
 
     def jobs_wanted(self, scheduler) -> int:
@@ -66,7 +69,11 @@ class _SchedulerAdaptive(Adaptive):
         scheduler = in_process_scheduler(self.cluster)
         if scheduler is None:
             return await super().target()
-        return self.jobs_wanted(scheduler) * self.processes
+        jobs = self.jobs_wanted(scheduler)
+        if jobs != self.last_target:
+            log.info("%s: %d jobs wanted (%d tasks)", type(self).__name__, jobs, len(scheduler.tasks))
+            self.last_target = jobs
+        return jobs * self.processes
 
 
 class WaitingAwareAdaptive(_SchedulerAdaptive):

@@ -62,15 +62,17 @@ def main(argv) -> int:
         base = wait_for_status_file(args.status_file)
     except StatusFileError as exc:
         raise UserError(str(exc)) from None
-    _logging(base.get("log"), args.verbose)
     stopping = _install_signals()
     cluster = None
     try:
         cluster, plan, ports = _start(args, base)
     except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         line = str(exc) if isinstance(exc, (UserError, ParameterError, clusters.ClusterError)) else (
-            "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else f"{type(exc).__name__}: {exc}")
+            "interrupted" if interrupted else f"{type(exc).__name__}: {exc}")
         write_status(args.status_file, base, status="failed", error=line, pid=os.getpid())
+        if interrupted:  # distributed may turn the interrupt into something else on its way up
+            return stopping["code"] if stopping["code"] is not None else 130
         if isinstance(exc, (ParameterError, clusters.ClusterError)):
             raise UserError(line) from None
         raise
@@ -136,6 +138,7 @@ def _start(args, base):
     except OSError as exc:
         raise UserError(f"cannot use --host {args.host}: {exc}") from None
     plan, symbol, how = _plan(args, base, scheduler_port, dashboard_port)
+    _logging(base.get("log"), args.verbose)  # now: importing distributed reconfigures logging
     os.environ.update(plan.environment)  # local workers inherit it; jobs get it exported
     cluster = clusters.start(symbol, how, plan, args.host, scheduler_port, dashboard_port)
     try:
@@ -220,16 +223,19 @@ def _install_signals():
 
 
 def _logging(path, verbose):
-    handlers = []
-    if path:
-        handlers.append(logging.FileHandler(path))
-    if verbose:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    for handler in handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        for name in ("seamless", "distributed", "dask_jobqueue"):
-            logging.getLogger(name).addHandler(handler)
-    logging.getLogger("seamless").setLevel(logging.INFO)
+    """Our events, and dask's warnings, into the status file's log (and stderr with -v).
+    Each logger gets handlers of its own: clusters silence the handlers of "distributed"."""
+    log.disabled = False  # distributed's logging config disables the loggers that exist before it
+    formatter = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("seamless", "distributed", "dask_jobqueue"):
+        logger = logging.getLogger(name)
+        logger.disabled = False
+        for handler in ([logging.FileHandler(path)] if path else []) + (
+                [logging.StreamHandler(sys.stderr)] if verbose else []):
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+        if name == "seamless":
+            logger.setLevel(logging.INFO)
 
 
 def _close(cluster):
