@@ -20,7 +20,7 @@ from seamless.config.errors import ConfigError
 _state = {
     "workdir": None, "stage": None, "substage": None, "choices": {}, "nparallel": None,
     "resolved": None, "remote_clients": None, "initialized": False, "stop_keepalive": None,
-    "dask_client": None,
+    "dask_client": None, "dask_address": None,
 }
 
 __all__ = ["ConfigError", "init", "set_stage", "set_substage", "set_workdir", "set_nparallel",
@@ -54,13 +54,15 @@ def set_stage(stage=None, substage=None, *, workdir=None):
         _state["workdir"] = os.path.abspath(workdir)
     resolved = resolve_config(workdir=_state["workdir"] or os.getcwd(), stage=stage, substage=substage,
                               choices=_state["choices"])
-    _close_dask()  # a cluster of the stage left behind is not used by accident
     _state.update(stage=stage, substage=substage, resolved=resolved, initialized=True)
     _activate(open_stores(resolved=resolved))
+    pure_dask = resolved.pure_dask and env_clients() is None
+    if not pure_dask:
+        _close_dask()  # the Dask cluster of a stage left behind is not used by accident
     if env_clients() is None:  # up now, as upstream's init does; the first miss then only connects
         if resolved.execution == "remote" and resolved.remote == "jobserver":
             jobserver_for(resolved)
-        elif resolved.pure_dask:
+        elif pure_dask:
             _connect_dask(resolved)
     return resolved
 
@@ -70,26 +72,36 @@ def dask_client():
     plain Dask cluster (launched if needed), and the default client of this process."""
     resolved = current()
     if resolved is None or not resolved.pure_dask:
-        what = f"cluster '{resolved.cluster}', execution {resolved.execution}" if resolved and resolved.cluster \
-            else "no cluster"
+        if not (resolved and resolved.files):
+            what = "no configuration files"
+        else:
+            what = f"cluster '{resolved.cluster}', execution {resolved.execution}" if resolved.cluster else "no cluster"
         raise ConfigError(f"dask_client(): the configuration in force is not a pure Dask one ({what}); a pure Dask "
                           "stage selects a cluster with a daskserver, execution: remote and remote: daskserver, "
                           "and pure_dask: true in the frontend's daskserver block (or persistent: false)")
-    if _state["dask_client"] is None or _state["dask_client"].status in ("closing", "closed"):
-        _connect_dask(resolved)
-    return _state["dask_client"]
+    client = _state["dask_client"]
+    return client if client is not None and client.status == "running" else _connect_dask(resolved)
 
 
 def _connect_dask(resolved):
-    from seamless.dask.connect import connect
+    """The client of the stage's pure Dask cluster (found running, or launched): the one
+    connected already while it is connected to that cluster (a re-evaluation of the
+    same stage keeps its futures), else a new one."""
     from seamless.session import daskserver_for
 
-    _close_dask()
-    _state["dask_client"] = connect(daskserver_for(resolved)["url"])
+    address = daskserver_for(resolved)["url"]
+    client = _state["dask_client"]
+    if client is None or client.status != "running" or _state["dask_address"] != address:
+        from seamless.dask.connect import connect
+
+        _close_dask()
+        _state.update(dask_client=connect(address), dask_address=address)
+    return _state["dask_client"]
 
 
 def _close_dask():
-    client, _state["dask_client"] = _state["dask_client"], None
+    client = _state["dask_client"]
+    _state.update(dask_client=None, dask_address=None)
     if client is not None:
         client.close(timeout=2)
 

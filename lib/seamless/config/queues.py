@@ -62,7 +62,9 @@ def wrapper_parameters(resolved, pure=False):
     directives = list(params.get("job_extra_directives", []))
     if resolved.node:
         _add(directives, _node_directive(ctype, resolved.node, where))
-    exclusive = params.pop("exclusive", False) if pure else params.get("exclusive", False)
+    if pure:
+        params.pop("exclusive", None)  # plain Dask workers: no Seamless exclusive mode
+    exclusive = params.get("exclusive", False)
     if exclusive and "cores" not in params:  # the whole node (a local exclusive queue has cores)
         if ctype == "slurm":
             _add(directives, "--exclusive")
