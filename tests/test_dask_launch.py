@@ -511,3 +511,25 @@ def test_daskserver_over_ssh_with_a_tunnel(frontend, tmp_path, env):  # noqa: F8
     while alive(connection["tunnel_pid"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(connection["tunnel_pid"])
+
+
+@wrapper
+def test_the_pure_dask_man_page_example(tmp_path, env):
+    from test_config import man_blocks, session
+
+    shown = session(next(b for b in man_blocks("man5/seamless.yaml.5", ".SS Pure Dask on this machine")
+                         if "dask_client()" in b))
+    (tmp_path / "home" / ".seamless" / "clusters.yaml").write_text("\n".join(shown["cat ~/.seamless/clusters.yaml"]))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "seamless.yaml").write_text("\n".join(shown["cat seamless.yaml"]) + "\n")
+    command = next(c for c in shown if c.startswith("python3 -c"))
+    *code, answer = [command.split("'", 1)[1], *shown[command]]
+    proc = subprocess.run([sys.executable, "-c", "\n".join(code).rstrip("'")], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and proc.stdout == answer + "\n", proc.stderr
+    (row,) = [line.split() for line in launch(["ps"], env, work).stdout.splitlines()[1:]]
+    assert row[:3] == shown["seamless-launch ps"][1].split()[:3]
+    status = json.loads((tmp_path / "launch" / "server" / f"{row[0]}.json").read_text())
+    page = open(os.path.join(os.path.dirname(__file__), "..", "man", "man5", "seamless.yaml.5")).read()
+    assert json.dumps(status["parameters"]) in page.replace("\n ", " ").replace("\\-", "-")
