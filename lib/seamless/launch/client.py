@@ -114,7 +114,8 @@ def ensure(spec):
 
 def _same_setup(status, spec):
     """Does the running service serve the workdir asked for (`~/x` was expanded on its
-    host), with a token if and only if one is wanted (and still there to hand out)?"""
+    host), with a token if and only if one is wanted (and still there to hand out), and
+    with the parameters asked for when they define it?"""
     if bool(status.get("token_file")) != wants_token(spec) or (status.get("token_file") and not status.get("token")):
         return False
     if not _same_parameters(status, spec):
