@@ -17,7 +17,7 @@ LAYERS = [
     ("storage", ["seamless.store"]),
     ("values", ["seamless.cache", "seamless.buffer"]),
     ("configuration", ["seamless.config.*", "seamless.launch"]),
-    ("session", ["seamless.session", "seamless.config"]),
+    ("session", ["seamless.session", "seamless.config", "seamless.dask.connect"]),
     ("execution", ["seamless.execution"]),
     ("faces", ["seamless.transformer", "seamless.run", "seamless.cli", "seamless.servers", "seamless.transfer",
                "seamless.dask"]),

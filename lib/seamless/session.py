@@ -99,6 +99,16 @@ def jobserver_for(resolved) -> dict:
     return _launch(spec)
 
 
+def daskserver_for(resolved) -> dict:
+    """The connection to the configuration's Dask server (url tcp://host:port of its
+    scheduler, hostname, port, dashboard_port), found running or launched here or on its
+    frontend: a plain Dask cluster in a pure Dask stage, else one of Seamless workers.
+    Its parameters come from the selected queue; it needs no stores of its own."""
+    from seamless.config import tools
+
+    return _launch(tools.render("pure_daskserver" if resolved.pure_dask else "daskserver", resolved, "rw"))
+
+
 def _launch(spec) -> dict:
     """The connection to a service, found running or started; a launch failure as a ConfigError."""
     from seamless.config.errors import ConfigError

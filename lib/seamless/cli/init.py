@@ -1,7 +1,8 @@
 """seamless-init: evaluate the configuration, start and verify its services, say what is active.
 
 One line per service on stdout: NAME, URL or path, state. --show prints the resolved
-configuration instead, starting nothing.
+configuration instead, starting nothing. A stage that executes on a daskserver gets its
+Dask cluster (a pure Dask one too) started here or on the frontend.
 """
 
 import argparse
@@ -56,7 +57,8 @@ def describe(resolved):
         ("cluster", resolved.cluster or "-", "(this machine)" if resolved.local else ""),
         ("project", project, ""),
         ("stage", stage, ""),
-        ("execution", resolved.execution, resolved.remote if resolved.execution == "remote" else ""),
+        ("execution", resolved.execution, ("" if resolved.execution != "remote" else
+                                           resolved.remote + (" (pure Dask)" if resolved.pure_dask else ""))),
         ("persistent", "true" if resolved.persistent else "false (results kept in the local cache)"
          if resolved.store_in else "false", ""),
         ("queue", resolved.queue or "-", ""),
@@ -83,6 +85,8 @@ def start(resolved):
     else:
         rows.append(("hashserver", stores.buffer_read[0].url, "running"))
         rows.append(("database", stores.db_read[0].url, "running"))
+    if resolved.execution == "remote" and resolved.remote == "daskserver":
+        return rows + [daskserver(resolved)]
     from seamless.execution.backends import RemoteUnavailable, backend_for
 
     try:
@@ -100,3 +104,19 @@ def start(resolved):
     else:
         rows.append(("execution", "process", "in the calling process"))
     return rows
+
+
+def daskserver(resolved):
+    from seamless.launch.host import url_of
+    from seamless.session import daskserver_for
+
+    connection = daskserver_for(resolved)
+    state = "running"
+    if connection.get("dashboard_port"):
+        state += f", dashboard {url_of(connection['hostname'], connection['dashboard_port'])}/status"
+    if resolved.pure_dask:
+        state += ", pure Dask: seamless.config.dask_client() in Python"
+    else:
+        resolved.warnings.append("this version does not submit transformations to a daskserver yet "
+                                 "(seamless-run --local runs them here)")
+    return ("daskserver", connection["url"], state)

@@ -1,6 +1,8 @@
 """seamless-launch: start, find and stop services, here or on a cluster frontend over ssh.
 
     seamless-launch TOOL --cluster C [--stage S[:SUB]] [--project P[:SUB]] [--mode rw|ro]
+                         [--queue Q] [--node N]    (TOOL: hashserver, database, jobserver,
+                                                    daskserver, pure_daskserver)
     seamless-launch SPEC.yaml
     seamless-launch ps [--json] | stop KEY... | logs KEY [--tail N] | rm KEY...
 
@@ -41,6 +43,8 @@ def launch(argv):
     p.add_argument("--stage", metavar="S[:SUB]", help="the stage (its own storage)")
     p.add_argument("--project", metavar="P[:SUB]", help="the project (and subproject)")
     p.add_argument("--mode", choices=("rw", "ro"), default="rw", help="writable (rw, default) or read-only")
+    p.add_argument("--queue", metavar="Q", help="a Dask server's queue (default: the cluster's default_queue)")
+    p.add_argument("--node", metavar="N", help="the node a Dask server's batch jobs run on (slurm, oar)")
     p.add_argument("--dry-run", action="store_true", help="print what would be launched where; start nothing")
     args = p.parse_args(argv)
     from seamless.config.errors import ConfigError
@@ -69,10 +73,9 @@ def spec_from_config(args):
 
     if not args.cluster:
         raise UserError(f"{args.what}: which cluster? (--cluster NAME)")
-    args.queue = None
     chosen = selection(args)
-    chosen["choices"]["cluster"] = args.cluster
-    chosen["choices"]["persistent"] = True
+    # the cluster first: a queue is one of its queues
+    chosen["choices"] = {"cluster": args.cluster, **chosen["choices"], "persistent": True, "node": args.node}
     resolved = resolve(**chosen)
     if not resolved.project:
         raise UserError(f"{args.what}: which project? (--project NAME, or a seamless.yaml here)")
@@ -95,13 +98,14 @@ def dry_run(spec):
 
 
 SPEC_KEYS = {"key", "workdir", "command", "tool", "hostname", "ssh_hostname", "tunnel", "handshake", "conda",
-             "parameters", "token"}
+             "parameters", "token", "protocol"}
 
 
 def spec_from_file(path):
     """An explicit launch spec: key, workdir, command ({status_file} and {token_file} are
-    filled in), and optionally hostname, ssh_hostname, tunnel, handshake, conda,
-    parameters, tool, token (false: a service without a token)."""
+    filled in), and optionally hostname, ssh_hostname, tunnel, handshake (a path, or
+    {path, port_name} to ask it on another port), conda, parameters, tool, token (false:
+    a service without a token), protocol (of its port, when not http: tcp)."""
     import shlex
 
     from seamless.config.errors import ConfigError
@@ -137,9 +141,16 @@ def spec_from_file(path):
     argv = [{"{status_file}": "STATUS_FILE", "{token_file}": "TOKEN_FILE"}.get(a, a) for a in argv]
     if not any(a == "--status-file" and b == "STATUS_FILE" for a, b in zip(argv, argv[1:], strict=False)):
         raise UserError(f"{path}: the command must pass --status-file {{status_file}} to the service")
+    handshake, handshake_port = data.get("handshake"), None
+    if isinstance(handshake, dict):
+        handshake, handshake_port = handshake.get("path"), handshake.get("port_name")
+        if set(data["handshake"]) - {"path", "port_name"} or not isinstance(handshake, str) or not (
+                isinstance(handshake_port, str) and handshake_port.endswith("_port")):
+            raise UserError(f"{path}: handshake must be a path, or {{path: PATH, port_name: NAME_port}}")
     for name, kind, what in (("tunnel", bool, "true or false"), ("token", bool, "true or false"),
-                             ("parameters", dict, "a mapping"),
-                             ("handshake", str, "a path such as healthcheck"), ("conda", str, "an environment name"),
+                             ("parameters", dict, "a mapping"), ("protocol", str, "a URL scheme such as tcp"),
+                             ("handshake", (str, dict), "a path such as healthcheck"),
+                             ("conda", str, "an environment name"),
                              ("tool", str, "a name"), ("hostname", str, "a host name"),
                              ("ssh_hostname", str, "a host name or ssh alias")):
         if data.get(name) is not None and not isinstance(data[name], kind):
@@ -158,8 +169,8 @@ def spec_from_file(path):
     argv = _with_token(path, argv, data.get("token"))
     return {"key": str(data["key"]), "tool": data.get("tool") or argv[0], "workdir": workdir, "argv": argv,
             "hostname": data.get("hostname"), "ssh_hostname": data.get("ssh_hostname"),
-            "tunnel": data.get("tunnel", False), "handshake": data.get("handshake"), "conda": data.get("conda"),
-            "parameters": data.get("parameters") or {}}
+            "tunnel": data.get("tunnel", False), "handshake": handshake, "handshake_port": handshake_port,
+            "protocol": data.get("protocol"), "conda": data.get("conda"), "parameters": data.get("parameters") or {}}
 
 
 SERVERS_WITH_TOKENS = ("seamless-hashserver", "seamless-db")  # they take --token-file

@@ -4,6 +4,7 @@
     seamless.config.init()                 # read seamless.yaml here; choose the stores
     seamless.config.set_stage("prod")      # re-read for another stage
     seamless.config.stores()               # the StoreSet now in force
+    seamless.config.dask_client()          # in a pure Dask stage: its distributed.Client
 
 Errors surface as ConfigError (a ValueError) instead of being swallowed. Unlike
 upstream: init(workdir=...) honours its argument, every set_stage/set_substage
@@ -19,11 +20,12 @@ from seamless.config.errors import ConfigError
 _state = {
     "workdir": None, "stage": None, "substage": None, "choices": {}, "nparallel": None,
     "resolved": None, "remote_clients": None, "initialized": False, "stop_keepalive": None,
+    "dask_client": None, "dask_address": None,
 }
 
 __all__ = ["ConfigError", "init", "set_stage", "set_substage", "set_workdir", "set_nparallel",
            "get_nparallel", "collect_remote_clients", "set_remote_clients", "set_remote_clients_from_env",
-           "select", "stores", "current", "in_force"]
+           "select", "stores", "current", "in_force", "dask_client"]
 
 
 def init(*, workdir=None):
@@ -54,9 +56,54 @@ def set_stage(stage=None, substage=None, *, workdir=None):
                               choices=_state["choices"])
     _state.update(stage=stage, substage=substage, resolved=resolved, initialized=True)
     _activate(open_stores(resolved=resolved))
-    if resolved.execution == "remote" and resolved.remote == "jobserver" and env_clients() is None:
-        jobserver_for(resolved)  # up now, as upstream's init does; the first miss then only connects
+    pure_dask = resolved.pure_dask and env_clients() is None
+    if not pure_dask:
+        _close_dask()  # the Dask cluster of a stage left behind is not used by accident
+    if env_clients() is None:  # up now, as upstream's init does; the first miss then only connects
+        if resolved.execution == "remote" and resolved.remote == "jobserver":
+            jobserver_for(resolved)
+        elif pure_dask:
+            _connect_dask(resolved)
     return resolved
+
+
+def dask_client():
+    """The distributed.Client of a pure Dask stage: connected by init() to the stage's
+    plain Dask cluster (launched if needed), and the default client of this process."""
+    resolved = current()
+    if resolved is None or not resolved.pure_dask:
+        if not (resolved and resolved.files):
+            what = "no configuration files"
+        else:
+            what = f"cluster '{resolved.cluster}', execution {resolved.execution}" if resolved.cluster else "no cluster"
+        raise ConfigError(f"dask_client(): the configuration in force is not a pure Dask one ({what}); a pure Dask "
+                          "stage selects a cluster with a daskserver, execution: remote and remote: daskserver, "
+                          "and pure_dask: true in the frontend's daskserver block (or persistent: false)")
+    client = _state["dask_client"]
+    return client if client is not None and client.status == "running" else _connect_dask(resolved)
+
+
+def _connect_dask(resolved):
+    """The client of the stage's pure Dask cluster (found running, or launched): the one
+    connected already while it is connected to that cluster (a re-evaluation of the
+    same stage keeps its futures), else a new one."""
+    from seamless.session import daskserver_for
+
+    address = daskserver_for(resolved)["url"]
+    client = _state["dask_client"]
+    if client is None or client.status != "running" or _state["dask_address"] != address:
+        from seamless.dask.connect import connect
+
+        _close_dask()
+        _state.update(dask_client=connect(address), dask_address=address)
+    return _state["dask_client"]
+
+
+def _close_dask():
+    client = _state["dask_client"]
+    _state.update(dask_client=None, dask_address=None)
+    if client is not None:
+        client.close(timeout=2)
 
 
 def _activate(stores):
@@ -171,5 +218,6 @@ def _refuse_after_remote_clients(what):
 def _reset():
     """Forget everything (for tests)."""
     _activate(None)
+    _close_dask()
     _state.update(stop_keepalive=None, workdir=None, stage=None, substage=None, choices={}, nparallel=None, resolved=None,
                   remote_clients=None, initialized=False)

@@ -2,9 +2,11 @@
 
 The schema is upstream seamless-config's (cluster, frontend, service and queue keys,
 queue TEMPLATE inheritance, local_cluster), validated with messages that name the file,
-the cluster and the key, and suggest the nearest valid key. Two fixes: the documented
-`daskserver: {pure_dask: true}` is accepted, and `job_script_prologue` works in queues.
-One key of our own: `token: false` starts the cluster's services without a token.
+the cluster and the key, and suggest the nearest valid key. Fixes: the documented
+`daskserver: {pure_dask: true}` is accepted, `job_script_prologue` works in queues, and
+a duration YAML reads as a number (an unquoted 1:00:00 is 3600) is refused, not sent
+to the batch system as minutes. Keys of our own: `token: false` starts the cluster's
+services without a token; queues take `resource_spec` and `internal_port_range`.
 """
 
 import os
@@ -33,10 +35,13 @@ SERVICE_KEYS = {
 QUEUE_KEYS = {"conda", "walltime", "cores", "job_cores", "memory", "tmpdir", "partition", "project",
               "maximum_jobs", "unknown_task_duration", "target_duration", "lifetime_stagger", "lifetime",
               "worker_threads", "processes", "interactive", "exclusive", "job_extra_directives",
-              "dask_resources", "extra_dask_config", "job_script_prologue", "TEMPLATE"}
+              "dask_resources", "extra_dask_config", "job_script_prologue", "resource_spec",
+              "internal_port_range", "TEMPLATE"}
 QUEUE_TYPES = {"cores": int, "job_cores": int, "maximum_jobs": int, "worker_threads": int, "processes": int,
                "interactive": bool, "exclusive": bool, "job_extra_directives": list,
-               "dask_resources": dict, "extra_dask_config": dict, "job_script_prologue": list}
+               "dask_resources": dict, "extra_dask_config": dict, "job_script_prologue": list,
+               "conda": str, "memory": str, "tmpdir": str, "partition": str, "project": str, "resource_spec": str}
+DURATIONS = ("walltime", "lifetime", "lifetime_stagger", "unknown_task_duration", "target_duration")
 
 
 def _unknown(where, key, valid):
@@ -53,8 +58,7 @@ def _check_keys(mapping, valid, where):
 def validate_cluster(name, cluster, source):
     """Check one cluster definition; return it normalized (queue templates applied)."""
     where = f"{source}: cluster '{name}'"
-    if not isinstance(name, str) or not name or any(
-            not (c.isascii() and (c.isalnum() or c in "._-")) for c in name) or "--" in name:
+    if not _plain_name(name):
         raise ConfigError(f"{where}: a cluster name must use letters, digits, '.', '_' and '-' only")
     if not isinstance(cluster, dict):
         raise ConfigError(f"{where}: a cluster must be a mapping with at least 'frontends'")
@@ -82,6 +86,24 @@ def validate_cluster(name, cluster, source):
         raise ConfigError(f"{where}: default_queue '{default}' is not one of its queues "
                           f"({', '.join(out['queues']) or 'none defined'})")
     return out
+
+
+_KIND_NAMES = {int: "an integer", bool: "true or false", list: "a list", dict: "a mapping", str: "a string"}
+
+
+def _plain_name(name):
+    return (isinstance(name, str) and bool(name) and "--" not in name
+            and all(c.isascii() and (c.isalnum() or c in "._-") for c in name))
+
+
+def _port_range(value):
+    if isinstance(value, str):
+        value = value.split(":")
+        if not all(v.isdigit() for v in value):
+            return False
+        value = [int(v) for v in value]
+    return (isinstance(value, list) and len(value) == 2 and all(_is(v, int) and 0 < v < 65536 for v in value)
+            and value[0] <= value[1])
 
 
 def _is(value, kind):
@@ -116,6 +138,8 @@ def _frontend(frontend, i, ctype, where):
                 raise ConfigError(f"{swhere}: '{key}' must be a port number, not {spec[key]!r}")
         if "port_start" in spec and spec["port_start"] > spec["port_end"]:
             raise ConfigError(f"{swhere}: port_start is above port_end")
+        if spec.get("pure_dask") is not None and not isinstance(spec["pure_dask"], bool):
+            raise ConfigError(f"{swhere}: 'pure_dask' must be true or false, not {spec['pure_dask']!r}")
         out[service] = dict(spec)
     return out
 
@@ -124,6 +148,8 @@ def _queues(queues, ctype, where):
     done = {}
     for name, queue in queues.items():
         qwhere = f"{where}, queue '{name}'"
+        if not _plain_name(name):  # it is part of the daskserver's key
+            raise ConfigError(f"{qwhere}: a queue name must use letters, digits, '.', '_' and '-' only (no '--')")
         if not isinstance(queue, dict):
             raise ConfigError(f"{qwhere}: must be a mapping of settings")
         queue = {str(k).replace("-", "_"): v for k, v in queue.items()}
@@ -137,7 +163,15 @@ def _queues(queues, ctype, where):
         queue = {k: v for k, v in queue.items() if v is not None}
         for key, kind in QUEUE_TYPES.items():
             if key in queue and not _is(queue[key], kind):
-                raise ConfigError(f"{qwhere}: '{key}' must be {kind.__name__}, not {queue[key]!r}")
+                raise ConfigError(f"{qwhere}: '{key}' must be {_KIND_NAMES[kind]}, not {queue[key]!r}")
+        for key in DURATIONS:
+            if key in queue and not isinstance(queue[key], str):
+                raise ConfigError(f"{qwhere}: '{key}' must be a quoted duration such as \"01:00:00\" or \"30m\", "
+                                  f"not {queue[key]!r} (YAML reads an unquoted 1:00:00 as the number 3600)")
+        ports = queue.get("internal_port_range")
+        if ports is not None and not _port_range(ports):
+            raise ConfigError(f"{qwhere}: 'internal_port_range' must be [FIRST, LAST] or \"FIRST:LAST\" (ports), "
+                              f"not {ports!r}")
         if queue.get("exclusive"):
             if "job_cores" in queue:
                 raise ConfigError(f"{qwhere}: 'job_cores' must not be set in exclusive mode")

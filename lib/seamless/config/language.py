@@ -32,8 +32,10 @@ def _check(name, value):
         return None if value is None or value in REMOTES else f"one of {', '.join(REMOTES)} (or nothing)"
     if name in ("persistent", "record"):
         return None if isinstance(value, bool) else "true or false"
-    if name == "node":
-        return None if value is None or _any_str(value) else "a node name"
+    if name == "node":  # it ends up in a batch directive and in the daskserver's key
+        plain = _any_str(value) and all(c.isascii() and (c.isalnum() or c in "._-") for c in value)
+        return None if value is None or (plain and "--" not in value) else \
+            "a node name (letters, digits, '.', '_' and '-')"
     if name == "nparallel":
         return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "an integer >= 1"
     if name == "clusters":

@@ -10,6 +10,7 @@ import os
 from seamless.config.clusters import load_cluster_files, split_clusters, validate_cluster
 from seamless.config.errors import ConfigError, did_you_mean
 from seamless.config.language import REMOTES, _check, _check_name, config_files, entries
+from seamless.config.storage import frontend_for
 
 CACHE_CLUSTER = "__SEAMLESS_CACHE__"
 TOPLEVEL = "__TOPLEVEL__"
@@ -29,6 +30,7 @@ class Resolved:
         self.persistent = False
         self.queue = None
         self.remote = None  # "jobserver" | "daskserver" | None
+        self.pure_dask = False  # a plain Dask cluster for the user's own futures (seamless.config.dask_client)
         self.record = False
         self.node = None
         self.nparallel = None
@@ -167,6 +169,10 @@ def _finish(result, explicit, local):
                                    "process (say `- execution: process` to silence this)")
         else:
             result.remote = _remote_target(result, "remote" in explicit)
+    if result.execution == "remote" and result.remote == "daskserver":
+        # upstream's docs select pure Dask in the daskserver block, its code by persistent: false
+        block = frontend_for(result, "daskserver")["daskserver"]
+        result.pure_dask = bool(block.get("pure_dask")) or not result.persistent
     if result.execution == "spawn" and cluster is not None and not result.local:
         result.warnings.append(f"execution: spawn starts workers on this machine, not on cluster '{cluster}'")
     return result

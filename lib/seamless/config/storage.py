@@ -4,7 +4,11 @@ Exactly upstream's derivation, so both systems find the same buffers and databas
     buffers   <bufferdir>/<project>[/<subproject>][/STAGE-<stage>]
     database  <database_dir>/<project>[/<subproject>][/STAGE-<stage>]/seamless.db
     key       <tool>-<cluster>-<mode>-<the same path with '/' as '--'>
-Substages never split storage; they only distinguish job backends.
+Substages never split storage; they only distinguish job backends. A Dask server's key
+also names its queue and node (upstream's does not, and reuses a cluster started for
+another queue):
+    daskserver-<cluster>-rw-<project path+stage+substage>--QUEUE-<queue>[--NODE-<node>]
+    pure-daskserver-<cluster>-<project path+stage+substage>--QUEUE-<queue>[--NODE-<node>]
 """
 
 import os
@@ -54,14 +58,26 @@ def database_file(resolved):
     return frontend["database"]["database_dir"] + project_subdir(resolved) + stage_dir(resolved) + "/seamless.db"
 
 
+DASK_TOOLS = ("daskserver", "pure_daskserver")
+
+
 def service_key(tool, resolved, mode="rw"):
-    """The launcher key of a service (upstream's names; the queue is part of a dask key)."""
+    """The launcher key of a service (upstream's names; queue and node are part of a dask key)."""
+    if tool == "pure_daskserver":
+        return f"pure-daskserver-{resolved.cluster}-{key_suffix(tool, resolved, mode)}"
+    return f"{tool}-{resolved.cluster}-{'rw' if tool in ('jobserver', 'daskserver') else mode}-" \
+           f"{key_suffix(tool, resolved, mode)}"
+
+
+def key_suffix(tool, resolved, mode="rw"):
+    """The part of a service key after <tool>-<cluster>-<mode>-: where it works."""
     if tool in ("hashserver", "database"):
-        return f"{tool}-{resolved.cluster}-{mode}-{_flat(project_subdir(resolved) + stage_dir(resolved))}"
-    key = f"{tool}-{resolved.cluster}-rw-{_flat(project_subdir(resolved) + stage_subdir(resolved))}"
-    if tool == "daskserver" and resolved.queue:
-        key += f"--QUEUE-{resolved.queue}"  # upstream shares one dask server across queues
-    return key
+        return _flat(project_subdir(resolved) + stage_dir(resolved))
+    suffix = _flat(project_subdir(resolved) + stage_subdir(resolved))
+    if tool in DASK_TOOLS:  # one cluster per queue and node: their jobs differ
+        suffix += f"--QUEUE-{resolved.queue}" if resolved.queue else ""
+        suffix += f"--NODE-{resolved.node}" if resolved.node else ""
+    return suffix
 
 
 def local_path(path):

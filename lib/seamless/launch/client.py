@@ -15,6 +15,11 @@ which frontend a key lives on, so stop, logs and rm find it later.
 A service whose command passes --token-file TOKEN_FILE gets a fresh random token at
 each start, made on its host; every client that finds it gets a copy of that token in
 client/<key>.token (0600), named by the connection's token_file.
+
+The handshake is an HTTP path asked on the service's `port`, or on another port of its
+status file (handshake_port: a Dask scheduler speaks tcp on `port` and answers
+/health on `dashboard_port`). A spec with same_parameters reuses a running service only
+if it was started with the same parameters (a queue's settings, say).
 """
 
 import json
@@ -69,11 +74,11 @@ def token_of(connection):
 
 def ensure(spec):
     key = host.check_key(spec["key"])
-    handshake = spec.get("handshake") or "healthcheck"
+    handshake = (spec.get("handshake") or "healthcheck", spec.get("handshake_port") or "port")
     client = read_client(key)
     token = token_of(client) if client else None
-    if client and client.get("workdir", spec["workdir"]) == spec["workdir"] and \
-            bool(token) == wants_token(spec) and host.reaches(client["url"], handshake, token):
+    if client and client.get("workdir", spec["workdir"]) == spec["workdir"] and bool(token) == wants_token(spec) \
+            and _same_parameters(client, spec) and answers_here(client, handshake, token):
         return client
     if client:
         drop_client(key, client)
@@ -109,8 +114,11 @@ def ensure(spec):
 
 def _same_setup(status, spec):
     """Does the running service serve the workdir asked for (`~/x` was expanded on its
-    host), with a token if and only if one is wanted (and still there to hand out)?"""
+    host), with a token if and only if one is wanted (and still there to hand out), and
+    with the parameters asked for when they define it?"""
     if bool(status.get("token_file")) != wants_token(spec) or (status.get("token_file") and not status.get("token")):
+        return False
+    if not _same_parameters(status, spec):
         return False
     wanted, running = str(spec["workdir"]).rstrip("/"), str(status.get("workdir", "")).rstrip("/")
     if wanted.startswith("~/"):
@@ -118,14 +126,36 @@ def _same_setup(status, spec):
     return running == wanted or not running
 
 
+def _same_parameters(found, spec):
+    return not spec.get("same_parameters") or found.get("parameters") == (spec.get("parameters") or {})
+
+
 def _portable(spec):
     return json.dumps({k: v for k, v in spec.items() if k in ("key", "tool", "workdir", "argv", "conda",
-                                                                 "parameters")})
+                                                                 "parameters", "protocol", "stop_grace")})
+
+
+def _asks(executor, key, handshake):
+    """The service host's handshake (an older frontend knows only the `port` one)."""
+    path, port_name = handshake
+    return executor.call("handshake", key, path, *([port_name] if port_name != "port" else []))
+
+
+def answers_here(connection, handshake, token=None, timeout=2.0):
+    """Does the service of a connection answer its handshake from this side?"""
+    path, port_name = handshake
+    port = connection.get(port_name)
+    if not host.valid_port(port):
+        return False
+    url = host.url_of(connection["hostname"], port)
+    if port_name == "port":
+        return host.reaches(url, path, token, timeout)
+    return host.answers(f"{url}/{path}", timeout)  # another port: not the one the token guards
 
 
 def _usable(executor, status, key, handshake):
     return (status.get("status") == "running" and status.get("alive") and host.valid_port(status.get("port"))
-            and executor.call("handshake", key, handshake))
+            and _asks(executor, key, handshake))
 
 
 def _wait(executor, spec, handshake, timeout=None):
@@ -136,7 +166,7 @@ def _wait(executor, spec, handshake, timeout=None):
     while time.monotonic() < deadline:
         status = executor.call("inspect", key) or {}
         state = status.get("status")
-        if state == "running" and host.valid_port(status.get("port")) and executor.call("handshake", key, handshake):
+        if state == "running" and host.valid_port(status.get("port")) and _asks(executor, key, handshake):
             return status
         if state in ("failed", "stale", "stopped") or (status and not status.get("alive")):
             break
@@ -172,6 +202,8 @@ def _connect(spec, status, executor, handshake):
     parameters = status.get("parameters")
     connection = {"key": key, "tool": spec.get("tool"), "workdir": spec["workdir"], **ports,
                   "parameters": parameters if isinstance(parameters, dict) else {}}
+    if spec.get("protocol"):
+        connection["protocol"] = spec["protocol"]
     if status.get("token"):  # a copy here: the service host's file may be on another machine
         connection["remote_token_file"] = status.get("token_file")  # where it is on the service host
         connection["token_file"] = client_path(key, ".token")
@@ -190,7 +222,7 @@ def _connect(spec, status, executor, handshake):
     with open(os.open(os.path.join(client_dir(), key + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         current = read_client(key)
-        if current and host.reaches(current["url"], handshake, token_of(current)):
+        if current and answers_here(current, handshake, token_of(current)):
             return current
         target = host.reachable(status.get("network_interface"))
         local, tunnel_pid = start_tunnel(executor, target, ports, key, handshake, token_of(connection))
@@ -212,8 +244,8 @@ def _frontend_address(spec, status, executor):
 
 
 def _record(connection, handshake, executor):
-    connection["url"] = host.url_of(connection["hostname"], connection["port"])
-    if not host.reaches(connection["url"], handshake, token_of(connection), timeout=10):
+    connection["url"] = host.url_of(connection["hostname"], connection["port"], connection.get("protocol"))
+    if not answers_here(connection, handshake, token_of(connection), timeout=10):
         stop_tunnel(connection)
         port = connection.get("tunneled-port", connection["port"])
         raise LaunchError(f"{connection['key']} runs on {executor.where} (port {port}) but does not answer "
@@ -238,7 +270,7 @@ def remember_host(key, executor):
 
 def start_tunnel(executor, target, ports, key, handshake, token=None):
     """Forward a free local port to each target:port on the frontend, all through one ssh;
-    ({name: local port}, tunnel pid)."""
+    ({name: local port}, tunnel pid). It is up when the handshake answers through it."""
     for _ in range(3):
         local = {name: _free_port() for name in ports}
         forwards = [f"{local[name]}:{target}:{port}" for name, port in ports.items()]
@@ -247,7 +279,7 @@ def start_tunnel(executor, target, ports, key, handshake, token=None):
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + TUNNEL_TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
-            if host.answers(f"http://127.0.0.1:{local['port']}/{handshake}", timeout=1, token=token):
+            if answers_here({"hostname": "127.0.0.1", **local}, handshake, token, timeout=1):
                 return local, proc.pid
             time.sleep(0.1)
         if proc.poll() is None:

@@ -3,7 +3,9 @@
 State lives in ~/.seamless/launch (or $SEAMLESS_LAUNCH_DIR) on that host:
   server/<key>.json  the status file: status starting -> running | failed (-> stopped
                      | stale), port (and *_port), pid, uid, command, workdir, log, parameters
-  server/<key>.log   the service's output
+  server/<key>.log   the service's output (opened for appending: a service may also write
+                     to it by name, as seamless-dask-wrapper does; its batch jobs' logs are
+                     server/<key>.log-<job>.out and .err)
   server/<key>.token the service's bearer token (0600), fresh at each start, when its
                      command passes --token-file TOKEN_FILE (see start)
   server/<key>.lock  taken while a service is started, so it is started once
@@ -243,14 +245,15 @@ def inspect(key):
     return data
 
 
-def handshake(key, path="healthcheck"):
-    """Does the service answer its handshake, asked from its own host?"""
+def handshake(key, path="healthcheck", port_name="port"):
+    """Does the service answer its handshake (on `port`, or another port of its status
+    file), asked from its own host?"""
     data = read_json(status_path(key)) or {}
-    port = data.get("port")
+    port = data.get(port_name) if port_name == "port" or port_name.endswith(("_port", "-port")) else None
     if not valid_port(port):
         return False
-    token = read_token(token_path(key)) if data.get("token_file") else None
-    return answers(f"http://{reachable(data.get('network_interface'))}:{port}/{path}", token=token)
+    token = read_token(token_path(key)) if data.get("token_file") and port_name == "port" else None
+    return answers(f"{url_of(reachable(data.get('network_interface')), port)}/{path}", token=token)
 
 
 def valid_port(port) -> bool:
@@ -262,8 +265,10 @@ def reachable(interface):
     return "127.0.0.1" if interface in (None, "", "0.0.0.0", "localhost", "::") else interface
 
 
-def url_of(hostname, port):
-    return f"http://[{hostname}]:{port}" if ":" in hostname else f"http://{hostname}:{port}"
+def url_of(hostname, port, protocol=None):
+    """protocol://hostname:port, HTTP unless told otherwise (a Dask scheduler: tcp)."""
+    host_ = f"[{hostname}]" if ":" in hostname else hostname
+    return f"{protocol or 'http'}://{host_}:{port}"
 
 
 def start(spec):
@@ -300,7 +305,8 @@ def start(spec):
             import secrets
 
             atomic_write(token_file, secrets.token_urlsafe(32) + "\n", mode=0o600)
-        with open(os.open(log_path(key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:
+        log_flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND  # no write lands on another's
+        with open(os.open(log_path(key), log_flags, 0o600), "wb") as log:
             try:
                 proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
@@ -311,6 +317,7 @@ def start(spec):
                   "parameters": spec.get("parameters") or {}}
         if token_file:
             status["token_file"] = token_file
+        status.update({k: spec[k] for k in ("protocol", "stop_grace") if spec.get(k) is not None})
         atomic_write(status_file, json.dumps(status, indent=2) + "\n", mode=0o600)
     return {**status, "started": True}
 
@@ -349,6 +356,9 @@ def _conda_wrap(env, argv):
     return ["bash", "-c", activate, "seamless-service", *argv]
 
 
+MAX_GRACE = 120.0
+
+
 def stop(key, only_pid=None, grace=5.0):
     """Stop the service (and any stray copy of it); the status becomes stale. True if
     one ran, False if it is known here but was not running, None if it is unknown.
@@ -357,6 +367,8 @@ def stop(key, only_pid=None, grace=5.0):
     data = read_json(path)
     pid = data.get("pid") if data else None
     marker = service_marker(path)
+    if data and type(data.get("stop_grace")) in (int, float) and 0 < data["stop_grace"] <= MAX_GRACE:
+        grace = data["stop_grace"]  # a service that must first wind down (a Dask cluster's batch jobs)
     if only_pid not in (None, "None"):
         if str(pid) != str(only_pid) or not runs(pid, marker):
             return False
@@ -376,11 +388,22 @@ def remove(key):
     """Delete the status file and log (stopping the service first)."""
     stop(key)
     found = False
-    for path in (status_path(key), log_path(key), token_path(key), lock_path(key)):
+    for path in (status_path(key), log_path(key), token_path(key), lock_path(key), *job_logs(key)):
         if os.path.exists(path):
             os.unlink(path)
             found = found or path != lock_path(key)
     return found
+
+
+def job_logs(key):
+    """The logs of a service's batch jobs: <key>.log-<job id>.out and .err."""
+    directory, prefix = os.path.dirname(log_path(key)), os.path.basename(log_path(key)) + "-"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names
+            if n.startswith(prefix) and n.endswith((".out", ".err")) and n[len(prefix):-4].isdigit()]
 
 
 def logs(key, tail=None):
@@ -413,8 +436,10 @@ def ps():
             status = "stale"  # exited (killed, crashed): the next launch starts it again
         row = {"key": key, "status": status, "pid": data.get("pid"), "port": data.get("port"),
                "tool": data.get("tool"), "workdir": data.get("workdir"), "alive": data["alive"]}
+        row.update({name: value for name, value in data.items()  # a dashboard_port, say
+                    if name.endswith(("_port", "-port")) and valid_port(value)})
         if status == "running" and valid_port(data.get("port")):  # a stopped service has no address
-            row["url"] = url_of(reachable(data.get("network_interface")), data["port"])
+            row["url"] = url_of(reachable(data.get("network_interface")), data["port"], data.get("protocol"))
         rows.append(row)
     return rows
 
