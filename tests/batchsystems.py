@@ -249,9 +249,11 @@ class Oar:
         self.jobdir = pathlib.Path(exports["OAR_TEST_JOBDIR"])
         self.node = exports["OAR_TEST_NODE"]
         self.cores = int(exports["OAR_TEST_CORES"])
-        # the job user's whole environment in as_job_user (runuser resets the caller's)
+        # the job user's whole environment in as_job_user (runuser resets the caller's); its
+        # temporary files (dask-jobqueue's job scripts...) in a directory of this session
         self.env = {"HOME": self.home, "USER": self.user, "LOGNAME": self.user, "SHELL": "/bin/bash",
                     "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        self.env["TMPDIR"] = str(self.job_user_dir("tmp-"))
         self._venv = venv
 
     @property

@@ -22,9 +22,9 @@ ensure_packages() {
     local policy=/usr/sbin/policy-rc.d made=0
     if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; made=1; fi
     local apt=(apt-get -o DPkg::Lock::Timeout=600 -y -qq)  # another install may hold the lock
+    local rc=0
     { "${apt[@]}" update && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install "${missing[@]}"; } \
-        >"$DIR/log/apt.log" 2>&1
-    local rc=$?
+        >"$DIR/log/apt.log" 2>&1 || rc=$?
     [ $made = 1 ] && rm -f "$policy"
     [ $rc = 0 ] || { tail -n 20 "$DIR/log/apt.log" >&2; die "apt-get install ${missing[*]} failed (log: $DIR/log/apt.log)"; }
 }
