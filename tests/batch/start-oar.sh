@@ -26,6 +26,7 @@ set -euo pipefail
 PROG=start-oar
 [ $# = 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
 DIR=$(realpath -m "$1")
+[ "$DIR" != / ] || { echo "$0: DIR must not be /" >&2; exit 2; }
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
 cd /  # psql and friends need a working directory every user can enter
@@ -89,7 +90,7 @@ fi
 JOB_HOME=$(getent passwd "$JOB_USER" | cut -d: -f6)
 timeout 10 runuser -u "$JOB_USER" -- env -i HOME="$JOB_HOME" PATH=/usr/bin:/bin \
     BASH_ENV="$(getent passwd oar | cut -d: -f6)/.batch_job_bashrc" bash -c 'bash -c true' </dev/null >/dev/null 2>&1 ||
-    die "$JOB_USER's ~/.bashrc does not return at once in a non-interactive bash (OAR sources it through BASH_ENV in every bash of a job): make it return early (case \$- in *i*) ;; *) return;; esac)"
+    fail "$JOB_USER's ~/.bashrc does not return at once in a non-interactive bash (OAR sources it through BASH_ENV in every bash of a job): make it return early (case \$- in *i*) ;; *) return;; esac)"
 install -d -o "$JOB_USER" -m 755 "$DIR/jobs"
 
 # ---- PostgreSQL ------------------------------------------------------------

@@ -13,6 +13,7 @@ set -euo pipefail
 PROG=start-slurm
 [ $# = 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
 DIR=$(realpath -m "$1")
+[ "$DIR" != / ] || { echo "$0: DIR must not be /" >&2; exit 2; }
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
 
