@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+pytest_plugins = ["batchsystems"]
+
 
 @pytest.fixture(autouse=True)
 def private_home(tmp_path_factory, monkeypatch):
