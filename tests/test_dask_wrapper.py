@@ -10,43 +10,11 @@ import urllib.request
 
 import pytest
 
+from daskwrapper import start, status_file, wait_exit, wait_status
+
 pytest.importorskip("distributed")
 
 LOCAL = "distributed::LocalCluster"
-
-
-def status_file(tmp_path, parameters, **extra):
-    path = tmp_path / "status.json"
-    path.write_text(json.dumps({"status": "starting", "parameters": parameters, **extra}))
-    return path
-
-
-def start(path, *args, cluster=LOCAL):
-    return subprocess.Popen(["seamless-dask-wrapper", cluster, "--status-file", str(path), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_status(path, process, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = json.loads(path.read_text())
-            if data.get("status") != "starting":
-                return data
-        except (OSError, ValueError):
-            pass
-        if process.poll() is not None:
-            return json.loads(path.read_text()) if path.exists() else None
-        time.sleep(0.1)
-    raise AssertionError("the wrapper did not leave 'starting'")
-
-
-def wait_exit(process, timeout):
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
 
 
 @pytest.fixture

@@ -22,6 +22,11 @@ _KNOWN = {"SLURMCluster": "slurm", "OARCluster": "oar", "PBSCluster": "pbs", "SG
           "LSFCluster": "lsf", "HTCondorCluster": "htcondor", "MoabCluster": "moab"}
 
 
+# the wrapper's own process: a job whose worker has left (its lifetime reached) is replaced
+# after 2 s, not dask's 15
+WRAPPER_CONFIG = {"distributed.deploy.lost-worker-timeout": "2s"}
+
+
 class ClusterError(ValueError):
     pass
 
@@ -43,7 +48,7 @@ def apply_config(flat=None, jobqueue=None):
     import dask.config
 
     if flat:
-        dask.config.update(dask.config.config, nested(flat), priority="new")
+        dask.config.update(dask.config.config, nested({**WRAPPER_CONFIG, **flat}), priority="new")
     if jobqueue is not None:
         dask.config.update(dask.config.config, {"jobqueue": {s: dict(jobqueue) for s in JOBQUEUE_SECTIONS}},
                            priority="new")

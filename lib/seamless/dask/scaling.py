@@ -7,10 +7,10 @@ directly, on its event loop: no monitoring client, no polling over the wire.
   expected work = each waiting or running task's learned duration (per task prefix, so per
   transformer code) or unknown-task-duration when nothing is learned yet.
 * ExclusiveAdaptive: one job per transformation (tasks that ask for the S resource).
-* BatchExit: a worker whose job is cancelled or reaches its walltime gets SIGTERM from the
-  batch system; it tells the scheduler it is leaving, so that its tasks are rescheduled as
-  after a graceful retirement. Dask would otherwise count each such loss against the task,
-  and fail it as "KilledWorker" after three.
+* BatchExit: a worker that reaches its lifetime, or whose job is cancelled or reaches its
+  walltime (SIGTERM from the batch system), tells the scheduler it is leaving, so that its
+  tasks are rescheduled as after a graceful retirement. Dask would otherwise count each
+  such loss against the tasks it was running, and fail them as "KilledWorker" after three.
 """
 
 import asyncio
@@ -110,7 +110,9 @@ def activity(scheduler) -> dict:
 # --- jobs ended by the batch system --------------------------------------------------------
 
 class BatchExit(WorkerPlugin):
-    """Runs in each worker process: on SIGTERM, say so before going."""
+    """Runs in each worker process. A worker that closes itself (its lifetime reached, or
+    SIGTERM from the batch system) says so on its way out: its tasks are not to blame.
+    A worker that crashes says nothing, and Dask's counting stays as it is."""
 
     name = BATCH_EXIT
 
@@ -120,22 +122,22 @@ class BatchExit(WorkerPlugin):
         loop = asyncio.get_event_loop()
 
         def on_sigterm(signum, frame):
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._leave(worker)))
+            loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(worker.close(reason="batch-system-exit", executor_wait=False)))
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
-    async def _leave(self, worker):
-        try:
-            worker.batched_stream.send({"op": BATCH_EXIT})
-            await asyncio.sleep(0.05)  # the batched stream sends every few ms
-        finally:
-            await worker.close(reason="batch-system-exit", executor_wait=False)
+    def teardown(self, worker):
+        # before the stream closes: the scheduler reads this message before it sees the end
+        stream = getattr(worker, "batched_stream", None)
+        if stream is not None and not stream.closed():
+            stream.send({"op": BATCH_EXIT})
 
 
 def watch_batch_exits(scheduler):
     """Install the scheduler's side: a worker that announces its end leaves as expected."""
-    def on_exit(worker=None, **_):
-        asyncio.ensure_future(scheduler.remove_worker(worker, expected=True, close=False,
-                                                      stimulus_id=f"{BATCH_EXIT}-{time.time()}"))
+    async def on_exit(worker=None, **_):
+        # awaited in the worker's own stream, before its closing is noticed
+        await scheduler.remove_worker(worker, expected=True, close=False, stimulus_id=f"{BATCH_EXIT}-{time.time()}")
 
     scheduler.stream_handlers[BATCH_EXIT] = on_exit
