@@ -169,3 +169,13 @@ def test_durations(text, seconds):
 
 def test_memory_sizes():
     assert memory_bytes("54000MB") == 54e9 and memory_bytes("16GiB") == 16 * 2**30 and memory_bytes("2 gb") == 2e9
+
+
+def test_oar_node_and_memory_filters_are_one_directive():
+    """OAR reads only the last -p; dask_jobqueue's own merge breaks the node's quotes."""
+    section = plan("oar", memory_per_core_property_name="memcore",
+                   job_extra_directives=["-p host='n12'", "-t besteffort"]).jobqueue
+    assert section["job-extra-directives"] == ["-t besteffort", "-p \"host='n12' AND memcore>=1908\""]
+    assert section["memory-per-core-property-name"] == "not_applicable"
+    alone = plan("oar", memory_per_core_property_name="memcore").jobqueue
+    assert "job-extra-directives" not in alone and alone["memory-per-core-property-name"] == "memcore"

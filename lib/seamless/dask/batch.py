@@ -19,6 +19,8 @@ class BatchSystem:
     task_cpus_variable: str | None = None
     # the jobqueue key that becomes the accounting project (-A / --project)
     project_key: str = "project"
+    # the directive of resource-property filters, of which only the last one counts
+    property_directive: str | None = None
 
 
 SYSTEMS = {
@@ -32,6 +34,7 @@ SYSTEMS = {
     "oar": BatchSystem(
         name="oar",
         log_directives=("--stdout={log}-%jobid%.out", "--stderr={log}-%jobid%.err"),
+        property_directive="-p",
     ),
     "pbs": BatchSystem(name="pbs", project_key="account"),
 }

@@ -13,6 +13,7 @@ import importlib
 import inspect
 import json
 import re
+import sys
 
 from seamless.dask.batch import JOBQUEUE_SECTIONS
 from seamless.dask.parameters import ParameterError, nested
@@ -72,12 +73,13 @@ def kind(symbol):
     """("local" | "jobqueue" | "class" | "factory" | "instance", batch system or None)."""
     from distributed import LocalCluster
     from distributed.deploy.cluster import Cluster
-    from dask_jobqueue.core import JobQueueCluster
 
+    # not imported by the cluster's module: then it cannot be one (and importing costs 0.25 s)
+    jobqueue = sys.modules.get("dask_jobqueue.core")
     if inspect.isclass(symbol):
         if issubclass(symbol, LocalCluster):
             return "local", None
-        if issubclass(symbol, JobQueueCluster):
+        if jobqueue and issubclass(symbol, jobqueue.JobQueueCluster):
             return "jobqueue", symbol.job_cls.config_name if symbol.job_cls else None
         if issubclass(symbol, Cluster):
             return "class", None

@@ -317,7 +317,24 @@ def _jobqueue(p, s: Settings, batch, exports, host, scheduler_port, dashboard_po
     for name in ("memory_per_core_property_name", "resource_spec"):
         if p.get(name):
             section[name.replace("_", "-")] = str(p[name])
+    if batch.property_directive:
+        _merge_properties(section, batch.property_directive, s)
     return section
+
+
+def _merge_properties(section, flag, s: Settings):
+    """One property filter: the user's (e.g. a node, -p host='n12') AND the memory one.
+    Only the last filter counts; dask_jobqueue's own merge quotes the user's quotes away."""
+    directives = section.get("job-extra-directives", [])
+    filters = [d[len(flag):].strip() for d in directives if d.startswith(flag + " ")]
+    prop = section.get("memory-per-core-property-name")
+    if not filters or not prop or prop == "not_applicable":
+        return
+    filters = [f[1:-1] if len(f) > 1 and f[0] == f[-1] == '"' else f for f in filters]
+    filters.append(f"{prop}>={math.ceil(memory_bytes(s.memory) / (s.job_cores * 2**20))}")
+    others = [d for d in directives if not d.startswith(flag + " ")]
+    section["job-extra-directives"] = others + [f'{flag} "{" AND ".join(filters)}"']
+    section["memory-per-core-property-name"] = "not_applicable"  # already in the filter
 
 
 def _local_cluster(s: Settings, host) -> dict:

@@ -70,9 +70,10 @@ class _SchedulerAdaptive(Adaptive):
         if scheduler is None:
             return await super().target()
         jobs = self.jobs_wanted(scheduler)
-        if jobs != self.last_target:
-            log.info("%s: %d jobs wanted (%d tasks)", type(self).__name__, jobs, len(scheduler.tasks))
-            self.last_target = jobs
+        state = (jobs, len(self.plan), len(self.requested), len(self.observed))
+        if state != self.last_target:
+            log.info("%s: %d jobs wanted; %d planned, %d submitted, %d connected", type(self).__name__, *state)
+            self.last_target = state
         return jobs * self.processes
 
 
@@ -117,21 +118,25 @@ class BatchExit(WorkerPlugin):
     name = BATCH_EXIT
 
     def setup(self, worker):
+        self.said = False
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set there; such a worker keeps Dask's behaviour
         loop = asyncio.get_event_loop()
 
-        def on_sigterm(signum, frame):
-            loop.call_soon_threadsafe(
-                lambda: asyncio.ensure_future(worker.close(reason="batch-system-exit", executor_wait=False)))
+        def leave():  # at once: the nanny, signalled too, may end this process any moment
+            self.say(worker)
+            asyncio.ensure_future(worker.close(reason="batch-system-exit", executor_wait=False))
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(leave))
 
     def teardown(self, worker):
-        # before the stream closes: the scheduler reads this message before it sees the end
+        self.say(worker)  # before the stream closes: the scheduler reads it before the end
+
+    def say(self, worker):
         stream = getattr(worker, "batched_stream", None)
-        if stream is not None and not stream.closed():
+        if not self.said and stream is not None and not stream.closed():
             stream.send({"op": BATCH_EXIT})
+            self.said = True
 
 
 def watch_batch_exits(scheduler):
