@@ -486,6 +486,10 @@ def test_pure_dask_client_after_init(tmp_path, env):
     assert address == f"tcp://127.0.0.1:{status['port']}"
     assert status["parameters"] == {"cores": 2, "memory": "1GB", "walltime": "01:00:00", "maximum_jobs": 1,
                                     "pure_dask": True, "worker_threads": 2}
+    # seamless's own transformations in that stage run here: its Dask cluster is the user's
+    run = subprocess.run(["seamless-run", "echo pure"], cwd=work, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert (run.returncode, run.stdout) == (0, "pure\n"), run.stderr
 
 
 @wrapper

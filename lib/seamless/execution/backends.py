@@ -140,6 +140,8 @@ def backend_for(configuration, local=False):
         return _spawned[0]
     execution = getattr(configuration, "execution", None)
     if execution == "remote":
+        if getattr(configuration, "pure_dask", False):
+            return IN_PROCESS  # its Dask cluster is for the user's own futures; ours run here
         if configuration.remote != "jobserver":
             raise RemoteUnavailable(configuration)
         return _jobserver(configuration)
