@@ -111,6 +111,16 @@ def start(symbol, how, plan, host, scheduler_port, dashboard_port):
     return cluster
 
 
+def reachable(host):
+    """The address workers dial for a scheduler listening on `host` (all interfaces: this
+    machine's address, as the scheduler itself reports it)."""
+    if host in ("0.0.0.0", "", "::"):
+        from distributed.utils import get_ip
+
+        return get_ip()
+    return host
+
+
 def job_script(symbol, how, plan, host, scheduler_port, dashboard_port) -> str:
     """What the cluster would submit: a job script, or a LocalCluster's keyword arguments."""
     if how == "local":
@@ -118,7 +128,7 @@ def job_script(symbol, how, plan, host, scheduler_port, dashboard_port) -> str:
                   "dashboard_address": f"{host}:{dashboard_port}"}
         return json.dumps(kwargs, indent=2)
     if how == "jobqueue":  # the job alone: no scheduler needs to start for its script
-        return symbol.job_cls(scheduler=f"tcp://{host}:{scheduler_port}", name="dummy-name").job_script()
+        return symbol.job_cls(scheduler=f"tcp://{reachable(host)}:{scheduler_port}", name="dummy-name").job_script()
     cluster = start(symbol, how, plan, host, scheduler_port, dashboard_port)
     try:
         if not hasattr(cluster, "job_script"):
