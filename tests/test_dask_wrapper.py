@@ -122,3 +122,28 @@ def test_signal_during_startup_says_failed(tmp_path):
         assert code == 130
     else:  # it was already running: a clean shutdown
         assert code in (0, 130) and not path.exists()
+
+
+def test_a_cluster_factory(tmp_path):
+    """MODULE::SYMBOL may name a function that returns a cluster; the status file then has
+    the ports that cluster chose."""
+    from distributed import Client
+
+    (tmp_path / "mycluster.py").write_text(
+        "from distributed import LocalCluster\n"
+        "def make():\n"
+        "    return LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol='tcp://',\n"
+        "                        host='127.0.0.1', dashboard_address='127.0.0.1:0')\n")
+    path = status_file(tmp_path, {"cores": 1, "memory": "1GB", "walltime": "00:10:00"})
+    process = start(path, "--timeout", "60", cluster="mycluster::make", cwd=tmp_path,
+                    env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    try:
+        status = wait_status(path, process)
+        assert status["status"] == "running", (status, process.stderr.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{status['dashboard_port']}/health", timeout=10) as r:
+            assert r.read() == b"ok"
+        with Client(f"tcp://127.0.0.1:{status['port']}", timeout=30) as client:
+            assert client.submit(lambda: 7).result(timeout=60) == 7
+    finally:
+        process.terminate()
+        assert wait_exit(process, 60) == 0

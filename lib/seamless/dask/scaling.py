@@ -17,6 +17,7 @@ import asyncio
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 
@@ -94,8 +95,12 @@ ADAPTIVE = {"waiting-aware": WaitingAwareAdaptive, "exclusive": ExclusiveAdaptiv
 def adapt(cluster, settings: dict, processes: int):
     kind = ADAPTIVE[settings["kind"]]
     extra = {"processes": processes} if kind is not Adaptive else {}
-    return cluster.adapt(Adaptive=kind, minimum_jobs=settings["minimum_jobs"],
-                         maximum_jobs=settings["maximum_jobs"], target_duration=settings["target_duration"],
+    jobqueue = sys.modules.get("dask_jobqueue.core")
+    if jobqueue and isinstance(cluster, jobqueue.JobQueueCluster):  # counts jobs itself
+        extra.update(minimum_jobs=settings["minimum_jobs"], maximum_jobs=settings["maximum_jobs"])
+    else:  # any other cluster counts workers
+        extra.update(minimum=settings["minimum_jobs"] * processes, maximum=settings["maximum_jobs"] * processes)
+    return cluster.adapt(Adaptive=kind, target_duration=settings["target_duration"],
                          wait_count=settings["wait_count"], interval=f"{settings['interval']}s", **extra)
 
 

@@ -148,7 +148,19 @@ def _start(args, base):
         raise
     if hasattr(cluster, "job_script"):
         log.info("job script:\n%s", cluster.job_script())
-    return cluster, plan, (scheduler_port, dashboard_port)
+    return cluster, plan, _ports(cluster, scheduler_port, dashboard_port)
+
+
+def _ports(cluster, scheduler_port, dashboard_port):
+    """The ports the cluster listens on: ours, unless a factory or instance chose its own."""
+    from urllib.parse import urlsplit
+
+    try:
+        scheduler_port = urlsplit(cluster.scheduler_address).port or scheduler_port
+        dashboard_port = urlsplit(cluster.dashboard_link).port or dashboard_port
+    except (AttributeError, ValueError, KeyError):
+        pass
+    return scheduler_port, dashboard_port
 
 
 def _configure(cluster, plan, how):
@@ -165,18 +177,9 @@ def _configure(cluster, plan, how):
                                                    idempotent=True)
         sync(cluster.loop, install)
     if how != "local" and hasattr(cluster, "adapt"):
-        if plan.settings.minimum_jobs:
-            cluster.scale(jobs=1) if "jobs" in _parameters(cluster.scale) else cluster.scale(1)
+        if plan.settings.minimum_jobs:  # interactive: a job now, not at the first adaptive tick
+            cluster.scale(jobs=1) if how == "jobqueue" else cluster.scale(1)
         scaling.adapt(cluster, plan.adaptive, plan.settings.processes)
-
-
-def _parameters(function):
-    import inspect
-
-    try:
-        return inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return {}
 
 
 def supervise(cluster, timeout, stopping) -> int:
