@@ -215,11 +215,25 @@ def _not_source(directory, names):
 
 @pytest.fixture(scope="session")
 def _public_root(tmp_path_factory):
-    """A fresh directory under the temp root that every user can enter; removed at the end."""
-    root = pathlib.Path(tempfile.mkdtemp(prefix="seamless-test-batch-"))
+    """A fresh directory that every user can enter; removed at the end. Under the temp root,
+    unless that is private (TMPDIR inside a 0700 directory): then under /tmp."""
+    base = tempfile.gettempdir()
+    if not _enterable_by_all(base):
+        base = "/tmp"
+    root = pathlib.Path(tempfile.mkdtemp(prefix="seamless-test-batch-", dir=base))
     root.chmod(0o755)
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _enterable_by_all(path):
+    path = os.path.realpath(path)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
 
 
 @pytest.fixture(scope="session")

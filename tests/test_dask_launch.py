@@ -44,7 +44,7 @@ slurmy:
     fixed: {exclusive: true, cores: 8, memory: 16GB, walltime: "02:00:00"}
   frontends:
     - hostname: login.slurm
-      daskserver: {network_interface: ib0, port_start: 60000, port_end: 60100}
+      daskserver: {network_interface: 10.1.0.5, port_start: 60000, port_end: 60100}
 oary:
   type: oar
   memory_per_core_property_name: memcore
@@ -102,7 +102,7 @@ def dask_spec(tmp_path, cluster, extra="", stage=None, **choices):
 
 @pytest.mark.parametrize("cluster, cluster_string, options", [
     ("laptop", "distributed::LocalCluster", []),
-    ("slurmy", "dask_jobqueue::SLURMCluster", ["--port-range", "60000", "60100", "--host", "ib0"]),
+    ("slurmy", "dask_jobqueue::SLURMCluster", ["--port-range", "60000", "60100", "--host", "10.1.0.5"]),
     ("oary", "dask_jobqueue::OARCluster", []),
     ("pbsy", "dask_jobqueue::PBSCluster", []),
 ])
@@ -232,7 +232,7 @@ def test_keys_name_the_queue_node_and_substage(home, tmp_path):
     (("walltime: \"02:00:00\"}\n    fixed", "walltime: 2:00:00}\n    fixed"), "",
      "queue 'whole': 'walltime' must be a quoted duration such as \"01:00:00\" or \"30m\", not 7200"),
     (("    whole:", "    my queue:"), "", "queue 'my queue': a queue name must use letters, digits"),
-    (("{network_interface: ib0,", "{pure_dask: yes please, network_interface: ib0,"), "",
+    (("{network_interface: 10.1.0.5,", "{pure_dask: yes please, network_interface: 10.1.0.5,"), "",
      "daskserver: 'pure_dask' must be true or false, not 'yes please'"),
     (("", ""), "- node: n1;reboot\n",
      "('node'): expects a node name (letters, digits, '.', '_' and '-'), not 'n1;reboot'"),
@@ -276,7 +276,7 @@ def test_seamless_launch_dry_run(home, tmp_path):
     shown = json.loads(proc.stdout)
     assert shown["key"] == "daskserver-slurmy-rw-p--QUEUE-highmem--NODE-n3" and shown["where"] == "login.slurm"
     assert shown["command"] == ("seamless-dask-wrapper dask_jobqueue::SLURMCluster --port-range 60000 60100 "
-                                "--status-file {status_file} --host ib0 --timeout 600")
+                                "--status-file {status_file} --host 10.1.0.5 --timeout 600")
     assert shown["parameters"]["job_extra_directives"] == ["--qos=high", "--nodelist=n3"]
     bad = subprocess.run([tool("seamless-launch"), "daskserver", "--cluster", "slurmy", "--project", "p",
                           "--queue", "nope"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
@@ -537,3 +537,14 @@ def test_the_pure_dask_man_page_example(tmp_path, env):
     status = json.loads((tmp_path / "launch" / "server" / f"{row[0]}.json").read_text())
     page = open(os.path.join(os.path.dirname(__file__), "..", "man", "man5", "seamless.yaml.5")).read()
     assert json.dumps(status["parameters"]) in page.replace("\n ", " ").replace("\\-", "-")
+
+
+def test_the_wrappers_checks_run_at_launch_naming_the_queue(home, tmp_path):
+    """A value the wrapper would refuse is refused here, with the file and the queue."""
+    clusters = home / ".seamless" / "clusters.yaml"
+    clusters.write_text(CLUSTERS.replace('normal: {cores: 4, memory: 8GB, walltime: "01:00:00", partition: batch}',
+                                         'normal: {cores: 4, memory: 4gigs, walltime: "01:00:00", partition: batch}'))
+    with pytest.raises(ConfigError) as info:
+        dask_spec(tmp_path, "pbsy")
+    message = str(info.value)
+    assert "queue 'normal'" in message and "parameter 'memory' is '4gigs'" in message and "clusters.yaml" in message

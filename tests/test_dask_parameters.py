@@ -122,6 +122,7 @@ def test_project_is_the_account_on_slurm_and_pbs():
     ({"walltime": "00:04:00"}, "walltime 00:04:00 leaves no time"),
     ({"lifetime": "0s"}, "'lifetime'"),
     ({"lifetime": "-5m"}, "'lifetime'"),
+    ({"lifetime": "2h"}, "not shorter than the walltime"),
     ({"job_extra_directives": "--exclusive"}, "'job_extra_directives'"),
     ({"job_script_prologue": [1]}, "'job_script_prologue'"),
     ({"extra_dask_config": {"a.b": 600}}, "'extra_dask_config'"),
@@ -143,8 +144,8 @@ def test_oar_needs_the_memory_property():
 
 
 def test_local_cluster_needs_no_walltime_and_sizes_like_a_job():
-    p = build({"cores": 2, "maximum_jobs": 3, "memory": "4GB", "processes": 2}, local=True, environ={})
-    assert p.local_cluster["n_workers"] == 6 and p.local_cluster["memory_limit"] == 2 * 10**9
+    p = build({"cores": 2, "maximum_jobs": 3, "memory": "4GB", "pure_dask": True}, local=True, environ={})
+    assert p.local_cluster["n_workers"] == 3 and p.local_cluster["memory_limit"] == 4 * 10**9
     assert "lifetime" not in p.local_cluster
     restart = build({"cores": 1, "lifetime": "1h", "maximum_jobs": 2}, local=True, environ={}).local_cluster
     assert restart["lifetime"] == "1h" and restart["lifetime_restart"] is True
@@ -179,3 +180,9 @@ def test_oar_node_and_memory_filters_are_one_directive():
     assert section["memory-per-core-property-name"] == "not_applicable"
     alone = plan("oar", memory_per_core_property_name="memcore").jobqueue
     assert "job-extra-directives" not in alone and alone["memory-per-core-property-name"] == "memcore"
+
+
+@pytest.mark.parametrize("walltime, clock", [("01:00:00", "01:00:00"), ("30m", "00:30:00"), ("1.5h", "01:30:00"),
+                                             (3600, "01:00:00"), ("1-00:00:00", "24:00:00"), ("90:00", "01:30:00")])
+def test_walltime_reaches_the_batch_system_as_a_clock(walltime, clock):
+    assert plan(walltime=walltime).jobqueue["walltime"] == clock

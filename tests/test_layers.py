@@ -16,7 +16,8 @@ LAYERS = [
     ("base", ["seamless.version", "seamless.checksum", "seamless.files", "seamless.identity", "seamless.conda"]),
     ("storage", ["seamless.store"]),
     ("values", ["seamless.cache", "seamless.buffer"]),
-    ("configuration", ["seamless.config.*", "seamless.launch"]),
+    # the wrapper's parameter builder is pure configuration knowledge (no dask import)
+    ("configuration", ["seamless.config.*", "seamless.launch", "seamless.dask.parameters", "seamless.dask.batch"]),
     ("session", ["seamless.session", "seamless.config", "seamless.dask.connect"]),
     ("execution", ["seamless.execution"]),
     ("faces", ["seamless.transformer", "seamless.run", "seamless.cli", "seamless.servers", "seamless.transfer",

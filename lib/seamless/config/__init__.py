@@ -78,7 +78,8 @@ def dask_client():
             what = f"cluster '{resolved.cluster}', execution {resolved.execution}" if resolved.cluster else "no cluster"
         raise ConfigError(f"dask_client(): the configuration in force is not a pure Dask one ({what}); a pure Dask "
                           "stage selects a cluster with a daskserver, execution: remote and remote: daskserver, "
-                          "and pure_dask: true in the frontend's daskserver block (or persistent: false)")
+                          "and pure_dask: true in the frontend's daskserver block (or persistent: false); "
+                          "if it is a stage of seamless.yaml, select it first: seamless.config.set_stage(NAME)")
     client = _state["dask_client"]
     return client if client is not None and client.status == "running" else _connect_dask(resolved)
 

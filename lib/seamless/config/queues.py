@@ -16,6 +16,7 @@ for the launcher (the wrapper, and so its workers, run in that environment). The
 """
 
 from seamless.config.errors import ConfigError
+from seamless.dask.parameters import ParameterError, build
 
 HYPHENATED = ("unknown_task_duration", "target_duration", "lifetime_stagger", "dask_resources",
               "internal_port_range")
@@ -85,6 +86,10 @@ def wrapper_parameters(resolved, pure=False):
             params.setdefault("maximum_jobs", workers)
     else:
         params["record"] = bool(resolved.record)
+    try:  # the wrapper's own checks, here, so that the error names the file and the queue
+        build(params, system=None if ctype == "local" else ctype, local=ctype == "local")
+    except ParameterError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return params
 
 

@@ -167,7 +167,8 @@ def _settings(p, port_range, local) -> Settings:
     scale = (resources or {}).get("S") or (1 if exclusive else cores)
     return Settings(
         cores=cores, job_cores=job_cores, processes=processes, worker_threads=threads, throttle=throttle,
-        memory=memory, walltime=str(p["walltime"]) if "walltime" in p else None, tmpdir=str(p["tmpdir"]),
+        memory=memory, walltime=clock(duration(p, "walltime")) if "walltime" in p else None,
+        tmpdir=str(p["tmpdir"]),
         maximum_jobs=maximum_jobs, minimum_jobs=int(boolean(p, "interactive")), exclusive=exclusive,
         throttled=not (pure or exclusive or "worker_threads" in p),
         pure_dask=pure, record=boolean(p, "record"), lifetime=lifetime, lifetime_stagger=stagger,
@@ -187,6 +188,9 @@ def _lifetime(p, local, maximum_jobs):
         value = duration(p, "lifetime")
         if value <= 0:
             raise ParameterError(f"parameter 'lifetime' is {p['lifetime']!r}: it must be positive")
+        if "walltime" in p and not local and value >= duration(p, "walltime"):
+            raise ParameterError(f"parameter 'lifetime' ({p['lifetime']}) is not shorter than the walltime "
+                                 f"({p['walltime']}): the batch system would kill workers instead of retiring them")
         return str(p["lifetime"]), stagger
     seconds = duration(p, "walltime") - duration(p, "lifetime-stagger") - LIFETIME_GRACE
     if seconds <= 0:
@@ -338,10 +342,11 @@ def _merge_properties(section, flag, s: Settings):
 
 
 def _local_cluster(s: Settings, host) -> dict:
-    kwargs = {"n_workers": s.maximum_jobs * s.processes, "threads_per_worker": s.worker_threads,
+    # maximum_jobs workers, as upstream (a local "job" is one worker process)
+    kwargs = {"n_workers": s.maximum_jobs, "threads_per_worker": s.worker_threads,
               "host": host, "processes": True, "local_directory": s.tmpdir}
-    if s.memory:  # per job, like a batch job's, shared by its processes
-        kwargs["memory_limit"] = int(memory_bytes(s.memory) / s.processes)
+    if s.memory:
+        kwargs["memory_limit"] = int(memory_bytes(s.memory))
     if s.port_range:
         kwargs["worker_port"] = kwargs["port"] = s.port_range  # port: the nannies'
     if s.lifetime is not None:  # a restarted local worker comes back (no job to resubmit)
@@ -417,6 +422,13 @@ def duration(p, name) -> float:
     if seconds < 0:
         raise ParameterError(f"parameter '{name}' is {value!r}: a duration cannot be negative")
     return seconds
+
+
+def clock(seconds: float) -> str:
+    """HH:MM:SS, the walltime form that every batch system reads (SLURM would read 30m as an
+    error and 3600 as minutes)."""
+    seconds = int(math.ceil(seconds))
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def parse_duration(value) -> float | None:

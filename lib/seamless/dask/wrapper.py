@@ -56,6 +56,8 @@ def parse_args(argv):
 def main(argv) -> int:
     args = parse_args(argv)
     set_debug(args.verbose)
+    if args.port_range and args.port_range[0] > args.port_range[1]:
+        raise UserError(f"--port-range {args.port_range[0]} {args.port_range[1]}: START is above END")
     if args.print_job_script:
         return print_job_script(args)
     try:
@@ -207,6 +209,8 @@ def supervise(cluster, timeout, stopping) -> int:
         elif time.monotonic() - idle_since >= timeout:
             log.info("no clients and no tasks for %g s: shutting down", timeout)
             return 0
+    if "signal" in stopping:
+        log.info("%s: shutting down", stopping["signal"])
     return stopping["code"] or 0
 
 
@@ -216,6 +220,7 @@ def _install_signals():
     stopping = {"code": None, "running": False}
 
     def on_signal(signum, frame):
+        stopping["signal"] = signal.Signals(signum).name  # logged outside the handler
         stopping["code"] = 130 if signum == signal.SIGINT else 0
         if not stopping["running"]:
             raise KeyboardInterrupt
