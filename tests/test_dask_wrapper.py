@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -42,6 +43,16 @@ def test_running_with_ports_health_and_work(cluster):
         assert r.status == 200 and r.read() == b"ok"
     with Client(status["scheduler_address"], timeout=30) as client:
         assert client.submit(lambda x: x * 2, 21).result(timeout=60) == 42
+        # the bokeh dashboard, attached just after "running" (importing it takes 0.5 s)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{status['dashboard_port']}/status", timeout=10) as r:
+                    assert r.status == 200 and b"Dask" in r.read()
+                    break
+            except urllib.error.HTTPError:
+                assert time.monotonic() < deadline, "no dashboard at /status"
+                time.sleep(0.2)
         workers = client.scheduler_info()["workers"].values()
         assert len(workers) == 2 and all(w["nthreads"] == 3 for w in workers)
         assert all(w["resources"] == {"S": 1} for w in workers)

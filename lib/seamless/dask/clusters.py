@@ -91,13 +91,19 @@ def kind(symbol):
 
 
 def start(symbol, how, plan, host, scheduler_port, dashboard_port):
-    """The running cluster."""
+    """The running cluster. Ours start their HTTP server (/health) without the bokeh
+    dashboard, whose import takes half a second: attach_dashboard() adds it once the
+    cluster runs."""
     from distributed.deploy.cluster import Cluster
 
     if how == "local":
         return symbol(**plan.local_cluster, scheduler_port=scheduler_port,
-                      dashboard_address=f"{host}:{dashboard_port}")
-    if how in ("jobqueue", "class"):
+                      dashboard_address=f"{host}:{dashboard_port}", scheduler_kwargs={"dashboard": False})
+    if how == "jobqueue":
+        options = {**plan.jobqueue["scheduler-options"], "dashboard": False}
+        apply_config(jobqueue={**plan.jobqueue, "scheduler-options": options})
+        return symbol()
+    if how == "class":
         return symbol()
     cluster = symbol
     if how == "factory":
@@ -109,6 +115,24 @@ def start(symbol, how, plan, host, scheduler_port, dashboard_port):
     if not isinstance(cluster, Cluster):
         raise ClusterError(f"the cluster factory returned {type(cluster).__name__}, not a Dask Cluster")
     return cluster
+
+
+def attach_dashboard(cluster, how):
+    """The bokeh dashboard (/status) on the HTTP server of a cluster that start() made."""
+    if how not in ("local", "jobqueue"):
+        return
+    try:
+        import distributed.dashboard.scheduler as dashboard
+    except ImportError:  # bokeh missing: /health and the other routes still answer
+        return
+    from distributed.utils import sync
+
+    scheduler = cluster.scheduler
+
+    async def attach():
+        dashboard.connect(scheduler.http_application, scheduler.http_server, scheduler, prefix="/")
+
+    sync(cluster.loop, attach)
 
 
 def reachable(host):

@@ -67,7 +67,7 @@ def main(argv) -> int:
     stopping = _install_signals()
     cluster = None
     try:
-        cluster, plan, ports = _start(args, base)
+        cluster, plan, ports, how = _start(args, base)
     except BaseException as exc:
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         line = str(exc) if isinstance(exc, (UserError, ParameterError, clusters.ClusterError)) else (
@@ -84,6 +84,7 @@ def main(argv) -> int:
                      pid=os.getpid(), scheduler_address=cluster.scheduler_address,
                      seamless_workers=plan.settings.cores if not plan.settings.exclusive else 1)
         print(cluster.scheduler_address, flush=True)
+        clusters.attach_dashboard(cluster, how)
         log.info("scheduler %s, dashboard http://%s:%d/status", cluster.scheduler_address, args.host, ports[1])
         return supervise(cluster, args.timeout, stopping)
     finally:
@@ -150,7 +151,7 @@ def _start(args, base):
         raise
     if hasattr(cluster, "job_script"):
         log.info("job script:\n%s", cluster.job_script())
-    return cluster, plan, _ports(cluster, scheduler_port, dashboard_port)
+    return cluster, plan, _ports(cluster, scheduler_port, dashboard_port), how
 
 
 def _ports(cluster, scheduler_port, dashboard_port):
