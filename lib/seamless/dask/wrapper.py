@@ -12,6 +12,7 @@ file. A failure before "running" writes "failed" with the error line.
 """
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -131,7 +132,7 @@ def _plan(args, base, scheduler_port, dashboard_port):
 def _start(args, base):
     def free(candidate, taken=()):
         if candidate in taken:
-            raise OSError(98, "taken")
+            raise OSError(errno.EADDRINUSE, "taken by the scheduler")
         socket.create_server((args.host, candidate)).close()
 
     try:
