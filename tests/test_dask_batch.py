@@ -101,7 +101,7 @@ def test_slurm_lifetime_rotation_before_walltime_loses_no_task(slurm, slurm_wrap
     with Client(status["scheduler_address"], timeout=30) as client:
         futures = client.map(slow, range(60), seconds=3)
         results, jobs = [], set()
-        for future in as_completed(futures, timeout=240):
+        for future in as_completed(futures, timeout=420):
             results.append(future.result())
             jobs.update(client.run(job_of_worker).values())
         assert sorted(results) == [2 * x for x in range(60)]
