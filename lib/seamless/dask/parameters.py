@@ -22,6 +22,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 
+from seamless.config.errors import did_you_mean
 from seamless.dask.batch import BatchSystem, system as batch_system
 
 DEFAULTS = {
@@ -115,12 +116,9 @@ def build(parameters, *, system=None, host="127.0.0.1", scheduler_port=None, das
 
 
 def _check_names(parameters):
-    from difflib import get_close_matches
-
     for name in parameters:
         if name not in PARAMETERS:
-            close = get_close_matches(str(name), PARAMETERS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else "see seamless-dask-wrapper(1) for the parameters"
+            hint = did_you_mean(name, PARAMETERS, "see seamless-dask-wrapper(1) for the parameters")
             raise ParameterError(f"unknown parameter '{name}': {hint}")
 
 
@@ -269,7 +267,7 @@ def _dask_exports(flat: dict) -> list:
     return lines
 
 
-def _environment(environ, python) -> list:
+def _python_environment(environ, python) -> list:
     """Lines that give a job the wrapper's Python environment: batch systems such as OAR
     start jobs with a bare environment, where `python` would not be ours."""
     lines = [f'export PATH={shlex.quote(os.path.dirname(python))}:"$PATH"']
@@ -283,7 +281,7 @@ def _jobqueue(p, s: Settings, batch, exports, host, scheduler_port, dashboard_po
     directives = string_list(p, "job_extra_directives")
     if log:
         directives += [d.format(log=log) for d in batch.log_directives]
-    prologue = _environment(environ, python) + string_list(p, "job_script_prologue") + exports
+    prologue = _python_environment(environ, python) + string_list(p, "job_script_prologue") + exports
     if batch.cpus_variable:  # Python >= 3.13 sizes its pools by the job's CPUs, not the node's
         cpus = batch.cpus_variable
         prologue.append(f"export PYTHON_CPU_COUNT=${cpus}")
