@@ -19,7 +19,9 @@ LAYERS = [
     # the wrapper's parameter builder is pure configuration knowledge (no dask import)
     ("configuration", ["seamless.config.*", "seamless.launch", "seamless.dask.parameters", "seamless.dask.batch"]),
     ("session", ["seamless.session", "seamless.config", "seamless.dask.connect"]),
-    ("execution", ["seamless.execution"]),
+    # the Dask backend: its client, the task, the worker plugin, the dummy scheduler
+    ("execution", ["seamless.execution", "seamless.dask.client", "seamless.dask.tasks", "seamless.dask.worker",
+                   "seamless.dask.permissions", "seamless.dask.dummy"]),
     ("faces", ["seamless.transformer", "seamless.run", "seamless.cli", "seamless.servers", "seamless.transfer",
                "seamless.dask"]),
     ("package", ["seamless"]),

@@ -9,8 +9,8 @@
              never deadlocks
   Jobserver  execution: remote through a seamless-jobserver (jobserver.py), launched
              on the first miss
-  daskserver not in this version (RemoteUnavailable): the Dask backend plugs in here,
-             with the same three methods
+  Daskserver execution: remote on the configuration's Dask cluster
+             (seamless.dask.client), launched on the first miss
 Each backend: ensure() starts what it needs; run(job) -> Result (checksum, bytes when
 at hand, usage, mode); cancel(job) -> bool stops a running job if it can.
 """
@@ -59,8 +59,9 @@ class InProcess:
 class Spawn:
     mode = "spawn"
 
-    def __init__(self, workers):
+    def __init__(self, workers, nested=None):
         self.workers = workers
+        self.nested = nested  # the pool's answer to its workers' nested transformations (Pool)
         self.pool = None
 
     def ensure(self):
@@ -70,7 +71,7 @@ class Spawn:
         if self.pool is None:
             from seamless.execution.pool import Pool
 
-            self.pool = Pool(self.workers)
+            self.pool = Pool(self.workers, self.nested)
 
     def run(self, job) -> Result:
         if job.command:  # a process of its own already: run here
@@ -117,17 +118,19 @@ class Parent:
 
 IN_PROCESS = InProcess()
 _spawned = []  # the Spawn backend, once started (by spawn(), or by the configuration)
-_jobservers = {}  # configuration -> its Jobserver backend (it launches the server once)
+_remotes = {}  # configuration -> its remote backend (it launches its server once, and keeps it)
 
 
-def _jobserver(configuration):
-    from seamless.execution.jobserver import Jobserver
+def _remote(configuration, module, name):
+    """The Jobserver or Daskserver backend of a configuration (one per project, stage,
+    substage and queue: a set_stage() back and forth finds the one that runs)."""
+    import importlib
 
-    key = (configuration.cluster, configuration.project, configuration.subproject, configuration.stage,
-           configuration.substage)
-    if key not in _jobservers:
-        _jobservers[key] = Jobserver(configuration)
-    return _jobservers[key]
+    key = (module, configuration.cluster, configuration.project, configuration.subproject, configuration.stage,
+           configuration.substage, configuration.queue, configuration.node)
+    if key not in _remotes:
+        _remotes[key] = getattr(importlib.import_module(module), name)(configuration)
+    return _remotes[key]
 
 
 def backend_for(configuration, local=False):
@@ -142,9 +145,11 @@ def backend_for(configuration, local=False):
     if execution == "remote":
         if getattr(configuration, "pure_dask", False):
             return IN_PROCESS  # its Dask cluster is for the user's own futures; ours run here
+        if configuration.remote == "daskserver":
+            return _remote(configuration, "seamless.dask.client", "Daskserver")
         if configuration.remote != "jobserver":
             raise RemoteUnavailable(configuration)
-        return _jobserver(configuration)
+        return _remote(configuration, "seamless.execution.jobserver", "Jobserver")
     if execution == "spawn":  # its workers start with the first job that needs them
         workers = (configuration.definition or {}).get("workers") if configuration.definition else None
         return _spawn_backend(workers)

@@ -15,9 +15,10 @@ from seamless.execution.job import Result, TransformationFailure
 from seamless.execution.latch import once
 
 
-def compute(job, place, on_wait=None, refresh=False) -> Result:
+def compute(job, place, on_wait=None, refresh=False, backend=None) -> Result:
     """The job's result; `refresh`: run it even if a result is cached (that one proved
-    unusable); on_wait(): called once if an identical run makes this one wait."""
+    unusable); on_wait(): called once if an identical run makes this one wait; `backend`:
+    where it runs, instead of the configuration's choice (a Dask worker's own pool)."""
     found = None if refresh else place.lookup(job)
     if found is not None:
         return found
@@ -30,7 +31,7 @@ def compute(job, place, on_wait=None, refresh=False) -> Result:
         if found is not None:
             return found
         try:
-            entry.result = execute(job, place)
+            entry.result = execute(job, place, backend=backend)
         except Exception as exc:
             if not (job.canceled is not None and job.canceled()):
                 entry.error = exc  # not a cancellation: the same failure for those waiting
@@ -38,10 +39,11 @@ def compute(job, place, on_wait=None, refresh=False) -> Result:
         return entry.result
 
 
-def execute(job, place, expect=None) -> Result:
+def execute(job, place, expect=None, backend=None) -> Result:
     """Run the job on its backend and keep the result; `expect`: the checksum a re-run
     must give (a result that was lost, or kept as a checksum only)."""
-    backend = backend_for(job.configuration, local=job.local)
+    if backend is None:
+        backend = backend_for(job.configuration, local=job.local)
     backend.ensure()  # on a miss only: a cache hit never starts (or contacts) a backend
     job.backend = backend  # job.cancel() reaches it there
     try:

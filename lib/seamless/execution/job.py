@@ -42,11 +42,11 @@ class Job:
     .local); configuration: the resolved configuration that picks the backend (None: in
     process); canceled(): polled while it waits; setup(): a context around the run (what
     must happen first, and last, only when it really executes); notify(message); options:
-    for the runner (stores, quiet, stdout, job_parent, recover).
+    for the runner (stores, quiet, stdout, job_parent, recover); priority: see below.
     """
 
     __slots__ = ("tf", "transformation", "buffers", "get_buffer", "scratch", "local", "configuration",
-                 "canceled", "setup", "notify", "echo", "options", "backend", "handle")
+                 "canceled", "setup", "notify", "echo", "options", "backend", "handle", "priority")
 
     def __init__(self, tf, transformation, buffers=None, get_buffer=None, *, scratch=False, local=False,
                  configuration=None, canceled=None, setup=None, notify=None, echo=None, **options):
@@ -60,6 +60,7 @@ class Job:
         self.echo = echo  # echo(bytes): where a remote job's stderr goes
         self.options = options
         self.backend = self.handle = None  # while it runs: who runs it, and their handle on it
+        self.priority = 0  # on a cluster, higher runs first: a transformation's depth in its graph
 
     @property
     def command(self) -> bool:
@@ -95,9 +96,12 @@ class Job:
 class Result:
     """checksum: the result; data: its bytes when they are at hand (the Python API's
     results; a command's stay in the stores); usage: wall/CPU/memory figures of the run;
-    mode: where it ran (process, spawn); hit: found, not computed."""
+    mode: where it ran (process, spawn, remote); hit: found, not computed; kept: the
+    stores have it already, with its result row and execution record (written where it
+    ran: a Dask worker), so only this process's memory is left to tell."""
 
-    __slots__ = ("checksum", "data", "usage", "mode", "hit")
+    __slots__ = ("checksum", "data", "usage", "mode", "hit", "kept")
 
-    def __init__(self, checksum, data=None, usage=None, mode=None, hit=False):
+    def __init__(self, checksum, data=None, usage=None, mode=None, hit=False, kept=False):
         self.checksum, self.data, self.usage, self.mode, self.hit = checksum, data, usage or {}, mode, hit
+        self.kept = kept

@@ -14,6 +14,7 @@ import json
 import time
 
 from seamless.execution.job import JobError, Result, TransformationFailure
+from seamless.execution.places import stores_in_force
 
 CANCELED = "Transformation was canceled"
 RECHECK_AFTER = 2.0  # seconds without an answer after which the server is checked before use
@@ -44,7 +45,7 @@ class Jobserver:
 
     def run(self, job) -> Result:
         self.ensure()
-        stores = job.options.get("stores") or _stores_in_force()
+        stores = job.options.get("stores") or stores_in_force()
         command = job.command
         if not command:  # the Python API's buffers are in memory: the server reads them from the hashserver
             for cs, data in {**job.buffers, **job.needed_buffers()}.items():
@@ -118,13 +119,3 @@ def _arrived(stores, checksum, fetch, patience=30.0):
             return found
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
-
-
-def _stores_in_force():
-    from seamless.cache import cache
-
-    stores = cache.stores()
-    if stores is None:
-        raise TransformationFailure("remote execution needs the stores of a configuration: call "
-                                    "seamless.config.init() first")
-    return stores

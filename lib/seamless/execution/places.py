@@ -22,13 +22,29 @@ def execution_record(tf, result, mode, usage) -> dict:
             "wall_time_seconds": usage.get("wall_time_seconds"),
             "cpu_time_user_seconds": usage.get("cpu_time_user_seconds"),
             "cpu_time_system_seconds": usage.get("cpu_time_system_seconds"),
-            "memory_peak_bytes": usage.get("memory_peak_bytes"), "gpu_memory_peak_bytes": None}
+            "memory_peak_bytes": usage.get("memory_peak_bytes"), "gpu_memory_peak_bytes": None,
+            # where it ran, when it ran elsewhere (a Dask worker: its host, name and batch job)
+            **{key: usage[key] for key in WHERE if usage.get(key) is not None}}
+
+
+WHERE = ("hostname", "dask_worker", "batch_job_id")
 
 
 def lock_dir_of(stores):
     """The lock directory of stores on this machine (a local buffer directory), or None."""
     root = getattr(stores, "root", None)
     return os.path.join(root, "locks") if root else None
+
+
+def stores_in_force():
+    """The stores a remote backend ships the Python API's buffers to."""
+    from seamless.execution.job import TransformationFailure
+
+    stores = cache.stores()
+    if stores is None:
+        raise TransformationFailure("remote execution needs the stores of a configuration: call "
+                                    "seamless.config.init() first")
+    return stores
 
 
 class InMemory:
@@ -56,7 +72,7 @@ class InMemory:
                 worker.report_record(job.tf, job.buffers, cs, data, job.scratch, result.usage)
             return
         stores = cache.stores()
-        if stores is None:
+        if stores is None or result.kept:
             return
         try:
             for buffer_cs, buffer in job.buffers.items():
@@ -90,6 +106,8 @@ class InStores:
         return Result(result, hit=True)
 
     def keep(self, job, result):
+        if result.kept:
+            return
         self.stores.set_transformation(job.tf, result.checksum)
         try:
             self.stores.set_metadata(job.tf, result.checksum,

@@ -122,8 +122,13 @@ class Worker:
 
 
 class Pool:
-    def __init__(self, size):
+    """`nested(tf, transformation, inputs)`: who else may compute a worker's nested
+    transformation (a Dask worker submits it to its cluster): its result bytes, or None to
+    refuse (the worker then runs it itself). Default: this process's cache, then a free worker."""
+
+    def __init__(self, size, nested=None):
         self.size = max(1, int(size))
+        self.nested_elsewhere = nested
         self.throttle = throttle()
         self.spill = wire.shared_dir()
         self.lock = threading.Condition()
@@ -140,14 +145,16 @@ class Pool:
 
     # --- running ------------------------------------------------------------------------
 
-    def run(self, job):
-        """Run a job in a worker: (its result buffer, usage); raises TransformationFailure."""
+    def run(self, job, beyond_throttle=False):
+        """Run a job in a worker: (its result buffer, usage); raises TransformationFailure.
+        beyond_throttle: at once, in the least loaded worker even if it is full (a nested
+        job whose parent holds a slot, idle, while it waits)."""
         pool_job = PoolJob(self, job.transformation, job.needed_buffers(), job.tf)
         job.handle = pool_job
         try:
             if job.canceled is not None and job.canceled():  # canceled before it had a pool job
                 raise TransformationFailure("Transformation was canceled")
-            self.submit(pool_job)
+            self.submit(pool_job, beyond_throttle=beyond_throttle)
             pool_job.done.wait()
         finally:
             job.handle = None
@@ -157,7 +164,7 @@ class Pool:
             raise TransformationFailure(pool_job.error)
         return pool_job.result, pool_job.usage
 
-    def submit(self, job, only_if_free=False) -> bool:
+    def submit(self, job, only_if_free=False, beyond_throttle=False) -> bool:
         with self.lock:
             if self.closing:
                 raise TransformationFailure("the worker pool has been closed")
@@ -165,7 +172,7 @@ class Pool:
                 raise TransformationFailure(self.broken)
             if job.canceled:
                 return True
-            worker = self._free_worker()
+            worker = self._free_worker(beyond_throttle)
             if worker is None:
                 if only_if_free:
                     return False
@@ -174,8 +181,8 @@ class Pool:
             self._assign(worker, job)
         return True
 
-    def _free_worker(self):
-        free = [w for w in self.workers if w.alive and w.load < self.throttle]
+    def _free_worker(self, beyond_throttle=False):
+        free = [w for w in self.workers if w.alive and (beyond_throttle or w.load < self.throttle)]
         return min(free, key=lambda w: w.load) if free else None
 
     def _assign(self, worker, job):
@@ -282,6 +289,18 @@ class Pool:
     def _nested(self, worker, header, buffers):
         request = header["id"]
         tf = header["tf"]
+        if self.nested_elsewhere is not None:
+            inputs = dict(zip(header["buffers"], buffers, strict=True))
+            try:
+                data = self.nested_elsewhere(tf, header["transformation"], inputs)
+            except TransformationFailure as exc:  # its own failure, as it would have failed here
+                worker.tell({"op": "reply", "id": request, "status": "error", "error": str(exc)})
+                return
+            if data is None:
+                worker.tell({"op": "reply", "id": request, "status": "refused"})
+            else:
+                worker.tell({"op": "reply", "id": request, "status": "done"}, [data])
+            return
         result = cache.get_result(tf)
         if result is not None:
             data = cache.get_buffer(result)
