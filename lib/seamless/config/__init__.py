@@ -141,8 +141,8 @@ def set_nparallel(n):
 
 def get_nparallel():
     """How many transformations may run at once: set_nparallel, the config's nparallel,
-    else what executes them can run at once (a job server's workers x throttle, or the
-    CPU count here)."""
+    else what executes them can run at once (a job server's workers x throttle, a Dask
+    cluster's maximum_jobs x cores x throttle, or the CPU count here)."""
     if _state["nparallel"] is not None:
         return _state["nparallel"]
     resolved = _state["resolved"]
@@ -151,6 +151,12 @@ def get_nparallel():
     if resolved is not None and resolved.execution == "remote" and _state["remote_clients"] is None:
         from seamless.config.clusters import transformation_throttle
 
+        if resolved.remote == "daskserver" and not resolved.pure_dask:
+            from seamless.config.queues import wrapper_parameters
+
+            queue = wrapper_parameters(resolved)
+            per_job = 1 if queue.get("exclusive") else int(queue.get("cores") or 1) * transformation_throttle()
+            return per_job * int(queue.get("maximum_jobs") or 1)
         return ((resolved.definition or {}).get("workers") or 1) * transformation_throttle()
     return os.cpu_count() or 1
 

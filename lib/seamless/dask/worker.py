@@ -88,7 +88,7 @@ class SeamlessWorker(WorkerPlugin):
     # --- a task --------------------------------------------------------------------------
 
     def run(self, request, key):
-        from seamless.execution.compute import compute
+        from seamless.execution.compute import execute
         from seamless.execution.job import Job
 
         tf, transformation, scratch = request["tf"], request["transformation"], request["scratch"]
@@ -99,7 +99,9 @@ class SeamlessWorker(WorkerPlugin):
         with self.lock:
             self.running[key] = (job, request.get("priority") or 0)
         try:
-            result = compute(job, _Kept(self), backend=self.beyond if request.get("nested") else self.backend)
+            # not compute(): the client looked up the result, and Dask runs a key once (a latch
+            # here would make the dummy scheduler's worker wait for its own client)
+            result = execute(job, _Kept(self), backend=self.beyond if request.get("nested") else self.backend)
         except JobError as exc:
             return {"error": str(exc), "code": exc.code, "stderr": exc.stderr_tail.decode(errors="replace")}
         except (TransformationFailure, Canceled, StoreError) as exc:
@@ -183,16 +185,11 @@ class BeyondThrottle:
 
 
 class _Kept:
-    """The place of a task on a worker: the client looked already (a hit never reaches
-    the cluster); the result is kept here, with its record, before the answer goes back."""
-
-    lock_dir = None
+    """The place of a task on a worker: the result is kept here, with its record, before
+    the answer goes back."""
 
     def __init__(self, plugin):
         self.stores, self.where = plugin.stores, plugin.where
-
-    def lookup(self, job):
-        return None
 
     def keep(self, job, result):
         usage = {**result.usage, **self.where}

@@ -42,6 +42,9 @@ class _Window:
     it must call finished() under whatever lock guards the window."""
 
     def __init__(self, transformations, limit, on_done):
+        from seamless.transformer.transformation import executor
+
+        executor(at_least=limit)  # its threads are not what limits it
         self.items = enumerate(transformations)
         self.limit = limit
         self.on_done = on_done

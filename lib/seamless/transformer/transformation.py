@@ -63,15 +63,18 @@ _executor = None
 _executor_lock = threading.Lock()
 
 
-def executor():
+def executor(at_least=0):
+    """The threads that start() hands work to; at_least: as many as parallel() keeps
+    running (a remote backend's threads only wait, and must not be what limits it)."""
     global _executor
-    if _executor is None:
+    if _executor is None or _executor._max_workers < at_least:
         with _executor_lock:
-            if _executor is None:
+            if _executor is None or _executor._max_workers < at_least:
                 from concurrent.futures import ThreadPoolExecutor
 
                 threads = int(os.environ.get("SEAMLESS_COMPUTE_THREADS") or min(32, (os.cpu_count() or 1) + 4))
-                _executor = ThreadPoolExecutor(threads, thread_name_prefix="seamless")
+                # a larger one replaces it: the old one's threads finish what they run, then exit
+                _executor = ThreadPoolExecutor(max(threads, at_least), thread_name_prefix="seamless")
     return _executor
 
 
