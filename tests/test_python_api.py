@@ -758,7 +758,7 @@ def test_execution_spawn_from_the_configuration(tmp_path):
     assert not (tmp_path / "launch").exists()  # files used directly: no services
 
 
-def test_remote_execution_is_a_clear_error(tmp_path):
+def test_a_daskserver_that_cannot_start_is_a_clear_error(tmp_path):
     env = local_cluster(tmp_path, "      daskserver: {}\n")
     (tmp_path / "seamless.yaml").write_text("- project: p\n- cluster: box\n- execution: remote\n")
     out = child("""
@@ -772,7 +772,7 @@ def test_remote_execution_is_a_clear_error(tmp_path):
 
         seamless.config.init()
         tf = add(1, 2)
-        failed = tf.compute() is None and "cannot submit" in tf.exception
+        failed = tf.compute() is None and "defines no queues" in tf.exception
         add.local = True
         print(json.dumps([failed, add(1, 2).run()]))
         """, tmp_path, env)
