@@ -73,7 +73,6 @@ def describe(resolved):
 
 def start(resolved):
     from seamless.config import storage
-    from seamless.config.errors import ConfigError
     from seamless.session import stores_for
 
     rows = []
@@ -87,12 +86,9 @@ def start(resolved):
         rows.append(("database", stores.db_read[0].url, "running"))
     if resolved.execution == "remote" and resolved.remote == "daskserver":
         return rows + [daskserver(resolved)]
-    from seamless.execution.backends import RemoteUnavailable, backend_for
+    from seamless.execution.backends import backend_for
 
-    try:
-        backend = backend_for(resolved)
-    except RemoteUnavailable as exc:
-        raise ConfigError(f"{exc} (use execution: process, or seamless-run --local)") from None
+    backend = backend_for(resolved)
     if backend.mode == "spawn":
         workers = (resolved.definition or {}).get("workers") or os.cpu_count()
         rows.append(("execution", "spawn", f"{workers} worker processes for the Python API; "

@@ -16,7 +16,6 @@ called: a cache hit never wakes the cluster.
 
 import os
 import threading
-import time
 
 from seamless.dask.tasks import PLUGIN, answer, submit
 from seamless.execution.job import Result, TransformationFailure

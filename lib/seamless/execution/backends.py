@@ -20,15 +20,6 @@ import sys
 from seamless.execution.job import Result
 
 
-class RemoteUnavailable(Exception):
-    """The configuration executes remotely, which this version cannot do yet."""
-
-    def __init__(self, configuration):
-        super().__init__(f"execution is remote on cluster {configuration.cluster!r} (through a "
-                         f"{configuration.remote}), which this version cannot submit to yet")
-        self.configuration = configuration
-
-
 class InProcess:
     mode = "process"
 
@@ -147,8 +138,6 @@ def backend_for(configuration, local=False):
             return IN_PROCESS  # its Dask cluster is for the user's own futures; ours run here
         if configuration.remote == "daskserver":
             return _remote(configuration, "seamless.dask.client", "Daskserver")
-        if configuration.remote != "jobserver":
-            raise RemoteUnavailable(configuration)
         return _remote(configuration, "seamless.execution.jobserver", "Jobserver")
     if execution == "spawn":  # its workers start with the first job that needs them
         workers = (configuration.definition or {}).get("workers") if configuration.definition else None

@@ -134,15 +134,9 @@ def dry_run(args, spec):
 def run_stores(args):
     """The stores of the configuration in force, and that configuration (None when
     SEAMLESS_REMOTE_CLIENTS or a buffer directory says which stores, not a file)."""
-    from seamless.execution.backends import RemoteUnavailable, backend_for
-
     chosen = []
 
     def check(resolved):
-        try:  # a configuration this version cannot run is refused before its stores are contacted
-            backend_for(resolved, local=args.local)
-        except RemoteUnavailable as exc:
-            raise UserError(f"{exc}; add --local to run here and keep the results in the cluster's storage") from None
         chosen.append(resolved)
         for warning in resolved.warnings:
             say(args, 1, warning)

@@ -20,7 +20,6 @@ import seamless.config as config
 from seamless.cache import cache
 from seamless.checksum import calculate_checksum, deserialize
 from seamless.execution import compute
-from seamless.execution.backends import RemoteUnavailable
 from seamless.execution.job import Canceled, Job, TransformationFailure
 from seamless.execution.places import IN_MEMORY
 from seamless.identity import identity_buffer
@@ -461,5 +460,3 @@ def _execution(how, t):
         raise TransformationError("Transformation was canceled") from None
     except TransformationFailure as exc:
         raise TransformationError(str(exc)) from None
-    except RemoteUnavailable as exc:
-        raise TransformationError(f"{exc}; set .local = True, or select execution: process or spawn") from None
