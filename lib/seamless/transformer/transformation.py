@@ -168,7 +168,14 @@ class Transformation:
             self._job = Job(self._tf.hex(), self._transformation, definition.buffers, self._input,
                             scratch=definition.scratch, local=definition.local, canceled=lambda: self._canceled)
         self._job.configuration = config.in_force()
+        self._job.priority = self._depth()
         return self._job
+
+    def _depth(self):
+        """How far downstream it is: on a cluster, deeper work runs first (what is left of
+        a pipeline drains before more of its first step starts)."""
+        deps = self._definition.deps
+        return 1 + max(dep._depth() for dep in deps.values()) if deps else 0
 
     def _construct_now(self):
         if self._tf is not None:
