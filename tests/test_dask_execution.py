@@ -285,3 +285,48 @@ def test_a_killed_scheduler_is_one_clear_line_and_nothing_is_recorded(lab):
     assert lab.record(tf_of(lab, "sleep 30; echo late")) is None
     again = lab.run("echo back")  # the next run launches a new daskserver
     assert again.returncode == 0 and again.stdout == b"back\n", again.stderr
+
+
+# --- stages ---------------------------------------------------------------------------------
+
+STAGES = """
+@delayed
+def inc(x, tag):
+    return x + 1
+
+first = inc(1, "stages").run()  # the default stage: in process
+seamless.config.set_stage("dask")
+second = inc(first, "stages")
+second_value = second.run()
+seamless.config.set_stage(None)
+last = inc(second_value, "stages")
+third = last.run()
+seamless.config.set_stage("dask")  # back: the daskserver that runs is used, not a new one
+fourth = inc(third, "stages").run()
+seamless.config.set_stage("dask", "a")
+fifth = inc(fourth, "stages").run()
+seamless.config.set_stage("dask", "b")
+seamless.config.select(queue="small")
+sixth = inc(fifth, "stages").run()
+print(json.dumps([[first, second_value, third, fourth, fifth, sixth], last.transformation_checksum.hex()]))
+"""
+
+
+def test_set_stage_moves_work_between_process_and_daskservers(lab):
+    work = lab.project("staged", "- execution: process\n- stage dask:\n    - execution: remote\n"
+                                 "    - remote: daskserver\n")
+    proc = lab.python(STAGES, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    values, in_process = json.loads(proc.stdout)
+    assert values == [2, 3, 4, 5, 6, 7]
+    assert lab.record(in_process)["execution_mode"] == "process"  # set_stage(None): back in process
+    with sqlite3.connect(lab.base / "dbs" / "proj" / "STAGE-dask" / "seamless.db") as c:  # substages share it
+        staged = [json.loads(r[0]) for r in c.execute("SELECT metadata FROM meta_data")]
+    assert len(staged) == 4 and all(on_a_dask_worker(r) for r in staged)
+    # the stage (twice: the daskserver that ran is used again), then substages a and b (queue small)
+    targets = [r["remote_target"] for r in staged]
+    assert len(set(targets)) == 3 and targets.count(targets[0]) == 2, staged
+    listing = subprocess.run([tool("seamless-launch"), "ps"], env=lab.env, capture_output=True, text=True).stdout
+    for key in ("daskserver-lab-rw-proj--STAGE-dask--QUEUE-main", "daskserver-lab-rw-proj--STAGE-daskSUBSTAGE-a--QUEUE-main",
+                "daskserver-lab-rw-proj--STAGE-daskSUBSTAGE-b--QUEUE-small"):
+        assert key in listing
