@@ -330,3 +330,34 @@ def test_set_stage_moves_work_between_process_and_daskservers(lab):
     for key in ("daskserver-lab-rw-proj--STAGE-dask--QUEUE-main", "daskserver-lab-rw-proj--STAGE-daskSUBSTAGE-a--QUEUE-main",
                 "daskserver-lab-rw-proj--STAGE-daskSUBSTAGE-b--QUEUE-small"):
         assert key in listing
+
+
+# --- upstream -------------------------------------------------------------------------------
+
+UPSTREAM = os.environ.get("SEAMLESS_UPSTREAM_VENV", "")
+
+
+@pytest.mark.skipif(not (UPSTREAM and os.path.exists(os.path.join(UPSTREAM, "bin", "seamless-run"))),
+                    reason="no upstream virtualenv (SEAMLESS_UPSTREAM_VENV; tests/run.sh builds one)")
+def test_a_result_computed_on_dask_is_a_hit_for_upstream_seamless_run(lab, start_service):
+    """Upstream's seamless-run, through upstream's own hashserver and database serving the
+    cluster's buffer directory and database file, finds what our Dask workers computed."""
+    from test_upstream_compat import run_env, start_upstream_pair
+
+    count = lab.base / "upstream-count"
+    (lab.work / "up.txt").write_text("a\nb\nc\n")
+    command = ["--metavar", f"COUNT={count}", "-i", "up.txt", 'echo x >> "$COUNT"; head -n 2 up.txt']
+    ours = lab.run(*command)
+    assert ours.returncode == 0 and ours.stdout == b"a\nb\n", ours.stderr
+    assert on_a_dask_worker(lab.record(tf_of(lab, *command)))
+    hashserver, database = start_upstream_pair(start_service, lab.base / "bufs" / "proj", lab.db)
+    elsewhere = lab.base / "upstream"  # no seamless.yaml there: upstream's would take it over
+    elsewhere.mkdir()
+    (elsewhere / "up.txt").write_text("a\nb\nc\n")
+    env = run_env(lab.base / "upstream", SEAMLESS_REMOTE_CLIENTS=json.dumps({
+        "buffer": [{"url": hashserver, "readonly": False, "remote_url": hashserver}],
+        "database": [{"url": database, "readonly": False, "remote_url": database}]}))
+    theirs = subprocess.run([os.path.join(UPSTREAM, "bin", "seamless-run"), *command], cwd=elsewhere, env=env,
+                            capture_output=True, timeout=300)
+    assert theirs.returncode == 0, theirs.stderr.decode()[-2000:]
+    assert theirs.stdout.strip() == b"a\nb" and count.read_text() == "x\n"  # a hit: it did not run again
