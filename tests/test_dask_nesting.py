@@ -127,3 +127,15 @@ def test_cancel_kills_the_job_on_the_cluster(dummy):
     status, written, tf = json.loads(proc.stdout)
     assert status == "Status: canceled" and not written
     assert not [r for r in records(dummy.db) if r["tf_checksum"] == tf]
+
+
+def test_clients_that_workers_open_keep_no_cluster_alive():
+    from types import SimpleNamespace
+
+    from seamless.dask.scaling import activity
+
+    scheduler = SimpleNamespace(clients={"fire-and-forget": 0, "Client-seamless-worker-1f2e": 0,
+                                         "Client-seamless-9a8b": 0}, tasks={}, workers={"tcp://w": 0})
+    assert activity(scheduler) == {"clients": 1, "tasks": 0, "workers": 1}
+    del scheduler.clients["Client-seamless-9a8b"]
+    assert activity(scheduler)["clients"] == 0

@@ -109,7 +109,9 @@ def adapt(cluster, settings: dict, processes: int):
 def activity(scheduler) -> dict:
     """What keeps a cluster alive: clients of users (not the scheduler's own, not the ones
     that workers open for nested work) and tasks."""
-    clients = [c for c in scheduler.clients if c != "fire-and-forget" and not str(c).startswith("seamless-worker")]
+    from seamless.dask.tasks import opened_by_a_worker
+
+    clients = [c for c in scheduler.clients if c != "fire-and-forget" and not opened_by_a_worker(c)]
     return {"clients": len(clients), "tasks": len(scheduler.tasks), "workers": len(scheduler.workers)}
 
 

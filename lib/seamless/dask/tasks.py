@@ -18,6 +18,7 @@ from seamless.execution.job import JobError, TransformationFailure
 
 PLUGIN = "seamless-worker-setup"  # upstream's name: one Seamless plugin per worker, whoever registers it
 CANCELED = "Transformation was canceled"
+WORKER_CLIENT = "seamless-worker"  # the name of the client a worker opens for nested work
 RETRIES = 3
 SMALL = 1 << 20  # results up to this size come back with the answer (saves a hashserver round trip)
 
@@ -26,6 +27,12 @@ def key(tf, transformation, scratch=False) -> str:
     code = transformation.get("code")
     prefix = f"base_{code[2]}" if isinstance(code, list) and len(code) == 3 and code[2] else "base"
     return f"{prefix}-{tf}" + ("-scratch" if scratch else "")
+
+
+def opened_by_a_worker(client_id) -> bool:
+    """Is this scheduler client one that a worker opened for nested work (it keeps no
+    cluster alive: upstream's daskservers never idled out because of them)?"""
+    return str(client_id).startswith(f"Client-{WORKER_CLIENT}-")
 
 
 def submit(client, tf, transformation, scratch=False, priority=0, nested=False):

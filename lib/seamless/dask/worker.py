@@ -28,7 +28,7 @@ import threading
 
 from distributed import WorkerPlugin
 
-from seamless.dask.tasks import CANCELED, PLUGIN, SMALL, answer, submit
+from seamless.dask.tasks import CANCELED, PLUGIN, SMALL, WORKER_CLIENT, answer, submit
 from seamless.execution.job import Canceled, JobError, TransformationFailure
 from seamless.execution.places import execution_record
 from seamless.store import StoreError
@@ -155,7 +155,7 @@ class SeamlessWorker(WorkerPlugin):
             if self.nested_client is None:
                 from distributed import Client
 
-                self.nested_client = Client(self.worker.scheduler.address, name="seamless-worker",
+                self.nested_client = Client(self.worker.scheduler.address, name=WORKER_CLIENT,
                                             set_as_default=False, timeout="10s")
             return self.nested_client
 
