@@ -11,12 +11,16 @@ must print by the deviations that seamless-dask-wrapper(1) documents, and nothin
 3. no `--name worker-$SLURM_JOB_ID`: workers keep dask_jobqueue's names, which adaptive
    scaling uses to find a worker's job;
 4. with maximum_jobs 1, no worker lifetime;
-5. every extra_dask_config key is exported, not only distributed.worker/scheduler/nanny ones.
+5. every extra_dask_config key is exported, not only distributed.worker/scheduler/nanny ones;
+6. a Seamless worker (neither pure nor exclusive) offers its slots, resource S = cores x
+   throttle, from its start (upstream's plugin adds it later, which strands tasks
+   submitted before it on no worker at all).
 """
 
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +81,19 @@ def expected(case) -> list:
     # 4. no lifetime with one job
     if params.get("maximum_jobs", 1) == 1:
         lines = [l for l in lines if "__LIFETIME__" not in l]
+    # 6. the Seamless slots, from the start
+    if not (params.get("pure_dask") or params.get("exclusive")):
+        resources = {"S": float(params["cores"] * params.get("transformation_throttle", 3)),
+                     **params.get("dask-resources", {})}
+        line = f"export DASK_DISTRIBUTED__WORKER__RESOURCES={shlex.quote(json.dumps(resources))}"
+        known = [i for i, l in enumerate(lines) if l.startswith("export DASK_DISTRIBUTED__WORKER__RESOURCES=")]
+        if known:
+            lines[known[0]] = line
+        else:
+            before = {f"export DASK_DISTRIBUTED__{key}" for key in (  # the exports that precede it
+                "WORKER__DAEMON", "SCHEDULER__UNKNOWN_TASK_DURATION", "SCHEDULER__TARGET_DURATION", "WORKER__PORT",
+                "NANNY__PORT", "WORKER__LIFETIME__STAGGER", "WORKER__LIFETIME__DURATION")}
+            lines.insert(max(i for i, l in enumerate(lines) if l.split("=")[0] in before) + 1, line)
     # 5. every extra_dask_config key
     previous = None
     for key, value in params.get("extra_dask_config", {}).items():
@@ -163,7 +180,7 @@ def test_local_cluster_keywords(printed, name):
     theirs = CASES[name]["local_cluster_kwargs"]
     for key in ("n_workers", "host", "worker_port", "port", "threads_per_worker"):
         assert ours[key] == theirs[key], key
-    assert ours.get("resources") == theirs["resources"]
+    assert ours.get("resources") == {"S": float(CASES[name]["parameters"].get("cores", 1) * 3), **(theirs["resources"] or {})}
     assert ours["dashboard_address"] == f"{HOST}:{ours['dashboard_address'].rsplit(':', 1)[1]}"
     assert "lifetime" not in ours
     assert ours["local_directory"] == "/tmp" and ours["memory_limit"] == 2 * 10**9

@@ -74,7 +74,7 @@ def test_dask_config_and_exports_order():
         "distributed.scheduler.target-duration", "distributed.worker.port", "distributed.nanny.port",
         "distributed.worker.lifetime.stagger", "distributed.worker.lifetime.duration",
         "distributed.worker.resources", "distributed.comm.timeouts.connect"]
-    assert p.exports[-2:] == ["export DASK_DISTRIBUTED__WORKER__RESOURCES='{\"GPU\": 1}'",
+    assert p.exports[-2:] == ["export DASK_DISTRIBUTED__WORKER__RESOURCES='{\"S\": 12.0, \"GPU\": 1}'",
                               "export DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=60s"]
     assert nested(p.dask_config)["distributed"]["worker"]["lifetime"] == {"stagger": "4m", "duration": "3300s"}
     assert p.jobqueue["worker-extra-args"] == ["--nthreads 12", "--worker-port=62000:62099",

@@ -163,6 +163,9 @@ def _settings(p, port_range, local) -> Settings:
     if exclusive:
         resources = {**(resources or {}), "S": 1.0}
     scale = (resources or {}).get("S") or (1 if exclusive else cores)
+    if not (pure or exclusive):  # a Seamless worker's slots (cores x throttle), offered from its start:
+        # a slot the plugin added later would leave tasks that came first without any worker
+        resources = {"S": float(cores * throttle), **(resources or {})}
     return Settings(
         cores=cores, job_cores=job_cores, processes=processes, worker_threads=threads, throttle=throttle,
         memory=memory, walltime=clock(duration(p, "walltime")) if "walltime" in p else None,
