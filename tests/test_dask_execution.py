@@ -243,6 +243,21 @@ def test_python_dependencies_and_nesting_as_in_process(lab):
     assert on_a_dask_worker(lab.record(total)) and on_a_dask_worker(lab.record(nested))
 
 
+def test_many_transformations_at_once(lab):
+    """parallel() keeps maximum_jobs x cores x throttle running; every answer is its own."""
+    proc = lab.python("""
+    @delayed
+    def triple(x, salt):
+        return 3 * x
+
+    tfs = [triple(i, "many") for i in range(600)]
+    print(json.dumps([seamless.config.get_nparallel(), [t.value for t in parallel(tfs)]]))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    nparallel, values = json.loads(proc.stdout)
+    assert nparallel == 2 * 2 * 3 and values == [3 * i for i in range(600)]
+
+
 def test_a_python_failure_comes_back_with_its_traceback_and_is_not_cached(lab):
     proc = lab.python("""
     @delayed

@@ -92,17 +92,18 @@ class Daskserver:
         return Result(checksum, None if command else data, usage, self.mode, kept=True)
 
     def _wait(self, future, job):
-        from distributed import TimeoutError as DaskTimeout
-
-        while True:
-            try:
-                return future.result(timeout=WAIT_STEP)
-            except (DaskTimeout, TimeoutError):
-                if job.canceled is not None and job.canceled():
-                    future.cancel()
-                    raise TransformationFailure("Transformation was canceled") from None
-            except Exception as exc:
-                raise self._failure(exc) from None
+        # a done-callback, not result(timeout=): distributed's sync() with a timeout can lose
+        # the result when it races with the timeout (UnboundLocalError), and polls its loop
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        while not done.wait(WAIT_STEP):
+            if job.canceled is not None and job.canceled():
+                future.cancel()
+                raise TransformationFailure("Transformation was canceled")
+        try:
+            return future.result()
+        except Exception as exc:
+            raise self._failure(exc) from None
 
     def _failure(self, exc):
         """What a task's exception means for the user (it is never a result)."""

@@ -13,7 +13,6 @@ A failure is an answer, not an exception, so Dask's retries (and its counting of
 workers lost under a task) concern only what a lost worker took with it.
 """
 
-import os
 from seamless.checksum import calculate_checksum
 from seamless.execution.job import JobError, TransformationFailure
 
@@ -53,7 +52,7 @@ def run(request):
     if plugin is None:  # an exception, not an answer: Dask may retry it on a worker that has it
         raise RuntimeError(f"Dask worker {worker.name} has no Seamless worker plugin")
     key = worker.get_current_task()
-    if not os.environ.get("XX_NOSECEDE"): secede()
+    secede()
     return plugin.run(request, key)
 
 
