@@ -170,6 +170,8 @@ def test_a_failing_command_keeps_its_exit_code_and_stderr_and_is_not_cached(lab)
     proc = lab.run("echo oops >&2; exit 3")
     assert proc.returncode == 3 and b"oops" in proc.stderr
     assert lab.record(tf_of(lab, "echo oops >&2; exit 3")) is None
+    proc = lab.run("echo careful >&2; echo fine")  # what a command says on stderr there is shown here
+    assert proc.returncode == 0 and proc.stdout == b"fine\n" and b"careful" in proc.stderr
 
 
 def test_identical_commands_from_two_clients_run_once(lab):
