@@ -132,7 +132,9 @@ class BatchExit(WorkerPlugin):
 
         def leave():  # at once: the nanny, signalled too, may end this process any moment
             self.say(worker)
-            asyncio.ensure_future(worker.close(reason="batch-system-exit", executor_wait=False))
+            # not through the nanny (it is going away too: asking it fails, and the close would
+            # stop before the plugins' teardown, leaving the Seamless pool to start the job again)
+            asyncio.ensure_future(worker.close(reason="batch-system-exit", executor_wait=False, nanny=False))
 
         signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(leave))
 
