@@ -14,7 +14,9 @@ must print by the deviations that seamless-dask-wrapper(1) documents, and nothin
 5. every extra_dask_config key is exported, not only distributed.worker/scheduler/nanny ones;
 6. a Seamless worker (neither pure nor exclusive) offers its slots, resource S = cores x
    throttle, from its start (upstream's plugin adds it later, which strands tasks
-   submitted before it on no worker at all).
+   submitted before it on no worker at all);
+7. and it has twice as many threads (--nthreads 2 x cores x throttle): its slots, and
+   as many for nested transformations while their parents wait.
 """
 
 import json
@@ -94,6 +96,11 @@ def expected(case) -> list:
                 "WORKER__DAEMON", "SCHEDULER__UNKNOWN_TASK_DURATION", "SCHEDULER__TARGET_DURATION", "WORKER__PORT",
                 "NANNY__PORT", "WORKER__LIFETIME__STAGGER", "WORKER__LIFETIME__DURATION")}
             lines.insert(max(i for i, l in enumerate(lines) if l.split("=")[0] in before) + 1, line)
+    # 7. threads for the slots and as many for nested work
+    if not (params.get("pure_dask") or params.get("exclusive") or "worker_threads" in params):
+        threads = params["cores"] * params.get("transformation_throttle", 3)
+        lines = [l.replace(f" --nthreads {threads} --worker-port", f" --nthreads {2 * threads} --worker-port")
+                 for l in lines]
     # 5. every extra_dask_config key
     previous = None
     for key, value in params.get("extra_dask_config", {}).items():
@@ -178,8 +185,9 @@ def test_local_cluster_keywords(printed, name):
     assert result.returncode == 0, result.stderr
     ours = json.loads(result.stdout)
     theirs = CASES[name]["local_cluster_kwargs"]
-    for key in ("n_workers", "host", "worker_port", "port", "threads_per_worker"):
+    for key in ("n_workers", "host", "worker_port", "port"):
         assert ours[key] == theirs[key], key
+    assert ours["threads_per_worker"] == 2 * theirs["threads_per_worker"]
     assert ours.get("resources") == {"S": float(CASES[name]["parameters"].get("cores", 1) * 3), **(theirs["resources"] or {})}
     assert ours["dashboard_address"] == f"{HOST}:{ours['dashboard_address'].rsplit(':', 1)[1]}"
     assert "lifetime" not in ours

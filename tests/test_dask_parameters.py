@@ -25,7 +25,7 @@ def test_importing_the_builder_imports_no_dask():
 
 def test_default_mode_sizing():
     s = plan().settings
-    assert (s.cores, s.job_cores, s.processes, s.worker_threads) == (4, 4, 1, 12)
+    assert (s.cores, s.job_cores, s.processes, s.worker_threads) == (4, 4, 1, 24)  # slots x 2: room for nested work
     assert s.lifetime == "3300s" and s.lifetime_stagger == "4m"
     assert s.target_duration == 600 * 4  # one job runs `cores` transformations at once
 
@@ -50,7 +50,7 @@ def test_exclusive_sizing():
 
 def test_job_cores_and_throttle():
     s = plan(job_cores=2, transformation_throttle=5).settings
-    assert (s.job_cores, s.worker_threads) == (2, 20)
+    assert (s.job_cores, s.worker_threads) == (2, 40)
     assert plan(transformation_throttle=5).environment["SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"] == "5"
 
 
@@ -77,7 +77,7 @@ def test_dask_config_and_exports_order():
     assert p.exports[-2:] == ["export DASK_DISTRIBUTED__WORKER__RESOURCES='{\"S\": 12.0, \"GPU\": 1}'",
                               "export DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=60s"]
     assert nested(p.dask_config)["distributed"]["worker"]["lifetime"] == {"stagger": "4m", "duration": "3300s"}
-    assert p.jobqueue["worker-extra-args"] == ["--nthreads 12", "--worker-port=62000:62099",
+    assert p.jobqueue["worker-extra-args"] == ["--nthreads 24", "--worker-port=62000:62099",
                                               "--nanny-port=62000:62099"]
 
 

@@ -54,7 +54,7 @@ def test_running_with_ports_health_and_work(cluster):
                 assert time.monotonic() < deadline, "no dashboard at /status"
                 time.sleep(0.2)
         workers = client.scheduler_info()["workers"].values()
-        assert len(workers) == 2 and all(w["nthreads"] == 3 for w in workers)
+        assert len(workers) == 2 and all(w["nthreads"] == 6 for w in workers)  # 1 core x throttle 3, twice
         assert all(w["resources"] == {"S": 1} for w in workers)
         env = client.run(lambda: os.environ.get("SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"))
         assert set(env.values()) == {"3"}

@@ -24,8 +24,10 @@ def start(workers) -> dict:
             from seamless.config.clusters import transformation_throttle
 
             # workers are threads here: one Seamless worker each (its pool, its S slots)
+            slots = transformation_throttle()
             _started["cluster"] = LocalCluster(
-                n_workers=count, processes=False, threads_per_worker=transformation_throttle(), protocol="tcp://",
+                n_workers=count, processes=False, threads_per_worker=2 * slots, resources={"S": float(slots)},
+                protocol="tcp://",
                 host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False})
         cluster = _started["cluster"]
     return {"url": cluster.scheduler_address, "parameters": {"cores": 1}}

@@ -143,7 +143,9 @@ def _settings(p, port_range, local) -> Settings:
         cores = positive(p, "cores")
         job_cores = positive(p, "job_cores") if "job_cores" in p else cores
         processes = positive(p, "processes") if "processes" in p else (cores if pure else 1)
-        default_threads = 2 if pure else cores * throttle
+        # a Seamless worker's threads: its slots, and as many again for nested tasks whose
+        # parents wait (so no task has to leave the thread pool)
+        default_threads = 2 if pure else 2 * cores * throttle
     threads = positive(p, "worker_threads") if "worker_threads" in p else default_threads
     maximum_jobs = positive(p, "maximum_jobs")
     for name in ("unknown-task-duration", "target-duration", "lifetime-stagger"):

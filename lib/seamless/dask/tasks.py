@@ -52,7 +52,8 @@ def run(request):
     if plugin is None:  # an exception, not an answer: Dask may retry it on a worker that has it
         raise RuntimeError(f"Dask worker {worker.name} has no Seamless worker plugin")
     key = worker.get_current_task()
-    secede()
+    if plugin.secede:
+        secede()
     return plugin.run(request, key)
 
 

@@ -5,9 +5,10 @@ clients, and workers that join later, get the same one). In each Dask worker pro
 keeps a pool of N Seamless worker processes (N = the queue's cores, each running up to
 $SEAMLESS_WORKER_TRANSFORMATION_THROTTLE jobs), the stores the client named (as seen
 from inside the cluster: remote_url, remote_directory), and the resource S: N x throttle
-Seamless slots, one per task (tasks.py). A task secedes from Dask's thread pool as it
-starts: its S slot, not a thread, is what it holds, so a nested task always finds a
-thread.
+Seamless slots, one per task (tasks.py), offered from the worker's start (the wrapper
+configures it). The worker has twice as many threads as slots, so a nested task always
+finds one while its parent waits; a worker with fewer has its tasks leave the thread
+pool (secede) as they start.
 
 run(request), the task, computes the transformation on the one execution path:
 Python code in the pool, a command in a job directory here with the stores. The result
@@ -63,11 +64,15 @@ class SeamlessWorker(WorkerPlugin):
         self.where = {"remote_target": address, "hostname": socket.gethostname(), "dask_worker": str(worker.name),
                       "batch_job_id": next((os.environ[v] for v in BATCH_JOB_VARIABLES if os.environ.get(v)), None)}
         os.environ.setdefault("SEAMLESS_DASK_SCHEDULER", address)
-        capacity = self.workers * throttle()
+        # its slots: as the wrapper configured them (cores x throttle; 1 in exclusive mode)
+        capacity = int(worker.state.total_resources.get("S") or self.workers * throttle())
         # up to as many nested submissions pending as it has slots: then they run where they are asked
         self.permissions = Permissions(capacity, 2, self._advertise)
+        # a task that waits for its nested ones must not hold a thread those need
+        self.secede = worker.state.nthreads < 2 * capacity
         self.backend.start()
-        await worker.set_resources(S=float(capacity))
+        if "S" not in worker.state.total_resources:
+            await worker.set_resources(S=float(capacity))
 
     def teardown(self, worker):
         client, self.nested_client = self.nested_client, None
