@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_permissions_raise_the_slots_up_to_the_capacity_and_back():
     told = []
-    permissions = Permissions(2, 3, told.append)
+    permissions = Permissions(2, 6, told.append)
     assert [permissions.request() for _ in range(5)] == [True, True, True, True, False]
     assert told == [3, 4, 5, 6] and permissions.slots == 6
     permissions.release()

@@ -63,11 +63,10 @@ class SeamlessWorker(WorkerPlugin):
         address = worker.scheduler.address
         self.where = {"remote_target": address, "hostname": socket.gethostname(), "dask_worker": str(worker.name),
                       "batch_job_id": next((os.environ[v] for v in BATCH_JOB_VARIABLES if os.environ.get(v)), None)}
-        os.environ.setdefault("SEAMLESS_DASK_SCHEDULER", address)
         # its slots: as the wrapper configured them (cores x throttle; 1 in exclusive mode)
         capacity = int(worker.state.total_resources.get("S") or self.workers * throttle())
         # up to as many nested submissions pending as it has slots: then they run where they are asked
-        self.permissions = Permissions(capacity, 2, self._advertise)
+        self.permissions = Permissions(capacity, 2 * capacity, self._advertise)
         # a task that waits for its nested ones must not hold a thread those need
         self.secede = worker.state.nthreads < 2 * capacity
         self.backend.start()
