@@ -208,6 +208,25 @@ def test_ctrl_c_cancels_the_job_on_the_cluster(lab):
     assert not marker.exists() and lab.record(tf) is None
 
 
+def test_a_stopped_daskserver_stops_the_commands_it_runs(lab):
+    started = lab.base / "stopping"
+    command = f"touch {started}; sleep 9.75; echo late"
+    assert lab.run("true").returncode == 0
+    proc = subprocess.Popen([tool("seamless-run"), command], cwd=lab.work, env=lab.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    lab.stop("daskserver-lab-rw-proj--QUEUE-main")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and out == b"" and b"Dask scheduler" in err.strip().splitlines()[-1], err
+    deadline = time.monotonic() + 20
+    while subprocess.run(["pgrep", "-fx", "sleep 9.75"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the command outlived its daskserver"
+        time.sleep(0.2)
+
+
 # --- Python -------------------------------------------------------------------------------
 
 PYTHON_WORK = """

@@ -139,3 +139,25 @@ def test_clients_that_workers_open_keep_no_cluster_alive():
     assert activity(scheduler) == {"clients": 1, "tasks": 0, "workers": 1}
     del scheduler.clients["Client-seamless-9a8b"]
     assert activity(scheduler)["clients"] == 0
+
+
+def test_cancel_kills_a_bash_transformers_processes(dummy):
+    """The pool replaces the Seamless worker that ran it, and the job's shell (a session of
+    its own) goes with it."""
+    proc = dummy("""
+    import subprocess
+    sleeper = delayed("sleep 31.25; echo $salt > RESULT", language="bash")
+    t = sleeper(salt=1).start()
+    deadline = time.monotonic() + 60
+    while subprocess.run(["pgrep", "-fx", "sleep 31.25"], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, "it never started"
+        time.sleep(0.1)
+    t.cancel()
+    deadline = time.monotonic() + 20
+    while subprocess.run(["pgrep", "-fx", "sleep 31.25"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "its shell outlived the cancel"
+        time.sleep(0.2)
+    print(json.dumps(t.status))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == "Status: canceled"

@@ -112,7 +112,4 @@ def daskserver(resolved):
         state += f", dashboard {url_of(connection['hostname'], connection['dashboard_port'])}/status"
     if resolved.pure_dask:
         state += ", pure Dask: seamless.config.dask_client() in Python"
-    else:
-        resolved.warnings.append("this version does not submit transformations to a daskserver yet "
-                                 "(seamless-run --local runs them here)")
     return ("daskserver", connection["url"], state)

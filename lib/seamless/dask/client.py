@@ -40,16 +40,20 @@ class Daskserver:
             self._connect()
 
     def _connect(self):
+        from seamless.config.errors import ConfigError
         from seamless.session import daskserver_for, served_clients
 
-        dummy = os.environ.get("SEAMLESS_DASK_DUMMY")
-        if dummy:
-            from seamless.dask.dummy import start
+        dummy = os.environ.get("SEAMLESS_DASK_DUMMY", "0")
+        try:
+            if dummy != "0":
+                from seamless.dask.dummy import start
 
-            connection = start(dummy)
-        else:
-            connection = daskserver_for(self.configuration)
-        clients = served_clients(self.configuration, for_workers=True)
+                connection = start(dummy)
+            else:
+                connection = daskserver_for(self.configuration)
+            clients = served_clients(self.configuration, for_workers=True)
+        except ConfigError as exc:  # a queue without memory, a launch that failed: the user's one line
+            raise TransformationFailure(str(exc)) from None
         client = connect(connection["url"])
         from seamless.dask.worker import SeamlessWorker
 

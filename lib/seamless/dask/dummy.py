@@ -12,11 +12,13 @@ _lock = threading.Lock()
 def start(workers) -> dict:
     """The connection to this process's dummy cluster (started on first use)."""
     try:
-        count = max(1, int(workers))
+        count = int(workers)
+        if count < 1:
+            raise ValueError
     except ValueError:
         from seamless.execution.job import TransformationFailure
 
-        raise TransformationFailure(f"SEAMLESS_DASK_DUMMY={workers!r}: give a number of Dask workers") from None
+        raise TransformationFailure(f"SEAMLESS_DASK_DUMMY={workers!r}: give a number of Dask workers (0: off)") from None
     with _lock:
         if "cluster" not in _started:
             from distributed import LocalCluster

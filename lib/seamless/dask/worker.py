@@ -74,6 +74,8 @@ class SeamlessWorker(WorkerPlugin):
             await worker.set_resources(S=float(capacity))
 
     def teardown(self, worker):
+        for job, _ in list(self.running.values()):  # the worker goes: so do the commands it runs
+            job.cancel()
         client, self.nested_client = self.nested_client, None
         if client is not None:
             client.close(timeout=2)

@@ -15,6 +15,7 @@ import atexit
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -115,10 +116,31 @@ class Worker:
 
     def kill(self):
         self.alive = False
+        _kill_children(self.proc.pid)  # its bash jobs, in sessions of their own, would outlive it
         try:
             self.proc.kill()
         except OSError:
             pass
+
+
+def _kill_children(pid):
+    """SIGKILL the process groups of a process's children (Linux: read from /proc)."""
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            try:
+                os.killpg(int(entry), signal.SIGKILL)  # a job's shell leads its own group
+            except OSError:
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
 
 
 class Pool:
