@@ -312,6 +312,7 @@ def test_http_store_large_streaming(hashserver, tmp_path):
     dest = tmp_path / "back"
     assert store.get_to_file(cs, dest)
     assert dest.read_bytes() == data
+    assert oct(dest.stat().st_mode & 0o777) == "0o644"  # a user's file, not a private temporary one
     assert not store.get_to_file("00" * 32, tmp_path / "none")
     assert not (tmp_path / "none").exists()
 

@@ -134,6 +134,7 @@ class HttpBufferStore:
                 raise self._fail(status, result, f"GET {cs}", cs)
             if result != cs:
                 raise CorruptBuffer(f"{self.url} sent bytes for {cs} that do not match the checksum")
+            os.chmod(tmp, 0o644)  # a download is the user's file, not mkstemp's private 0600 one
             os.replace(tmp, path)
             return True
         finally:
