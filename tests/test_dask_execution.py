@@ -174,6 +174,19 @@ def test_a_failing_command_keeps_its_exit_code_and_stderr_and_is_not_cached(lab)
     assert proc.returncode == 0 and proc.stdout == b"fine\n" and b"careful" in proc.stderr
 
 
+def test_each_record_has_its_own_commands_figures(lab):
+    """A Dask worker runs many commands, at once and one after another: a record's memory
+    and CPU are those of its own command, not of the largest or busiest one before it."""
+    big = "python3 -c 'b = bytearray(150 << 20); b[::4096] = b\"x\" * len(b[::4096])'"
+    assert lab.run(big).returncode == 0
+    assert lab.run("echo small").returncode == 0
+    large, small = lab.record(tf_of(lab, big)), lab.record(tf_of(lab, "echo small"))
+    assert on_a_dask_worker(large) and on_a_dask_worker(small)
+    # (a command's peak includes its worker's pages at the fork, some 70 MB, never the big one's)
+    assert large["memory_peak_bytes"] > 150 << 20
+    assert small["memory_peak_bytes"] < large["memory_peak_bytes"] - (60 << 20), (large, small)
+
+
 def test_identical_commands_from_two_clients_run_once(lab):
     log = lab.base / "once"
     command = f"sleep 2; echo ran >> {log}; echo done"

@@ -177,15 +177,17 @@ class Job:
         try:
             with _killing_on_signal(proc, pumps, self.dir):
                 _wait_unreaped(proc)
-            code_ = proc.wait()
+            code_, own = _reap(proc)
         finally:
             bad = self.tampered()  # however it ended: a damaged stored input never stays
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if own is None:  # reaped elsewhere: what this process's children used meanwhile
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            own = (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, after.ru_maxrss)
         usage = {
             "wall_time_seconds": round(time.monotonic() - started, 6),
-            "cpu_time_user_seconds": round(after.ru_utime - before.ru_utime, 6),
-            "cpu_time_system_seconds": round(after.ru_stime - before.ru_stime, 6),
-            "memory_peak_bytes": after.ru_maxrss * 1024,
+            "cpu_time_user_seconds": round(own[0], 6),
+            "cpu_time_system_seconds": round(own[1], 6),
+            "memory_peak_bytes": own[2] * 1024,
             "pid": proc.pid,
         }
         if quiet and tail:  # not shown live: whoever runs it may pass it on
@@ -358,6 +360,18 @@ def _wait_unreaped(proc):
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
     else:
         proc.wait()
+
+
+def _reap(proc):
+    """(exit status, (user s, system s, peak RSS KiB) of the job's shell and what it waited
+    for): its own figures, not those of every child this process ever had (a long-lived
+    worker runs many jobs at once, and once had larger children)."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, (usage.ru_utime, usage.ru_stime, usage.ru_maxrss)
 
 
 def _end_group(proc, pumps, marker):
