@@ -107,6 +107,8 @@ class Daskserver:
         try:
             return future.result()
         except Exception as exc:
+            if job.canceled is not None and job.canceled():  # cancel(): its future was let go here
+                raise TransformationFailure("Transformation was canceled") from None
             raise self._failure(exc) from None
 
     def _failure(self, exc):
@@ -114,7 +116,9 @@ class Daskserver:
         name = type(exc).__name__
         if name in ("CancelledError", "FutureCancelledError") or self.client is None or \
                 self.client.status != "running":
-            self.client = None  # the next job connects again (or launches a new daskserver)
+            client, self.client = self.client, None  # the next job connects again (or launches a new daskserver)
+            if client is not None:
+                threading.Thread(target=client.close, kwargs={"timeout": 2}, daemon=True).start()
             return TransformationFailure(f"the Dask scheduler at {self.address} went away or cannot be reached "
                                          f"({name}); nothing was kept (the next run starts it again)")
         if name == "KilledWorker":
