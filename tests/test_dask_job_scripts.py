@@ -15,8 +15,8 @@ must print by the deviations that seamless-dask-wrapper(1) documents, and nothin
 6. a Seamless worker (neither pure nor exclusive) offers its slots, resource S = cores x
    throttle, from its start (upstream's plugin adds it later, which strands tasks
    submitted before it on no worker at all);
-7. and it has twice as many threads (--nthreads 2 x cores x throttle): its slots, and
-   as many for nested transformations while their parents wait.
+7. and it has twice as many threads as slots (--nthreads 2 x cores x throttle; 2 in
+   exclusive mode): the others are for nested transformations while their parents wait.
 """
 
 import json
@@ -97,8 +97,8 @@ def expected(case) -> list:
                 "NANNY__PORT", "WORKER__LIFETIME__STAGGER", "WORKER__LIFETIME__DURATION")}
             lines.insert(max(i for i, l in enumerate(lines) if l.split("=")[0] in before) + 1, line)
     # 7. threads for the slots and as many for nested work
-    if not (params.get("pure_dask") or params.get("exclusive") or "worker_threads" in params):
-        threads = params["cores"] * params.get("transformation_throttle", 3)
+    if not (params.get("pure_dask") or "worker_threads" in params):
+        threads = 1 if params.get("exclusive") else params["cores"] * params.get("transformation_throttle", 3)
         lines = [l.replace(f" --nthreads {threads} --worker-port", f" --nthreads {2 * threads} --worker-port")
                  for l in lines]
     # 5. every extra_dask_config key

@@ -40,12 +40,12 @@ def test_pure_dask_sizing():
 def test_exclusive_sizing():
     p = plan(exclusive=True, cores=None)
     s = p.settings
-    assert (s.cores, s.job_cores, s.processes, s.worker_threads) == (1, 1, 1, 1)
+    assert (s.cores, s.job_cores, s.processes, s.worker_threads) == (1, 1, 1, 2)  # its slot, and a nested one
     assert s.resources == {"S": 1.0} and p.environment["SEAMLESS_DASK_QUEUE_EXCLUSIVE"] == "1"
     assert "export SLURM_CPUS_PER_TASK=$SLURM_JOB_CPUS_PER_NODE" in p.jobqueue["job-script-prologue"]
     assert p.adaptive["kind"] == "exclusive"
     with_cores = plan(exclusive=True, cores=8).settings
-    assert (with_cores.job_cores, with_cores.worker_threads) == (8, 1)
+    assert (with_cores.job_cores, with_cores.worker_threads) == (8, 2)
 
 
 def test_job_cores_and_throttle():

@@ -136,7 +136,7 @@ def _settings(p, port_range, local) -> Settings:
             raise ParameterError("parameter 'job_cores' must not be set in exclusive mode "
                                  "(the job has the whole node, or 'cores' cores)")
         cores = positive(p, "cores") if "cores" in p else 1
-        job_cores, processes, default_threads = cores, 1, 1
+        job_cores, processes, default_threads = cores, 1, 2  # its one slot, and one for a nested task
     else:
         if "cores" not in p:
             raise ParameterError("parameter 'cores' is missing: set the cores of one job (or exclusive: true)")

@@ -45,16 +45,13 @@ def submit(client, tf, transformation, scratch=False, priority=0, nested=False):
 
 def run(request):
     """The task, in a Dask worker thread: the worker's Seamless plugin (worker.py) runs it."""
-    from distributed import get_worker, secede
+    from distributed import get_worker
 
     worker = get_worker()
     plugin = worker.plugins.get(PLUGIN)
     if plugin is None:  # an exception, not an answer: Dask may retry it on a worker that has it
         raise RuntimeError(f"Dask worker {worker.name} has no Seamless worker plugin")
-    key = worker.get_current_task()
-    if plugin.secede:
-        secede()
-    return plugin.run(request, key)
+    return plugin.run(request, worker.get_current_task())
 
 
 def answer(outcome, where):

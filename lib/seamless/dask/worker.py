@@ -6,9 +6,9 @@ keeps a pool of N Seamless worker processes (N = the queue's cores, each running
 $SEAMLESS_WORKER_TRANSFORMATION_THROTTLE jobs), the stores the client named (as seen
 from inside the cluster: remote_url, remote_directory), and the resource S: N x throttle
 Seamless slots, one per task (tasks.py), offered from the worker's start (the wrapper
-configures it). The worker has twice as many threads as slots, so a nested task always
-finds one while its parent waits; a worker with fewer has its tasks leave the thread
-pool (secede) as they start.
+configures it). The worker has twice as many threads as slots: the others are for
+nested tasks while their parents wait (a task never secedes from the thread pool, which
+would hide it from the scheduler's balancing).
 
 run(request), the task, computes the transformation on the one execution path:
 Python code in the pool, a command in a job directory here with the stores. The result
@@ -65,10 +65,11 @@ class SeamlessWorker(WorkerPlugin):
                       "batch_job_id": next((os.environ[v] for v in BATCH_JOB_VARIABLES if os.environ.get(v)), None)}
         # its slots: as the wrapper configured them (cores x throttle; 1 in exclusive mode)
         capacity = int(worker.state.total_resources.get("S") or self.workers * throttle())
-        # up to as many nested submissions pending as it has slots: then they run where they are asked
-        self.permissions = Permissions(capacity, 2 * capacity, self._advertise)
-        # a task that waits for its nested ones must not hold a thread those need
-        self.secede = worker.state.nthreads < 2 * capacity
+        # nested submissions pending: one per thread beyond its slots (the wrapper gives it as
+        # many again), so that each finds a thread while its parent waits; then they run where
+        # they are asked
+        most = min(max(worker.state.nthreads, capacity), 2 * capacity)
+        self.permissions = Permissions(capacity, most, self._advertise)
         self.backend.start()
         if "S" not in worker.state.total_resources:
             await worker.set_resources(S=float(capacity))
