@@ -97,7 +97,9 @@ def test_slurm_lifetime_rotation_before_walltime_loses_no_task(slurm, slurm_wrap
     result as it comes (as Seamless does: results live in the stores, not on workers)."""
     from distributed import Client, as_completed
 
-    _, status, _ = slurm_wrapper({**JOB, "walltime": "00:01:30", "lifetime-stagger": "10s"}, "--timeout", "300")
+    # 3 threads a worker (not the 6 of 1 core x throttle 3, twice): the work outlasts the first workers
+    _, status, _ = slurm_wrapper({**JOB, "walltime": "00:01:30", "lifetime-stagger": "10s", "worker_threads": 3},
+                                 "--timeout", "300")
     with Client(status["scheduler_address"], timeout=30) as client:
         futures = client.map(slow, range(60), seconds=3)
         results, jobs = [], set()
