@@ -161,3 +161,37 @@ def test_cancel_kills_a_bash_transformers_processes(dummy):
     """)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == "Status: canceled"
+
+
+def test_a_rerun_that_gives_another_result_is_not_kept(tmp_path):
+    """execute(expect=): a worker keeps no row for a re-run that differs from the first
+    result (the first one's row stays, for every other client)."""
+    from seamless.checksum import calculate_checksum
+    from seamless.dask.worker import _Kept
+    from seamless.execution.job import Job, Result
+    from seamless.store.clients import StoreSet
+
+    stores = StoreSet.local_store(str(tmp_path / "buffers"), str(tmp_path / "seamless.db"))
+    tf, first = "aa" * 32, calculate_checksum(b"first")
+    stores.set_transformation(tf, first)
+    job = Job(tf, {})
+    job.expect = first
+    again = Result(calculate_checksum(b"second"), b"second", {}, "spawn")
+    _Kept(stores, {}).keep(job, again)
+    assert stores.get_transformation(tf) == first and not again.kept
+
+
+def test_a_long_chain_works_out_its_depth_once():
+    import time
+
+    from seamless.transformer import delayed
+
+    @delayed
+    def add(a, b):
+        return a + b
+
+    x = add(1, 1)
+    for _ in range(30):
+        x = add(x, x)  # each level twice: a depth recomputed along every path would take 2^30 steps
+    started = time.monotonic()
+    assert x._depth() == 30 and time.monotonic() - started < 1

@@ -30,7 +30,7 @@ class Daskserver:
     def __init__(self, configuration):
         self.configuration = configuration
         self.client = None
-        self.address = None
+        self.address = self.clients = None
         self.lock = threading.Lock()
 
     def ensure(self):
@@ -63,7 +63,7 @@ class Daskserver:
             client.close(timeout=2)
             raise TransformationFailure(f"the Dask cluster at {connection['url']} refused the Seamless worker "
                                         f"plugin: {type(exc).__name__}: {exc}") from None
-        self.client, self.address = client, connection["url"]
+        self.client, self.address, self.clients = client, connection["url"], clients
 
     def run(self, job) -> Result:
         self.ensure()
@@ -75,11 +75,13 @@ class Daskserver:
                 stores.put_buffer(data, cs)
         if job.notify is not None:
             job.notify(f"running on the Dask cluster at {address}: waiting for the result")
-        future = submit(client, job.tf, job.transformation, job.scratch, priority=job.priority)
+        future = submit(client, job.tf, job.transformation, self.clients, job.scratch, priority=job.priority,
+                        expect=job.expect)
         job.handle = future
         try:
             outcome = self._wait(future, job)
         except KeyboardInterrupt:
+            _quiet()  # what distributed and tornado say as the interpreter goes is not for the user
             future.cancel()
             raise
         finally:
@@ -132,6 +134,13 @@ class Daskserver:
             return False
         future.cancel()
         return True
+
+
+def _quiet():
+    import logging
+
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def connect(address, timeout="10s"):

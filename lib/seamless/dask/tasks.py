@@ -9,8 +9,9 @@ of the resource S (a Seamless slot: see permissions.py) and answers a dict:
   {"result": checksum, "usage": {...}, "data": bytes or None}   small results come along
   {"error": text, "code": exit status or None, "stderr": text}   a failure of its own
 
-A failure is an answer, not an exception, so Dask's retries (and its counting of
-workers lost under a task) concern only what a lost worker took with it.
+A failure is an answer, not an exception: Dask's retries concern only a worker that
+cannot take the task (no Seamless plugin yet); a worker lost under a task is Dask's
+allowed-failures, and the task runs again elsewhere.
 """
 
 from seamless.checksum import calculate_checksum
@@ -35,10 +36,12 @@ def opened_by_a_worker(client_id) -> bool:
     return str(client_id).startswith(f"Client-{WORKER_CLIENT}-")
 
 
-def submit(client, tf, transformation, scratch=False, priority=0, nested=False):
-    """The future of the transformation's task (the one already there, if any)."""
-    request = {"tf": tf, "transformation": transformation, "scratch": bool(scratch), "priority": priority,
-               "nested": nested}
+def submit(client, tf, transformation, clients, scratch=False, priority=0, nested=False, expect=None):
+    """The future of the transformation's task (the one already there, if any). `clients`:
+    the stores it reads and writes (as the cluster sees them); `expect`: the result a re-run
+    must give, or nothing is kept."""
+    request = {"tf": tf, "transformation": transformation, "clients": clients, "scratch": bool(scratch),
+               "priority": priority, "nested": nested, "expect": expect}
     return client.submit(run, request, key=key(tf, transformation, scratch), pure=False, priority=priority,
                          resources={"S": 1}, retries=RETRIES)
 

@@ -50,13 +50,13 @@ class SeamlessWorker(WorkerPlugin):
         from seamless.execution.backends import Spawn
         from seamless.execution.pool import throttle
         from seamless.dask.permissions import Permissions
-        from seamless.store.clients import StoreSet
 
         self.worker = worker
-        self.stores = StoreSet.from_clients(self.clients, in_remote=True)
+        self.lock = threading.Lock()
+        self.store_sets = {}  # the stores of the requests: the last ones are where nested work goes
+        self._stores(self.clients)
         self.backend = Spawn(self.workers, nested=self.nested)
         self.beyond = BeyondThrottle(self.backend)
-        self.lock = threading.Lock()
         self.running = {}  # task key -> (job, priority)
         self.canceled = set()
         self.nested_client = None
@@ -97,28 +97,56 @@ class SeamlessWorker(WorkerPlugin):
     def run(self, request, key):
         from seamless.execution.compute import execute
         from seamless.execution.job import Job
+        from seamless.identity import transformation_checksum
 
         tf, transformation, scratch = request["tf"], request["transformation"], request["scratch"]
-        job = Job(tf, transformation, get_buffer=self.stores.get_buffer, scratch=scratch,
+        try:
+            if transformation_checksum(transformation) != tf:  # a row is written under tf: it must be its own
+                return {"error": f"task {key}: its transformation does not hash to {tf}"}
+            stores = self._stores(request["clients"])
+        except Exception as exc:
+            return {"error": f"task {key}: {type(exc).__name__}: {exc}"}
+        job = Job(tf, transformation, get_buffer=stores.get_buffer, scratch=scratch,
                   canceled=lambda: key in self.canceled)
         if job.command:
-            job.options.update(stores=self.stores, quiet=True)
+            job.options.update(stores=stores, quiet=True)
         with self.lock:
             self.running[key] = (job, request.get("priority") or 0)
         try:
             # not compute(): the client looked up the result, and Dask runs a key once (a latch
             # here would make the dummy scheduler's worker wait for its own client)
-            result = execute(job, _Kept(self), backend=self.beyond if request.get("nested") else self.backend)
+            result = execute(job, _Kept(stores, self.where), expect=request.get("expect"),
+                             backend=self.beyond if request.get("nested") else self.backend)
         except JobError as exc:
             return {"error": str(exc), "code": exc.code, "stderr": exc.stderr_tail.decode(errors="replace")}
-        except (TransformationFailure, Canceled, StoreError) as exc:
-            return {"error": CANCELED if key in self.canceled else str(exc)}
+        except Exception as exc:  # the transformation's, or ours here (a full disk...): an answer all the same
+            message = str(exc) if isinstance(exc, (TransformationFailure, Canceled, StoreError)) else \
+                f"{type(exc).__name__}: {exc}"
+            return {"error": CANCELED if key in self.canceled else message}
         finally:
             with self.lock:
                 self.running.pop(key, None)
                 self.canceled.discard(key)
         data = result.data if result.data is not None and (scratch or len(result.data) <= SMALL) else None
         return {"result": result.checksum, "usage": result.usage, "data": data}
+
+    def _stores(self, clients):
+        """The StoreSet of a request's stores (one per set of stores: a daskserver's
+        hashserver may be relaunched, with another port and token, while it runs)."""
+        import json
+
+        from seamless.cache import cache
+        from seamless.store.clients import StoreSet
+
+        name = json.dumps(clients, sort_keys=True)
+        with self.lock:
+            stores = self.store_sets.get(name)
+            if stores is None:
+                stores = self.store_sets[name] = StoreSet.from_clients(clients, in_remote=True)
+                if cache.stores() is None:  # what the pool's workers compute themselves is kept there too
+                    cache.use_stores(stores)
+            self.stores, self.latest = stores, clients
+            return stores
 
     # --- nested transformations ------------------------------------------------------------
 
@@ -137,8 +165,8 @@ class SeamlessWorker(WorkerPlugin):
             identity = identity_buffer(transformation)
             for cs, buffer in {**inputs, tf: identity}.items():
                 self.stores.put_buffer(buffer, cs)
-            future = submit(self._client(), tf, transformation, priority=self._priority() + NESTED_PRIORITY,
-                            nested=True)
+            future = submit(self._client(), tf, transformation, self.latest,
+                            priority=self._priority() + NESTED_PRIORITY, nested=True)
             try:
                 outcome = future.result()
             finally:
@@ -195,10 +223,12 @@ class _Kept:
     """The place of a task on a worker: the result is kept here, with its record, before
     the answer goes back."""
 
-    def __init__(self, plugin):
-        self.stores, self.where = plugin.stores, plugin.where
+    def __init__(self, stores, where):
+        self.stores, self.where = stores, where
 
     def keep(self, job, result):
+        if job.expect is not None and result.checksum != job.expect:
+            return  # a re-run that differs: execute() refuses it, and the first result's row stays
         usage = {**result.usage, **self.where}
         if result.data is not None and not job.scratch:
             self.stores.put_buffer(result.data, result.checksum)

@@ -45,7 +45,7 @@ def execute(job, place, expect=None, backend=None) -> Result:
     if backend is None:
         backend = backend_for(job.configuration, local=job.local)
     backend.ensure()  # on a miss only: a cache hit never starts (or contacts) a backend
-    job.backend = backend  # job.cancel() reaches it there
+    job.backend, job.expect = backend, expect  # job.cancel() reaches it there
     try:
         if job.setup is None:
             result = backend.run(job)
@@ -53,7 +53,7 @@ def execute(job, place, expect=None, backend=None) -> Result:
             with job.setup():
                 result = backend.run(job)
     finally:
-        job.backend = None
+        job.backend = job.expect = None
     if expect is not None and result.checksum != expect:
         raise TransformationFailure(f"re-running transformation {job.tf} gave a different result "
                                     "(it is not deterministic); its first result is lost")

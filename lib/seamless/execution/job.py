@@ -46,7 +46,7 @@ class Job:
     """
 
     __slots__ = ("tf", "transformation", "buffers", "get_buffer", "scratch", "local", "configuration",
-                 "canceled", "setup", "notify", "echo", "options", "backend", "handle", "priority")
+                 "canceled", "setup", "notify", "echo", "options", "backend", "handle", "priority", "expect")
 
     def __init__(self, tf, transformation, buffers=None, get_buffer=None, *, scratch=False, local=False,
                  configuration=None, canceled=None, setup=None, notify=None, echo=None, **options):
@@ -61,6 +61,7 @@ class Job:
         self.options = options
         self.backend = self.handle = None  # while it runs: who runs it, and their handle on it
         self.priority = 0  # on a cluster, higher runs first: a transformation's depth in its graph
+        self.expect = None  # a re-run's checksum to give (execute(expect=)): a remote place keeps no other
 
     @property
     def command(self) -> bool:

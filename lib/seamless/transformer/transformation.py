@@ -62,10 +62,14 @@ _executor = None
 _executor_lock = threading.Lock()
 
 
+MAX_THREADS = 512  # parallel() on a huge cluster: beyond this, threads cost more than they wait
+
+
 def executor(at_least=0):
     """The threads that start() hands work to; at_least: as many as parallel() keeps
     running (a remote backend's threads only wait, and must not be what limits it)."""
     global _executor
+    at_least = min(at_least, MAX_THREADS)
     if _executor is None or _executor._max_workers < at_least:
         with _executor_lock:
             if _executor is None or _executor._max_workers < at_least:
@@ -93,6 +97,7 @@ class Transformation:
         self._interrupted = False
         self._canceled = False
         self._job = None  # its execution job, once constructed (cancel() reaches where it runs)
+        self._depth_value = None
         self._callbacks = []
 
     # --- evaluation --------------------------------------------------------------------
@@ -173,9 +178,12 @@ class Transformation:
 
     def _depth(self):
         """How far downstream it is: on a cluster, deeper work runs first (what is left of
-        a pipeline drains before more of its first step starts)."""
-        deps = self._definition.deps
-        return 1 + max(dep._depth() for dep in deps.values()) if deps else 0
+        a pipeline drains before more of its first step starts). Worked out once, from its
+        dependencies' own (they were constructed first)."""
+        if self._depth_value is None:
+            deps = self._definition.deps
+            self._depth_value = 1 + max(dep._depth() for dep in deps.values()) if deps else 0
+        return self._depth_value
 
     def _construct_now(self):
         if self._tf is not None:
