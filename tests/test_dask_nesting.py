@@ -195,3 +195,33 @@ def test_a_long_chain_works_out_its_depth_once():
         x = add(x, x)  # each level twice: a depth recomputed along every path would take 2^30 steps
     started = time.monotonic()
     assert x._depth() == 30 and time.monotonic() - started < 1
+
+
+def test_canceling_a_parent_lets_go_of_its_nested_task(dummy):
+    started, marker = dummy.base / "child-started", dummy.base / "child-late"
+    proc = dummy(f"""
+    @delayed
+    def parent(started, marker):
+        from seamless.transformer import direct
+
+        @direct
+        def child(started, marker):
+            import time
+            open(started, "w").close()
+            time.sleep(8)
+            open(marker, "w").close()
+            return 1
+
+        return child(started, marker) + 1
+
+    t = parent({str(started)!r}, {str(marker)!r}).start()
+    deadline = time.monotonic() + 60
+    while not os.path.exists({str(started)!r}):
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.1)
+    assert t.cancel()
+    time.sleep(10)
+    print(json.dumps([t.status, os.path.exists({str(marker)!r})]))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["Status: canceled", False]

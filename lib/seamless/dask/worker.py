@@ -150,9 +150,10 @@ class SeamlessWorker(WorkerPlugin):
 
     # --- nested transformations ------------------------------------------------------------
 
-    def nested(self, tf, transformation, inputs):
+    def nested(self, tf, transformation, inputs, gone=lambda: False):
         """A Seamless worker's nested transformation: its result bytes, or None (refused:
-        the worker runs it itself)."""
+        the worker runs it itself). When the worker that asked is gone (its job was
+        canceled), the nested task is let go of too."""
         from seamless.identity import identity_buffer
 
         found = self.stores.get_transformation(tf)
@@ -168,6 +169,12 @@ class SeamlessWorker(WorkerPlugin):
             future = submit(self._client(), tf, transformation, self.latest,
                             priority=self._priority() + NESTED_PRIORITY, nested=True)
             try:
+                done = threading.Event()
+                future.add_done_callback(lambda _: done.set())
+                while not done.wait(0.5):
+                    if gone():
+                        future.cancel()  # killed where it runs, unless another client wants it
+                        return None
                 outcome = future.result()
             finally:
                 future.release()

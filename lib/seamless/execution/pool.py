@@ -144,9 +144,11 @@ def _kill_children(pid):
 
 
 class Pool:
-    """`nested(tf, transformation, inputs)`: who else may compute a worker's nested
+    """`nested(tf, transformation, inputs, gone)`: who else may compute a worker's nested
     transformation (a Dask worker submits it to its cluster): its result bytes, or None to
-    refuse (the worker then runs it itself). Default: this process's cache, then a free worker."""
+    refuse (the worker then runs it itself); gone(): the worker that asked has died (its
+    job was canceled: the answer is for no one). Default: this process's cache, then a
+    free worker."""
 
     def __init__(self, size, nested=None):
         self.size = max(1, int(size))
@@ -314,7 +316,7 @@ class Pool:
         if self.nested_elsewhere is not None:
             inputs = dict(zip(header["buffers"], buffers, strict=True))
             try:
-                data = self.nested_elsewhere(tf, header["transformation"], inputs)
+                data = self.nested_elsewhere(tf, header["transformation"], inputs, gone=lambda: not worker.alive)
             except TransformationFailure as exc:  # its own failure, as it would have failed here
                 worker.tell({"op": "reply", "id": request, "status": "error", "error": str(exc)})
                 return
