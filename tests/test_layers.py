@@ -13,7 +13,8 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib", "seamless")
 
 LAYERS = [
-    ("base", ["seamless.version", "seamless.checksum", "seamless.files", "seamless.identity", "seamless.conda"]),
+    ("base", ["seamless.version", "seamless.checksum", "seamless.files", "seamless.identity", "seamless.conda",
+              "seamless.sizes"]),
     ("storage", ["seamless.store"]),
     ("values", ["seamless.cache", "seamless.buffer"]),
     # the wrapper's parameter builder is pure configuration knowledge (no dask import)

@@ -75,6 +75,7 @@ def stores_for(resolved) -> StoreSet:
     cluster is this machine, else its servers (found running, or started)."""
     from seamless.config import storage
 
+    limit = max_size(resolved)
     resolved = resolved.store_in or resolved
     if resolved.local:
         buffers = storage.bufferdir(resolved)
@@ -84,8 +85,28 @@ def stores_for(resolved) -> StoreSet:
 
             raise ConfigError(f"cluster '{resolved.cluster}' needs a hashserver (bufferdir) and a database "
                               "(database_dir) on a frontend to store results")
-        return StoreSet.local_store(storage.local_path(buffers), storage.local_path(database))
+        stores = StoreSet.local_store(storage.local_path(buffers), storage.local_path(database))
+        stores.max_size = limit
+        return stores
     return StoreSet.from_clients(served_clients(resolved))
+
+
+def max_size(resolved=None, environ=None):
+    """The bytes a local cache may hold: $SEAMLESS_CACHE_MAX_SIZE, else the configuration's
+    max_size, else None (no bound)."""
+    from seamless.sizes import parse_size
+
+    environ = os.environ if environ is None else environ
+    text = environ.get("SEAMLESS_CACHE_MAX_SIZE", "").strip()
+    if not text:
+        return parse_size(resolved.max_size) if resolved is not None and resolved.max_size else None
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        from seamless.config.errors import ConfigError
+
+        raise ConfigError(f"SEAMLESS_CACHE_MAX_SIZE: {exc}") from None
+    return size if size > 0 else None
 
 
 def jobserver_for(resolved) -> dict:

@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-         "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+from seamless.sizes import human, parse_size
+
 LIMITS = {"upload": (400, "100 MB"), "download": (2000, "500 MB")}
 
 
@@ -23,23 +23,6 @@ def add_confirm_arguments(parser, what="large transfers"):
                        help=f"do {what} without asking")
     group.add_argument("-n", "--no", dest="answer", action="store_const", const=False,
                        help=f"refuse {what} without asking")
-
-
-def parse_size(text) -> int:
-    text = str(text).strip().upper().replace(" ", "")
-    number = text.rstrip("KMGTIB")
-    unit = text[len(number):]
-    if unit not in UNITS:
-        raise ValueError(f"unknown size unit in {text!r}")
-    return int(float(number) * UNITS[unit])
-
-
-def human(size) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.2f} {unit}" if unit != "B" else f"{size} B"
-        size /= 1000
-    return f"{size} B"
 
 
 def within_limits(kind, files, size) -> bool:

@@ -38,13 +38,20 @@ def _check(name, value):
             "a node name (letters, digits, '.', '_' and '-')"
     if name == "nparallel":
         return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "an integer >= 1"
+    if name == "max_size":
+        from seamless.sizes import parse_size
+
+        try:
+            return None if not isinstance(value, bool) and parse_size(value) > 0 else "a size above 0"
+        except ValueError:
+            return "a size like 5G or 500MB"
     if name == "clusters":
         return None if isinstance(value, dict) else "a mapping of cluster definitions"
     return None  # inherit_from_parent: any argument
 
 
 COMMANDS = ("project", "subproject", "cluster", "execution", "queue", "remote", "persistent", "record",
-            "node", "nparallel", "clusters", "inherit_from_parent")
+            "node", "nparallel", "max_size", "clusters", "inherit_from_parent")
 
 
 class Entry:

@@ -34,6 +34,7 @@ class Resolved:
         self.record = False
         self.node = None
         self.nparallel = None
+        self.max_size = None  # bytes the local cache may hold (seamless-cache gc), as written
         self.files = []
         self.clusters = {}
         self.sources = {}  # cluster name -> the file that defined it (for messages)

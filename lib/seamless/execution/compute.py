@@ -7,6 +7,7 @@
 3. Run it on the backend the configuration selects (backends.backend_for), inside the
    job's setup (what must happen only when it really runs: uploading its inputs...).
 4. Keep the result and one execution record (where it really ran, what it cost).
+Every answer is counted, a hit or a miss (seamless-cache stats shows the counts).
 Failures are never cached; those who waited for a failed run fail the same way.
 """
 
@@ -21,6 +22,7 @@ def compute(job, place, on_wait=None, refresh=False, backend=None) -> Result:
     where it runs, instead of the configuration's choice (a Dask worker's own pool)."""
     found = None if refresh else place.lookup(job)
     if found is not None:
+        place.note(hit=True)
         return found
     with once(job.tf, place.lock_dir, job.canceled, on_wait) as entry:
         if entry.result is not None:
@@ -29,6 +31,7 @@ def compute(job, place, on_wait=None, refresh=False, backend=None) -> Result:
             raise entry.error
         found = None if refresh else place.lookup(job)  # computed elsewhere while we waited
         if found is not None:
+            place.note(hit=True)
             return found
         try:
             entry.result = execute(job, place, backend=backend)
@@ -58,4 +61,5 @@ def execute(job, place, expect=None, backend=None) -> Result:
         raise TransformationFailure(f"re-running transformation {job.tf} gave a different result "
                                     "(it is not deterministic); its first result is lost")
     place.keep(job, result)
+    place.note(hit=False)
     return result

@@ -15,9 +15,12 @@ from seamless.execution.job import Result
 
 
 def execution_record(tf, result, mode, usage) -> dict:
+    import time
+
     from seamless.version import __version__
 
     return {"schema_version": 1, "tf_checksum": tf, "result_checksum": result, "seamless_version": __version__,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # when (seamless-cache ls)
             "execution_mode": mode, "remote_target": usage.get("remote_target"),
             "wall_time_seconds": usage.get("wall_time_seconds"),
             "cpu_time_user_seconds": usage.get("cpu_time_user_seconds"),
@@ -59,6 +62,11 @@ class InMemory:
         if result is None and job.scratch:
             result = cache.known_result(job.tf)  # scratch: the checksum row is the result; .value recomputes
         return Result(result, hit=True) if result is not None else None
+
+    def note(self, hit):
+        stores = cache.stores()
+        if stores is not None:
+            stores.note(hit)
 
     def keep(self, job, result):
         """Remember what an execution produced: in memory, and in the persistent stores if
@@ -104,6 +112,9 @@ class InStores:
         if result is None or not self.usable(result):
             return None
         return Result(result, hit=True)
+
+    def note(self, hit):
+        self.stores.note(hit)
 
     def keep(self, job, result):
         if result.kept:

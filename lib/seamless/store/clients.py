@@ -23,6 +23,7 @@ from seamless.store.compression import decode_errors, open_decoded
 from seamless.store.directory import DirectoryStore
 
 ENV = "SEAMLESS_REMOTE_CLIENTS"
+FLUSH = 30.0  # seconds between writes of the hit/miss counters of a long-running process
 
 
 class ClientsError(ValueError):
@@ -61,6 +62,9 @@ class StoreSet:
         self.entries = entries  # the JSON shape this set was built from, to pass on
         self.corrupt = {}  # checksum -> why a stored copy was refused (kept from this process's reads)
         self.warn_corrupt = True  # a tool that reports corrupt copies itself turns the warning off
+        self.max_size = None  # bytes a local cache may hold: a new result beyond it trims it (gc)
+        self._counts = {}
+        self._flushed = None
 
     @classmethod
     def from_clients(cls, clients, in_remote=False):
@@ -329,6 +333,59 @@ class StoreSet:
         for tf in self.get_rev_transformations(result):
             data = self.get_buffer(tf)
             yield tf, (json.loads(data) if data is not None else None)
+
+    # --- use: hit/miss counters, and the size bound ------------------------------------
+
+    def note(self, hit: bool):
+        """Count a lookup answered from the cache (hit) or by running it (miss). The counts
+        reach the database files at exit (or every FLUSH seconds), so a hit costs nothing;
+        a miss may trim the cache to its max_size."""
+        import time
+
+        name = "hits" if hit else "misses"
+        self._counts[name] = self._counts.get(name, 0) + 1
+        if self._flushed is None:
+            import atexit
+
+            self._flushed = time.monotonic()
+            atexit.register(self.flush_counts)
+        elif time.monotonic() - self._flushed > FLUSH:
+            self.flush_counts()
+        if not hit and self.max_size is not None:
+            self.trim()
+
+    def flush_counts(self):
+        import time
+
+        counts, self._counts = self._counts, {}
+        self._flushed = time.monotonic()
+        if not counts:
+            return
+        for db in self.db_write:
+            if hasattr(db, "add_counts"):  # a database file; a server keeps no counters
+                try:
+                    db.add_counts(counts)
+                except Exception:  # statistics only: never fail a run over them
+                    pass
+
+    def trim(self):
+        """Bring a local cache over max_size back to 90% of it (gc, least recently used
+        first); tried at most once a minute, so a cache full of fresh results (which gc
+        leaves alone) does not make every run scan it."""
+        from seamless.store import gc, inventory
+
+        db = next((d for d in self.db_write if hasattr(d, "forget")), None)
+        for store in self.buffer_write:
+            if db is None or not isinstance(store, DirectoryStore):
+                continue
+            try:
+                if inventory.totals(store.directory)[1] <= self.max_size or gc.tried_recently(store.directory):
+                    continue
+                gc.collect_garbage(store, db, max_size=int(self.max_size * 0.9))
+            except gc.Busy:
+                pass
+            except Exception as exc:  # the result stands; the cache is just not trimmed
+                warn(f"could not trim the cache in {store.directory} to its max_size: {exc}")
 
     def _db_writers(self):
         if not self.db_write:

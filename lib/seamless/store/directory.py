@@ -74,16 +74,50 @@ class DirectoryStore:
         flat = os.path.join(self.directory, cs)
         return (prefix, flat) if self.layout == "prefix" else (flat, prefix)
 
+    def stored(self, cs: str) -> bool:
+        """Is any form of cs here? Without touching it (gc must not count its own looks as use)."""
+        return any(os.path.exists(base + suffix) for base in self._bases(cs) for suffix in SUFFIXES.values())
+
     def find(self, cs: str, encodings=(None, "zstd", "gzip")):
-        """(path, encoding) of the first stored form, in the preferred encoding order."""
+        """(path, encoding) of the first stored form, in the preferred encoding order.
+
+        In a store this process may write, finding a buffer is using it: its mtime is set
+        to now (the access time that gc's least-recently-used order goes by; the atime
+        is unreliable under relatime/noatime). The touch is also the existence check, so
+        it costs nothing extra, and a buffer that gc moved away is simply not found.
+        """
         bases = self._bases(cs)
         for encoding in encodings:
             suffix = SUFFIXES[encoding]
             for base in bases:
                 path = base + suffix
-                if os.path.exists(path):
+                if self._touch(cs, path) if self.writable else os.path.exists(path):
                     return path, encoding
         return None
+
+    def _touch(self, cs, path) -> bool:
+        """Set path's mtime to now; False if it does not exist. A verification stamp of the
+        file survives the touch only if the file was unchanged just before it."""
+        known = self._stamps.get(cs)
+        if known is not None and known[0][0] == path:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return False
+            if _stamp(path, st) != known[0]:
+                known = None  # changed since it was verified: the stamp must not vouch for it
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        except OSError:  # not ours to touch (a shared cache): it is there all the same
+            return os.path.exists(path)
+        if known is not None:
+            try:
+                self._remember(cs, _stamp(path, os.stat(path)), known[1])
+            except FileNotFoundError:
+                return False
+        return True
 
     def plain_path(self, cs: str):
         """Path of the uncompressed file, if there is one (for linking into job dirs)."""
@@ -154,7 +188,7 @@ class DirectoryStore:
             st = os.stat(path)
         except FileNotFoundError:
             return None
-        stamp = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        stamp = _stamp(path, st)
         known = self._stamps.get(cs)
         if known is not None and known[0] == stamp:
             return path, encoding, st, known[1]
@@ -289,7 +323,7 @@ class DirectoryStore:
                 self._in_dir(os.path.dirname(final), lambda: os.replace(tmp, final))
                 renamed = True
                 st = os.fstat(f.fileno())  # written and hashed by us: vouch for it
-                self._remember(cs, (final, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), length)
+                self._remember(cs, _stamp(final, st), length)
         except OSError as exc:
             raise _write_error(self.directory, exc) from None
         finally:
@@ -347,6 +381,11 @@ class DirectoryStore:
         except OSError:
             return False
         return True
+
+
+def _stamp(path, st):
+    """What vouches for a verified file: any rewrite, truncation or replacement changes it."""
+    return (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _write_all(f, data):

@@ -312,6 +312,58 @@ class ResultDB:
             c.execute('DELETE FROM "rev_transformation" WHERE checksum=? AND result=?', (tf, result))
             c.execute('DELETE FROM "meta_data" WHERE checksum=?', (tf,))
 
+    # --- what the cache holds (seamless-cache) -------------------------------------------
+
+    def result_rows(self):
+        """[(transformation, result)] of every cached result."""
+        return self.connection().execute('SELECT checksum, result FROM "transformation"').fetchall()
+
+    def records(self):
+        """[(transformation, result, execution record text or None)] of every cached result."""
+        return self.connection().execute(
+            'SELECT t.checksum, t.result, m.metadata FROM "transformation" t '
+            'LEFT JOIN "meta_data" m ON m.checksum = t.checksum').fetchall()
+
+    def table_sizes(self) -> dict:
+        """Rows per table, for stats: results, execution records, irreproducible ones."""
+        one = lambda table: self._one(f'SELECT COUNT(*) FROM "{table}"', ())  # noqa: E731
+        return {"results": one("transformation"), "records": one("meta_data"),
+                "irreproducible": one("irreproducible_transformation")}
+
+    def stray_records(self):
+        """Reverse rows and execution records whose transformation row is gone."""
+        conn = self.connection()
+        rev = conn.execute('SELECT DISTINCT r.checksum, r.result FROM "rev_transformation" r WHERE NOT EXISTS '
+                           '(SELECT 1 FROM "transformation" t WHERE t.checksum = r.checksum AND t.result = r.result)')
+        meta = conn.execute('SELECT m.checksum, m.result FROM "meta_data" m WHERE NOT EXISTS '
+                            '(SELECT 1 FROM "transformation" t WHERE t.checksum = m.checksum)')
+        return rev.fetchall() + meta.fetchall()
+
+    def forget(self, rows, keep=None):
+        """Delete result rows [(transformation, result)] with their reverse rows and
+        execution records, in one transaction. `keep(rows)`, called inside it (no one
+        can write meanwhile), returns those that must stay after all."""
+        with self.transaction() as c:
+            if keep is not None:
+                kept = set(keep(rows))
+                rows = [row for row in rows if row not in kept]
+            forget_rows(c, rows)
+        return rows
+
+    def add_counts(self, counts):
+        """Add to the hit/miss counters (kept in a table of ours; upstream ignores it)."""
+        with self.transaction() as c:
+            c.execute(COUNTERS)
+            c.executemany('INSERT INTO "seamless_counter" (name, value) VALUES (?, ?) '
+                          "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", list(counts.items()))
+
+    def counts(self) -> dict:
+        try:
+            rows = self.connection().execute('SELECT name, value FROM "seamless_counter"').fetchall()
+        except sqlite3.OperationalError:  # never counted
+            return {}
+        return dict(rows)
+
     # --- bucket probes ----------------------------------------------------------------
 
     def get_bucket_probe(self, kind, label):
@@ -434,6 +486,17 @@ class _Transaction:
         if exc_type is None:
             raise exc
         return False
+
+
+COUNTERS = 'CREATE TABLE IF NOT EXISTS "seamless_counter" ("name" TEXT NOT NULL PRIMARY KEY, "value" REAL NOT NULL)'
+
+
+def forget_rows(c, rows):
+    """Delete result rows and what hangs on them (reverse rows, execution records)."""
+    for tf, result in rows:
+        c.execute('DELETE FROM "transformation" WHERE checksum=? AND result=?', (tf, result))
+        c.execute('DELETE FROM "rev_transformation" WHERE checksum=? AND result=?', (tf, result))
+        c.execute('DELETE FROM "meta_data" WHERE checksum=? AND result=?', (tf, result))
 
 
 def _set_transformation(c, tf, result):

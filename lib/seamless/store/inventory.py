@@ -1,0 +1,129 @@
+"""What a buffer directory holds: every buffer's files, bytes and last use.
+
+scan() walks the directory (prefix and flat layouts, every stored form and its length
+sidecar). totals() answers "how many buffers, how many bytes" without walking it all:
+a prefix directory's entries only change when its own mtime does, so each one's count
+and bytes are kept in <dir>/.seamless-summary.json with that mtime and only changed
+ones are walked again. A directory changed within the last SETTLE seconds is not
+remembered (a file added in the same clock tick would not move its mtime).
+"""
+
+import json
+import os
+import re
+import time
+
+from seamless.files import atomic_write
+
+SUMMARY = ".seamless-summary.json"
+SETTLE = 2.0
+# <cs>, <cs>.gz, <cs>.zst, <cs>.BUFFERLENGTH
+_NAME = re.compile(r"^([0-9a-f]{64})(\.gz|\.zst|\.BUFFERLENGTH)?$")
+_PREFIX = re.compile(r"^[0-9a-f]{2}$")
+
+
+class Buffer:
+    """One checksum's files in the directory."""
+
+    __slots__ = ("checksum", "paths", "bytes", "mtime_ns", "mtimes")
+
+    def __init__(self, checksum):
+        self.checksum = checksum
+        self.paths = []  # every file of it (forms and sidecar)
+        self.mtimes = []  # their mtimes, in the same order (gc checks them again)
+        self.bytes = 0
+        self.mtime_ns = 0  # last use: the latest mtime of its forms
+
+    @property
+    def age(self):
+        return time.time() - self.mtime_ns / 1e9
+
+
+def _dirs(root):
+    """The directories buffers may be in: the root (flat layout) and its prefix dirs."""
+    yield root
+    try:
+        with os.scandir(root) as it:
+            names = sorted(e.name for e in it if _PREFIX.match(e.name) and e.is_dir(follow_symlinks=False))
+    except OSError:
+        return
+    for name in names:
+        yield os.path.join(root, name)
+
+
+def _entries(directory):
+    """(checksum, suffix, path, stat) of each buffer file directly in `directory`."""
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                m = _NAME.match(entry.name)
+                if m is None:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield m.group(1), m.group(2), entry.path, st
+    except (FileNotFoundError, NotADirectoryError):
+        return
+
+
+def scan(root) -> dict:
+    """{checksum: Buffer} of everything stored under root."""
+    found = {}
+    for directory in _dirs(root):
+        for cs, suffix, path, st in _entries(directory):
+            buf = found.get(cs)
+            if buf is None:
+                buf = found[cs] = Buffer(cs)
+            buf.paths.append(path)
+            buf.mtimes.append(st.st_mtime_ns)
+            buf.bytes += st.st_size
+            if suffix != ".BUFFERLENGTH" and st.st_mtime_ns > buf.mtime_ns:
+                buf.mtime_ns = st.st_mtime_ns
+    return found
+
+
+def _count(directory):
+    buffers, total = set(), 0
+    for cs, suffix, _, st in _entries(directory):
+        if suffix != ".BUFFERLENGTH":
+            buffers.add(cs)
+        total += st.st_size
+    return len(buffers), total
+
+
+def totals(root, remember=True) -> tuple:
+    """(buffers, bytes) stored under root, walking only directories changed since the
+    last call (their summaries are kept in root/SUMMARY when the directory is writable)."""
+    path = os.path.join(root, SUMMARY)
+    try:
+        with open(path) as f:
+            known = json.load(f)
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    now = time.time()
+    fresh, buffers, total = {}, 0, 0
+    for directory in _dirs(root):
+        name = os.path.relpath(directory, root)
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+        except FileNotFoundError:
+            continue
+        entry = known.get(name)
+        if isinstance(entry, list) and len(entry) == 3 and entry[0] == mtime and name != ".":
+            count, size = entry[1], entry[2]
+        else:
+            count, size = _count(directory)
+        if now - mtime / 1e9 > SETTLE and name != ".":  # the root's mtime moves with SUMMARY itself
+            fresh[name] = [mtime, count, size]
+        buffers += count
+        total += size
+    if remember and fresh != known:
+        try:
+            atomic_write(path, json.dumps(fresh, separators=(",", ":")), mode=0o644)
+        except OSError:
+            pass  # a read-only cache is walked each time
+    return buffers, total
