@@ -395,3 +395,16 @@ def test_verify_reports_orphans_without_calling_them_wrong(work, env):
     report = json.loads(cache(["verify", "--json"], env).stdout)
     assert report["orphan_buffers"] == len(buffer_files(env)) > 0
     assert report["corrupt"] == [] and report["dangling_results"] == []
+
+
+def test_many_concurrent_hits_on_one_result_all_answer_from_the_cache(work, env, tmp_path):
+    """Each hit touches the same buffers; none may take another's touch for a rewrite."""
+    meta, count = counted(tmp_path)
+    command = [*meta, 'sort -r data.txt; echo x >> "$COUNT"']
+    run(command, work, env)
+    procs = [subprocess.Popen([tool("seamless-run"), "-v", *command], cwd=work, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(12)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [o for o, _ in outs] == [b"c\nb\na\n"] * 12
+    assert count() == 1 and not any(b"computing again" in e for _, e in outs)
+    assert stats(env)["hits"] == 12
