@@ -408,3 +408,47 @@ def test_many_concurrent_hits_on_one_result_all_answer_from_the_cache(work, env,
     assert [o for o, _ in outs] == [b"c\nb\na\n"] * 12
     assert count() == 1 and not any(b"computing again" in e for _, e in outs)
     assert stats(env)["hits"] == 12
+
+
+def test_the_python_api_trims_the_cache_to_max_size_too(work, env, tmp_path):
+    for i in range(4):
+        (work / f"f{i}.txt").write_text(str(i) * 20_000)
+        run(["wc", "-c", f"f{i}.txt"], work, env)
+    age_everything(env)
+    script = tmp_path / "trim.py"
+    script.write_text("import seamless.config\nseamless.config.init()\nfrom seamless.transformer import direct\n"
+                      "@direct\ndef double(x):\n    return 2 * x\n"
+                      "print(double(21))\n")
+    limited = dict(env, SEAMLESS_CACHE_MAX_SIZE="20KB")
+    proc = subprocess.run([os.environ.get("PYTHON", "python3"), str(script)], env=limited, capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "42", proc.stderr
+    info = stats(env)
+    # the inputs were enough to go (lone buffers go first): every result stays
+    assert info["bytes"] <= 18_000 and info["results"] == 5 and dangling(env) == []
+
+
+def test_a_configurations_local_storage_and_a_remote_one(work, env, tmp_path):
+    """With seamless.yaml selecting a cluster that is this machine, seamless-cache works on its
+    storage (per project, per stage); a cluster elsewhere is managed on its frontend."""
+    home = tmp_path / "home"
+    (home / ".seamless").mkdir(parents=True)
+    (home / ".seamless" / "clusters.yaml").write_text(
+        f"local_cluster: laptop\nlaptop:\n  type: local\n  frontends:\n"
+        f"    - hashserver: {{bufferdir: {tmp_path / 'bufs'}}}\n      database: {{database_dir: {tmp_path / 'dbs'}}}\n"
+        "hpc:\n  type: slurm\n  queues: {q: {cores: 1}}\n  frontends:\n"
+        "    - hostname: login.hpc\n      hashserver: {bufferdir: ~/bufs}\n      database: {database_dir: ~/dbs}\n")
+    (work / "seamless.yaml").write_text("- project: demo\n- cluster: laptop\n- execution: process\n"
+                                        "- stage elsewhere:\n  - cluster: hpc\n")
+    e = {k: v for k, v in env.items() if k != "SEAMLESS_CACHE"}
+    e.update(HOME=str(home), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    run(["cat", "data.txt"], work, e)
+    info = json.loads(cache(["stats", "--json"], e, cwd=work).stdout)
+    assert info["buffer_directory"].startswith(str(tmp_path / "bufs")) and info["results"] == 1
+    assert info["database"].startswith(str(tmp_path / "dbs")) and info["misses"] == 1
+    listed = cache(["ls", "--json"], e, cwd=work).stdout.splitlines()
+    assert [json.loads(line)["command"] for line in listed] == ["cat data.txt"]
+    elsewhere = cache(["stats", "--stage", "elsewhere"], e, cwd=work, check=False)
+    assert elsewhere.returncode == 1 and "frontend" in elsewhere.stderr and "hpc" in elsewhere.stderr
+    clients = cache(["stats"], dict(e, SEAMLESS_REMOTE_CLIENTS='{"buffer": []}'), cwd=work, check=False)
+    assert clients.returncode == 1 and "SEAMLESS_REMOTE_CLIENTS" in clients.stderr
