@@ -36,7 +36,7 @@ from seamless.store import inventory
 from seamless.store.compression import decode_errors, open_decoded
 
 GRACE = 300.0  # seconds ($SEAMLESS_GC_GRACE: the tests make it short)
-BATCH = 1000
+BATCH = 5000  # evictions per transaction (a writer waits for one at most)
 LOCK = ".seamless-gc.lock"
 TRASH = ".gc-"  # <name>.gc-<host>-<pid>: moved aside, not yet deleted
 DEEP = ("deepfolder", "deepcell", "folder")  # result celltypes whose buffer is an index of buffers
@@ -234,8 +234,8 @@ def _evict(store, db, contents, batch, report, dry_run):
                 except FileNotFoundError:
                     busy.add(i)
 
-    def rewritten(i):
-        return any(store.stored(cs) for cs in batch[i][1])
+    def rewritten(i):  # a file moved aside is back: someone wrote that buffer again
+        return any(os.path.exists(original) for _, original in moved[i])
 
     dangling = {id(row) for row in contents.dangling}
 
