@@ -25,7 +25,7 @@ from seamless.run import queue
 
 PROG = "seamless-queue"
 POLL = 0.1
-START_WAIT = 10.0  # seamless-queue-finish: how long a queue started just before may take to appear
+START_WAIT = 5.0  # seamless-queue-finish: how long a queue started just before may take to appear
 
 
 def parser():
@@ -146,9 +146,10 @@ class Queue:
         self.jobs.append(job)
         try:
             sub.check()
-        except queue.QueueError as exc:
+        except Exception as exc:  # whatever the record holds, it is this record's error only
             _remove_own_futures(sub)
-            self.fail(f"job {number} ({sub.command}): {exc}")
+            why = exc if isinstance(exc, queue.QueueError) else f"malformed record ({type(exc).__name__}: {exc})"
+            self.fail(f"job {number} ({sub.command}): {why}")
             return
         job.start()
 
@@ -178,7 +179,8 @@ class Job:
     def start(self):
         from seamless.run.results import Futures
 
-        self.futures = Futures(self.sub.targets, self.sub.checksum).__enter__()
+        targets = self.sub.targets if self.sub.download else []  # as seamless-run: -nd writes none
+        self.futures = Futures(targets, self.sub.checksum).__enter__()
         self.thread = threading.Thread(target=self.run, name=f"seamless-queue-job-{self.number}")
         self.thread.start()
 

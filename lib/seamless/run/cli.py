@@ -119,7 +119,7 @@ def main(argv):
         return dry_run(args, spec)
     from seamless.run.results import Futures
 
-    with Futures(spec["targets"], spec["checksum"]):  # until the results are written, hit or miss
+    with Futures(spec["targets"] if args.download else [], spec["checksum"]):  # until the results are written
         return execute_or_reuse(args, spec)
 
 
@@ -141,7 +141,7 @@ def qsubmit(args, spec, argv):
     except queue.QueueError as exc:
         raise UserError(f"--qsubmit: {exc}") from None
     path = queue.queue_path()
-    queue.write_futures(Futures(spec["targets"], spec["checksum"]))  # a later step waits for them
+    queue.write_futures(Futures(spec["targets"] if args.download else [], spec["checksum"]))  # a later step waits
     queue.append(path, record)
     say(args, 1, f"queued in {path}")
     return 0
