@@ -80,12 +80,12 @@ def upstream_record(work, env, code, targets, workdir=None):
 
 
 def test_jobs_run_concurrently_and_leave_results_not_futures(work, env):
-    queue = Queue(work, env, "--workers", "2")
     for name in ("one", "two"):  # each job: when it started and ended
         submit(["-cp", f"{name}.txt", f'start=$(date +%s.%N); sleep 2; echo $start $(date +%s.%N) > {name}.txt'],
                work, env)
     submit(["-cp", "res", "-cp", ":so.txt", "mkdir -p res/s; sort -r data.txt > res/s/sorted.txt; echo hi"],
            work, env)
+    queue = Queue(work, env, "--workers", "2")  # queued before it starts: a slow submit cannot serialize them
     fin, code, log = queue.finish()
     assert fin.returncode == 0 and code == 0, (fin.stderr, log)
     (s1, e1), (s2, e2) = [map(float, (work / f"{n}.txt").read_text().split()) for n in ("one", "two")]
@@ -142,7 +142,8 @@ def test_upstream_format_and_malformed_records(work, env):
     queue_file = work / ".seamless-queue"
     with open(queue_file, "wb") as f:
         f.write(b"this is not json\0" + b"\xff\xfe\0" + json.dumps({"no": "command"}).encode() + b"\0")
-    record_file(queue_file, {"queue_command": "SUBMIT"}, lying, good, {"queue_command": "EOF"})
+    late = {**good, "result_targets": {"out.txt": "late.txt"}}
+    record_file(queue_file, {"queue_command": "SUBMIT"}, lying, good, {"queue_command": "EOF"}, late)
     proc = run("seamless-queue", [], work, env, timeout=60)
     log = proc.stderr.decode()
     assert proc.returncode == 1, log
@@ -150,6 +151,7 @@ def test_upstream_format_and_malformed_records(work, env):
     assert not (work / "lie.txt").exists() and "is not that of its transformation_dict" in log
     assert "not valid JSON" in log and "not valid text" in log and "not a queue command" in log
     assert "params is missing" in log
+    assert "not run, submitted after seamless-queue-finish" in log and not (work / "late.txt").exists()
     assert not queue_file.exists()
 
 
