@@ -75,6 +75,9 @@ def parser():
                    help="with --dry: store the inputs and the transformation, print its checksum")
     p.add_argument("--write-remote-job", metavar="DIR",
                    help="write a runnable job directory (inputs + transform.sh) instead of running")
+    p.add_argument("--qsubmit", "--qsub", action="store_true",
+                   help="append the job to the queue file ($SEAMLESS_QUEUE_FILE, default .seamless-queue) "
+                   "for seamless-queue to run, instead of running it")
     p.add_argument("--project", metavar="P[:SUB]", help="project (and subproject) whose storage to use")
     p.add_argument("--stage", metavar="S[:SUB]", help="stage (and substage) of the configuration to use")
     p.add_argument("--queue", metavar="Q", help="queue of the selected cluster (for remote execution)")
@@ -88,7 +91,7 @@ def parser():
 
 def say(args, level, message):
     if not args.quiet and args.verbose >= level:
-        sys.stderr.write(f"{PROG}: {message}\n")
+        sys.stderr.write(f"{getattr(args, 'prog', PROG)}: {message}\n")  # prog: a queued job's name
 
 
 def main(argv):
@@ -101,6 +104,8 @@ def main(argv):
         raise UserError("-c takes the command as a single (quoted) argument")
     command = words[0] if args.unquote else " ".join(words)
     check_options(args)
+    if args.qsubmit and (args.dry or args.upload or args.write_remote_job):
+        raise UserError("--qsubmit cannot be combined with --dry, --upload or --write-remote-job")
 
     try:
         spec = prepare(args, command)
@@ -108,9 +113,38 @@ def main(argv):
         raise UserError(str(exc)) from None
     say(args, 1, f"transformation {spec['checksum']}")
 
+    if args.qsubmit:
+        return qsubmit(args, spec, argv)
     if args.dry or args.write_remote_job:
         return dry_run(args, spec)
-    return execute_or_reuse(args, spec)
+    from seamless.run.results import Futures
+
+    with Futures(spec["targets"] if args.download else [], spec["checksum"]):  # until the results are written
+        return execute_or_reuse(args, spec)
+
+
+def qsubmit(args, spec, argv):
+    """--qsubmit: store the inputs, as a miss would, and queue the job for seamless-queue."""
+    from seamless.run import queue
+    from seamless.run.results import Futures
+
+    if not spec["targets"]:
+        raise UserError("--qsubmit needs result files: the queue cannot print to the screen; name them with "
+                        "-cp (-cp :FILE for stdout) or redirect the command's output with >")
+    stores, _ = run_stores(args)
+    require_writable(stores)
+    upload(stores, spec, args.answer)
+    options = {"local": args.local, "fingertip": args.fingertip, "project": args.project, "stage": args.stage,
+               "queue": args.queue}
+    try:
+        record = queue.submit_record(spec, argv, options, args.scratch, args.download, args.answer)
+    except queue.QueueError as exc:
+        raise UserError(f"--qsubmit: {exc}") from None
+    path = queue.queue_path()
+    queue.write_futures(Futures(spec["targets"] if args.download else [], spec["checksum"]))  # a later step waits
+    queue.append(path, record)
+    say(args, 1, f"queued in {path}")
+    return 0
 
 
 def dry_run(args, spec):
@@ -181,19 +215,28 @@ def _input_size(item):
     return os.path.getsize(item.source) if os.path.isfile(item.source) else 0
 
 
-def execute_or_reuse(args, spec):
+def require_writable(stores):
+    """Stores that can keep a result, or a UserError."""
+    if not stores.db_write or not stores.buffer_write:
+        missing = "database" if not stores.db_write else "buffer store"
+        raise UserError(f"no writable {missing} is configured (SEAMLESS_REMOTE_CLIENTS needs a "
+                        f"{'database' if missing == 'database' else 'buffer'} entry with \"readonly\": false), "
+                        "so a result could not be kept")
+
+
+def execute_or_reuse(args, spec, canceled=None, started=None):
+    """Compute (or find) the result and write it out; the exit code. canceled(): polled
+    while it waits; started(job): told the job, whose cancel() stops it (seamless-queue)."""
     from seamless.execution.compute import compute
     from seamless.execution.job import JobError, TransformationFailure
     from seamless.store import StoreError
 
     stores, resolved = run_stores(args)
     say(args, 1, f"store: {stores.describe()}")
-    if not stores.db_write or not stores.buffer_write:
-        missing = "database" if not stores.db_write else "buffer store"
-        raise UserError(f"no writable {missing} is configured (SEAMLESS_REMOTE_CLIENTS needs a "
-                        f"{'database' if missing == 'database' else 'buffer'} entry with \"readonly\": false), "
-                        "so a result could not be kept")
-    job, place = execution_job(args, spec, stores, resolved)
+    require_writable(stores)
+    job, place = execution_job(args, spec, stores, resolved, canceled)
+    if started is not None:
+        started(job)
     try:
         for attempt in range(2):
             result = compute(job, place, refresh=attempt > 0,
@@ -225,7 +268,7 @@ def _echo(data):
     sys.stderr.buffer.flush()
 
 
-def execution_job(args, spec, stores, resolved):
+def execution_job(args, spec, stores, resolved, canceled=None):
     """The command as a job for the execution path, and the place of its results."""
     from seamless.execution.job import Job
     from seamless.execution.places import InStores, lock_dir_of
@@ -234,17 +277,14 @@ def execution_job(args, spec, stores, resolved):
     parent = os.path.join(stores.root, "jobs") if getattr(stores, "root", None) else None
 
     @contextmanager
-    def setup():  # only when it really runs: the inputs go first; .FUTURE markers; live servers
-        from seamless.run.results import Futures
-
+    def setup():  # only when it really runs: the inputs go first; live servers
         say(args, 1, "running the command")
         upload(stores, spec, args.answer)
         if parent:
             os.makedirs(parent, exist_ok=True)
         stop_keepalive = stores.keepalive()  # a long job must not see its servers time out
         try:
-            with Futures(spec["targets"] if args.download else [], spec["checksum"]):
-                yield
+            yield
         finally:
             stop_keepalive()
 
@@ -256,7 +296,7 @@ def execution_job(args, spec, stores, resolved):
 
     job = Job(spec["checksum"], spec["transformation"], spec["buffers"], stores.get_buffer, scratch=args.scratch,
               local=args.local, configuration=resolved, setup=setup, notify=lambda message: say(args, 0, message),
-              echo=None if args.quiet else _echo,
+              echo=None if args.quiet else _echo, canceled=canceled,
               stores=stores, job_parent=parent, quiet=args.quiet, recover=recover)
     lock_dir = lock_dir_of(stores) or os.path.join(cache_root(), "locks")
     said = set()
