@@ -111,7 +111,11 @@ def test_summary_of_a_script(work, env):
     assert found and found.group(1) == "3", lines[1]
     assert re.fullmatch(r"1 cached, 2 executed \(\d+\.\d s\); about \d+\.\d s saved", found.group(2)), lines[1]
     assert float(found.group(2).split("about ")[1].split()[0]) >= 0.1  # the repeat saved its 0.3 s
-    # the watcher has printed and gone, and its file with it
+    # the watcher has printed and gone (its descriptors close a moment before it is gone), and its file with it
+    for _ in range(100):
+        if not session_processes(proc.pid):
+            break
+        time.sleep(0.05)
     assert session_processes(proc.pid) == []
     assert os.listdir(os.path.join(env["XDG_RUNTIME_DIR"], "seamless-summary")) == []
 
@@ -189,3 +193,24 @@ def test_waiting_for_a_future_is_said_under_verbose(work, env):
     assert second.returncode == 0 and second.stdout == b"3 mid.txt\n"
     said = [line for line in second.stderr.decode().splitlines() if "FUTURE" in line]
     assert said == ["seamless-run: waiting for mid.txt.FUTURE (another seamless-run is still producing mid.txt)"]
+
+
+def test_summary_at_the_end_of_an_sbatch_job(slurm, work, env, tmp_path):
+    """An sbatch script is its own job (slurmstepd makes it a session leader without a
+    terminal): its summary line ends the job's output file, even though SLURM ends what
+    the job leaves running as soon as the script exits."""
+    (work / "job.sh").write_text("#!/bin/bash\nseamless-run 'sort data.txt'\nseamless-run 'sort data.txt'\n"
+                                 "echo job done >&2\n")
+    out = tmp_path / "job.out"
+    proc = slurm.run(["sbatch", "--parsable", "-o", str(out), "job.sh"], cwd=work, capture_output=True, text=True,
+                     env={**env, "SEAMLESS_SUMMARY": "1"}, check=True)
+    job_id = proc.stdout.strip().split(";")[0]
+    assert slurm.wait_until(lambda: (slurm.job(job_id) or {}).get("JobState") == "COMPLETED", 60)
+
+    def summarised():
+        lines = out.read_text().splitlines() if out.exists() else []
+        return lines if lines and SUMMARY.match(lines[-1]) else None
+
+    lines = slurm.wait_until(summarised, 30, what="the summary line in the job's output")
+    assert lines[:-1] == ["a", "b", "c", "a", "b", "c", "job done"]
+    assert re.fullmatch(r"seamless: 2 steps: 1 cached, 1 executed \(\d+\.\d s\); about \d+\.\d s saved", lines[-1])
