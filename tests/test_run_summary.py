@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import tool
+from test_jobserver import remote  # noqa: F401 (the fixture: a project with execution: remote on a job server)
 
 SUMMARY = re.compile(r"^seamless: (\d+) steps?: (.*)$")
 # run as the script's last step: how many summary watchers are in this session now
@@ -214,3 +215,10 @@ def test_summary_at_the_end_of_an_sbatch_job(slurm, work, env, tmp_path):
     lines = slurm.wait_until(summarised, 30, what="the summary line in the job's output")
     assert lines[:-1] == ["a", "b", "c", "a", "b", "c", "job done"]
     assert re.fullmatch(r"seamless: 2 steps: 1 cached, 1 executed \(\d+\.\d s\); about \d+\.\d s saved", lines[-1])
+
+
+def test_verbose_says_where_it_ran_on_a_job_server(remote):  # noqa: F811
+    work, env, _ = remote
+    proc = run(["-v", "sort data.txt"], work, env)
+    assert proc.returncode == 0 and proc.stdout == b"a\nb\n", proc.stderr
+    assert re.search(r"^seamless-run: executed in \d+\.\d s \(jobserver\)$", proc.stderr.decode(), re.M), proc.stderr

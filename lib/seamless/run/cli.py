@@ -143,7 +143,7 @@ def waiting_for(args, marker, waited):
                                       f"{name[:-len('.FUTURE')]})")
 
 
-def told(args, stores, resolved, tf, result, elapsed):
+def report_step(args, stores, resolved, tf, result, elapsed):
     """Say how the step went (-v), and count it for SEAMLESS_SUMMARY."""
     counting = bool(os.environ.get("SEAMLESS_SUMMARY"))
     if not counting and (args.quiet or args.verbose < 1):
@@ -159,7 +159,8 @@ def told(args, stores, resolved, tf, result, elapsed):
         step = {"outcome": "cached", "seconds": round(elapsed, 3),
                 "saved": None if original is None else round(max(0.0, original - elapsed), 3)}
     else:
-        wall = result.usage.get("wall_time_seconds") or elapsed
+        wall = result.usage.get("wall_time_seconds")
+        wall = elapsed if wall is None else wall
         where = result.mode or "process"
         if where == "remote":
             where = "dask" if getattr(resolved, "remote", None) == "daskserver" else "jobserver"
@@ -242,20 +243,20 @@ def execute_or_reuse(args, spec):
                              on_wait=lambda: say(args, 0, "an identical command is running: waiting for its result"))
             output = open_output(args, spec, stores, result.checksum)
             if output is not None:
-                told(args, stores, resolved, spec["checksum"], result, time.monotonic() - started)
+                report_step(args, stores, resolved, spec["checksum"], result, time.monotonic() - started)
                 return output()
             if not result.hit:
                 break
             # corrupt copies were discarded on the way: computing again repairs the cache
             say(args, 0, f"the cached result {result.checksum} is damaged or incomplete: computing it again")
     except JobError as exc:
-        told(args, stores, resolved, spec["checksum"], None, time.monotonic() - started)
+        report_step(args, stores, resolved, spec["checksum"], None, time.monotonic() - started)
         if exc.stderr_tail and (args.quiet or not exc.shown):  # -q hid it, or it ran elsewhere
             tail = exc.stderr_tail.decode(errors="replace").rstrip("\n").splitlines()[-20:]
             sys.stderr.write("\n".join(tail) + "\n")
         raise CommandFailed(str(exc), exc.code) from None
     except (TransformationFailure, StoreError) as exc:
-        told(args, stores, resolved, spec["checksum"], None, time.monotonic() - started)
+        report_step(args, stores, resolved, spec["checksum"], None, time.monotonic() - started)
         raise UserError(str(exc)) from None
     raise UserError(f"the result {result.checksum} vanished from the store before it could be written out")
 
