@@ -240,3 +240,26 @@ setup() {
   run --separate-stderr seamless-download 0000000000000000000000000000000000000000000000000000000000000000
   [ "$status" -eq 1 ] && [[ "$stderr" == *"not in any store"* ]]
 }
+
+@test "-v says executed, then cache hit; -q says nothing" {
+  run --separate-stderr seamless-run -v 'sort -r data.txt'
+  [ "$output" = $'c\nb\na' ] && [[ "$stderr" == *"seamless-run: executed in "*" s (process)"* ]]
+  run --separate-stderr seamless-run -v 'sort -r data.txt'
+  [[ "$stderr" == *"seamless-run: cache hit: result "*" (computing it took "*" s)"* ]]
+  [[ "$stderr" != *"executed in"* ]]
+  run --separate-stderr seamless-run -q 'sort -r data.txt'
+  [ "$output" = $'c\nb\na' ] && [ -z "$stderr" ]
+}
+
+@test "SEAMLESS_SUMMARY=1: one line at the end of a script run as its own job" {
+  export XDG_RUNTIME_DIR="$BATS_TEST_TMPDIR/runtime" && mkdir -m 700 "$XDG_RUNTIME_DIR"
+  printf '%s\n' "seamless-run 'sort data.txt'" "seamless-run 'wc -l data.txt'" "seamless-run 'sort data.txt'" \
+    'echo script done >&2' > script.sh
+  SEAMLESS_SUMMARY=1 setsid -w bash script.sh > out 2> err
+  for _ in $(seq 100); do grep -q '^seamless: ' err && break; sleep 0.1; done
+  [ "$(cat out)" = $'a\nb\nc\n3 data.txt\na\nb\nc' ]
+  [ "$(sed -n 1p err)" = "script done" ] && [ "$(wc -l < err)" -eq 2 ]
+  [[ "$(sed -n 2p err)" =~ ^seamless:\ 3\ steps:\ 1\ cached,\ 2\ executed\ \([0-9.]+\ s\)\;\ about\ [0-9.]+\ s\ saved$ ]]
+  setsid -w bash script.sh > out 2> err
+  [ "$(cat err)" = "script done" ] && [ -z "$(ls "$XDG_RUNTIME_DIR/seamless-summary")" ]
+}

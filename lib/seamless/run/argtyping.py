@@ -21,6 +21,8 @@ COMPRESSION_SUFFIXES = (".gz", ".zst")
 SIDECARS = (".CHECKSUM", ".INDEX")
 FUTURE_POLL = 0.5
 FUTURE_STALE = 120.0
+FUTURE_LONG = 5.0  # seconds of waiting after which on_future is told again
+on_future = None  # on_future(marker, waited): a wait begins (waited 0), and has been long (seamless-run's messages)
 
 
 class ArgtypeError(ValueError):
@@ -72,6 +74,7 @@ def _is_number(word: str) -> bool:
 def wait_for_future(path: str):
     """A .FUTURE marker means another seamless-run is still producing `path`."""
     future = path + ".FUTURE"
+    started = told = None
     while os.path.exists(future):
         try:
             age = time.time() - os.stat(future).st_mtime
@@ -80,6 +83,13 @@ def wait_for_future(path: str):
         if age > FUTURE_STALE:
             raise ArgtypeError(f"'{future}' was not refreshed for {age:.0f} s: its seamless-run "
                                "is gone; delete the file and run again")
+        if on_future is not None:
+            if started is None:
+                started = time.monotonic()
+                on_future(future, 0.0)
+            elif told is None and time.monotonic() - started >= FUTURE_LONG:
+                told = time.monotonic() - started
+                on_future(future, told)
         time.sleep(FUTURE_POLL)
 
 

@@ -11,10 +11,12 @@ printed or written; on a miss the command runs in a fresh job directory first.
 import argparse
 import os
 import sys
+import time
 from contextlib import contextmanager
 
 from seamless.cli import UserError, add_version, open_stores, selection, set_debug
 from seamless.identity import identity_buffer
+from seamless.run import argtyping
 from seamless.run.argtyping import ArgtypeError
 from seamless.run.transformation import prepare
 from seamless.transfer import add_confirm_arguments
@@ -106,6 +108,7 @@ def main(argv):
     check_options(args)
     if args.qsubmit and (args.dry or args.upload or args.write_remote_job):
         raise UserError("--qsubmit cannot be combined with --dry, --upload or --write-remote-job")
+    argtyping.on_future = lambda marker, waited: waiting_for(args, marker, waited)
 
     try:
         spec = prepare(args, command)
@@ -163,6 +166,45 @@ def dry_run(args, spec):
         writejob.write_job(spec, args.write_job, uploaded=args.upload)
     print(spec["checksum"], flush=True)
     return 0
+
+
+def waiting_for(args, marker, waited):
+    """An input is still being produced: said under -v at once, and anyway when it is long."""
+    name = os.path.relpath(marker)
+    name = marker if name.startswith("..") else name
+    if not waited or args.verbose < 1:
+        say(args, 0 if waited else 1, f"waiting for {name} (another seamless-run is still producing "
+                                      f"{name[:-len('.FUTURE')]})")
+
+
+def report_step(args, stores, resolved, tf, result, elapsed):
+    """Say how the step went (-v), and count it for SEAMLESS_SUMMARY."""
+    counting = bool(os.environ.get("SEAMLESS_SUMMARY"))
+    if not counting and (args.quiet or args.verbose < 1):
+        return  # the cache hit's hot path: nothing to look up
+    from seamless.run import summary
+
+    if result is None:
+        step = {"outcome": "failed", "seconds": round(elapsed, 3)}
+    elif result.hit:
+        original = summary.original_seconds(stores, tf)
+        took = "" if original is None else f" (computing it took {summary.duration(original)})"
+        say(args, 1, f"cache hit: result {result.checksum}{took}")
+        step = {"outcome": "cached", "seconds": round(elapsed, 3),
+                "saved": None if original is None else round(max(0.0, original - elapsed), 3)}
+    else:
+        wall = result.usage.get("wall_time_seconds")
+        wall = elapsed if wall is None else wall
+        where = result.mode or "process"
+        if where == "remote":
+            where = "dask" if getattr(resolved, "remote", None) == "daskserver" else "jobserver"
+        host = result.usage.get("hostname")
+        if host and host != os.uname().nodename:
+            where += f" on {host}"
+        say(args, 1, f"executed in {summary.duration(wall)} ({where})")
+        step = {"outcome": "executed", "seconds": round(wall, 3)}
+    if counting and summary.enabled():
+        summary.record(step, quiet=args.quiet)
 
 
 def run_stores(args):
@@ -237,27 +279,27 @@ def execute_or_reuse(args, spec, canceled=None, started=None):
     job, place = execution_job(args, spec, stores, resolved, canceled)
     if started is not None:
         started(job)
+    began = time.monotonic()
     try:
         for attempt in range(2):
             result = compute(job, place, refresh=attempt > 0,
                              on_wait=lambda: say(args, 0, "an identical command is running: waiting for its result"))
             output = open_output(args, spec, stores, result.checksum)
             if output is not None:
-                if result.hit:
-                    say(args, 1, f"cache hit: result {result.checksum}")
+                report_step(args, stores, resolved, spec["checksum"], result, time.monotonic() - began)
                 return output()
             if not result.hit:
                 break
             # corrupt copies were discarded on the way: computing again repairs the cache
             say(args, 0, f"the cached result {result.checksum} is damaged or incomplete: computing it again")
     except JobError as exc:
+        report_step(args, stores, resolved, spec["checksum"], None, time.monotonic() - began)
         if exc.stderr_tail and (args.quiet or not exc.shown):  # -q hid it, or it ran elsewhere
             tail = exc.stderr_tail.decode(errors="replace").rstrip("\n").splitlines()[-20:]
             sys.stderr.write("\n".join(tail) + "\n")
         raise CommandFailed(str(exc), exc.code) from None
-    except TransformationFailure as exc:
-        raise UserError(str(exc)) from None
-    except StoreError as exc:
+    except (TransformationFailure, StoreError) as exc:
+        report_step(args, stores, resolved, spec["checksum"], None, time.monotonic() - began)
         raise UserError(str(exc)) from None
     raise UserError(f"the result {result.checksum} vanished from the store before it could be written out")
 
