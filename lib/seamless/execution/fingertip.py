@@ -52,7 +52,8 @@ def recompute(cs, stores, get_buffer, quiet=True, _busy=frozenset()):
         if command and cs in _values(stores.get_buffer(result.checksum)):  # one file of a result directory
             return None
         errors.append(f"re-running transformation {tf} gave {result.checksum}, not {cs}: it is not deterministic")
-    why = "; ".join(errors) if errors else "no known transformation made it (the database has no result row for it)"
+    why = "; ".join(errors) if errors else ("no known transformation made it (nor, by itself, one file of a "
+                                            "command's result files: run that seamless-run command again)")
     raise Unavailable(f"cannot recompute buffer {cs}: {why}")
 
 

@@ -342,9 +342,11 @@ def cancel_job(job_dir) -> bool:
         os.close(fd)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = marked_processes(job_dir)
-        for pid in pids:
+        # each group at once (its shell does not live to report on its children), then the rest
+        signals = [(os.killpg, pid) for pid in pids if _leads_group(pid)] + [(os.kill, pid) for pid in pids]
+        for kill, pid in signals:
             try:
-                os.kill(pid, sig)
+                kill(pid, sig)
             except OSError:
                 pass
         deadline = time.monotonic() + KILL_GRACE
@@ -354,6 +356,13 @@ def cancel_job(job_dir) -> bool:
         if not pids:
             break
     return True
+
+
+def _leads_group(pid) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
 
 
 def _mark_canceled(job_dir):
