@@ -65,7 +65,7 @@ def test_a_deleted_result_is_recomputed_stored_and_delivered(cache):
     again = call("seamless-fingertip", "out.txt", cwd=work, env=env)  # the file's sidecar names it
     assert again.returncode == 0 and again.stdout == b"a\nb\nc\n", again.stderr
     assert stored(cache_dir, cs)  # kept: resolve finds it now
-    assert call("seamless-resolve", f"out.txt.CHECKSUM", cwd=work, env=env).stdout == b"a\nb\nc\n"
+    assert call("seamless-resolve", "out.txt.CHECKSUM", cwd=work, env=env).stdout == b"a\nb\nc\n"
     out = work / "copy.txt"
     assert call("seamless-resolve", cs, "-o", str(out), cwd=work, env=env).returncode == 0
     assert out.read_bytes() == b"a\nb\nc\n" and not (work / "copy.txt.CHECKSUM").exists()
