@@ -26,7 +26,7 @@ def recompute(cs, stores, get_buffer, quiet=True, _busy=frozenset()):
             continue
         stored = get_buffer(tf)  # a corrupt copy is as good as none
         if stored is None:
-            errors.append(f"{tf}: its transformation is not stored")
+            errors.append(f"transformation {tf} made it, but its transformation dict is gone from the stores too")
             continue
         busy = _busy | {tf}
 
@@ -45,14 +45,15 @@ def recompute(cs, stores, get_buffer, quiet=True, _busy=frozenset()):
             else:
                 result = runner.run(transformation, inputs)
         except (TransformationFailure, JobError, StoreError, OSError, ValueError, KeyError) as exc:
-            errors.append(f"{tf}: {exc}")
+            errors.append(f"re-running transformation {tf} failed: {exc}")
             continue
         if result.checksum == cs:
             return result.data
         if command and cs in _values(stores.get_buffer(result.checksum)):  # one file of a result directory
             return None
-        errors.append(f"{tf}: re-running it gave {result.checksum}, not {cs}")
-    why = "; ".join(errors) if errors else "no known transformation produced it"
+        errors.append(f"re-running transformation {tf} gave {result.checksum}, not {cs}: it is not deterministic")
+    why = "; ".join(errors) if errors else ("no known transformation made it (nor, by itself, one file of a "
+                                            "command's result files: run that seamless-run command again)")
     raise Unavailable(f"cannot recompute buffer {cs}: {why}")
 
 

@@ -8,6 +8,10 @@ Every pin name is checked to stay inside the job directory.
 
 The job's stdout and stderr are drained by threads while it runs, stderr shown live,
 so any amount of output never blocks it. SIGINT/SIGTERM kill its whole process group.
+
+A cancel, from this process (kill) or another one (cancel_job: seamless-cancel), leaves
+a DIR.cancel marker beside the job and stops its processes; seeing the marker, the
+owner fails the job with CANCELED (exit status CANCEL_EXIT) and keeps nothing.
 """
 
 import os
@@ -21,11 +25,15 @@ import tempfile
 import threading
 import time
 
+from seamless.execution import latch
 from seamless.execution.job import JobError
 
 HEADER = "set -u -e\ntrap 'jobs -p | xargs -r kill 2>/dev/null' EXIT\n"
 STDERR_TAIL = 8192
 KILL_GRACE = 2.0
+CANCEL_SUFFIX = ".cancel"
+CANCEL_EXIT = 130  # as an interrupt: it was stopped from outside (seamless-run(1), EXIT STATUS)
+CANCELED = "the command was canceled; nothing was kept"
 
 
 class Pin:
@@ -156,8 +164,16 @@ class Job:
     def run(self, code, quiet=False, stdout=None, setup=""):
         """Run the code; raise JobError on failure. Returns resource usage of the job."""
         env = {**os.environ, **self.env, MARKER: self.dir}  # inherited by all it starts, setsid or not
+        latch.note_job(self.dir)  # where seamless-cancel finds it
+        try:
+            return self._run(code, quiet, stdout, setup, env)
+        finally:
+            latch.note_job(None)
+
+    def _run(self, code, quiet, stdout, setup, env):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
+        self._check_canceled()
         try:
             proc = subprocess.Popen(["/bin/bash", "-c", HEADER + setup + code], cwd=self.dir, env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -180,6 +196,7 @@ class Job:
             code_, own = _reap(proc)
         finally:
             bad = self.tampered()  # however it ended: a damaged stored input never stays
+        self._check_canceled()  # however it ended: a canceled job's output is not its result
         if own is None:  # reaped elsewhere: what this process's children used meanwhile
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             own = (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, after.ru_maxrss)
@@ -203,8 +220,16 @@ class Job:
             raise JobError(damage)
         return usage
 
+    def _check_canceled(self):
+        if os.path.exists(self.dir + CANCEL_SUFFIX):
+            raise JobError(CANCELED, CANCEL_EXIT)
+
     def kill(self):
-        """Stop the running job (a cancel): its process group goes, the run fails."""
+        """Cancel the job from this process (as cancel_job does from another): its
+        process group goes, the run fails with CANCELED."""
+        if self._lock is None:  # over already
+            return
+        _mark_canceled(self.dir)
         proc = self._proc
         if proc is not None:
             try:
@@ -222,6 +247,7 @@ class Job:
     def release(self):
         """Give up the job directory's ownership (it was removed, or moved elsewhere)."""
         if self._lock is not None:
+            _unlink(self.dir + CANCEL_SUFFIX)
             _unlink(self.dir + LOCK_SUFFIX)
             os.close(self._lock)
             self._lock = None
@@ -248,6 +274,7 @@ def _claim_directory(parent):
         directory = lock[: -len(LOCK_SUFFIX)]
         try:
             os.mkdir(directory, 0o700)
+            _unlink(directory + CANCEL_SUFFIX)  # a cancel that came too late for an earlier job of this name
             return directory, fd
         except FileExistsError:  # a leftover without its lock: not ours, take another name
             os.close(fd)
@@ -284,11 +311,65 @@ def sweep_dead_jobs(parent) -> int:
                     except OSError:
                         pass
                 _remove_tree(lock[: -len(LOCK_SUFFIX)])
+                _unlink(lock[: -len(LOCK_SUFFIX)] + CANCEL_SUFFIX)
                 _unlink(lock)
                 removed += 1
         finally:
             os.close(fd)
     return removed
+
+
+def cancel_job(job_dir) -> bool:
+    """Cancel the job running in job_dir, owned by any process of this user: its owner
+    is told (the marker), then its processes get SIGTERM, and SIGKILL after a grace
+    period. False when no job runs there (its owner is gone, or it is not a job)."""
+    import fcntl
+
+    if not os.path.basename(job_dir).startswith(JOB_PREFIX):
+        return False
+    try:
+        fd = os.open(job_dir + LOCK_SUFFIX, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False  # lockable: its owner is gone
+        except BlockingIOError:
+            pass
+        _mark_canceled(job_dir)
+    finally:
+        os.close(fd)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = marked_processes(job_dir)
+        # each group at once (its shell does not live to report on its children), then the rest
+        signals = [(os.killpg, pid) for pid in pids if _leads_group(pid)] + [(os.kill, pid) for pid in pids]
+        for kill, pid in signals:
+            try:
+                kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + KILL_GRACE
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pids = marked_processes(job_dir)
+        if not pids:
+            break
+    return True
+
+
+def _leads_group(pid) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
+
+
+def _mark_canceled(job_dir):
+    try:
+        os.close(os.open(job_dir + CANCEL_SUFFIX, os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError:
+        pass
 
 
 def _remove_tree(path):

@@ -5,8 +5,13 @@ find its result (or its failure) on the shared entry, even a result too large fo
 cache. Across processes a file lock in the stores' lock directory does the same, and
 the one that waited finds the result in the stores. The holder removes the lock file
 while still holding it; a waiter that then locks a removed file tries again.
+
+The holder writes one JSON line into its lock file: {"pid": P} and, while one of its
+bash jobs runs, {"pid": P, "job": DIR} (note_job), which is how seamless-cancel finds
+the job of a transformation from another process (holder()).
 """
 
+import json
 import os
 import threading
 from contextlib import contextmanager
@@ -27,6 +32,7 @@ class Entry:
 
 _entries = {}
 _entries_lock = threading.Lock()
+_held = threading.local()  # .fds: the lock files this thread holds, innermost last
 
 
 class once:
@@ -113,14 +119,47 @@ def _file_lock(path, canceled, on_wait):
         except FileNotFoundError:
             pass
         os.close(fd)
+    fds = _held.__dict__.setdefault("fds", [])
+    fds.append(fd)
     try:
+        _write_record(fd, None)
         yield
     finally:
+        fds.remove(fd)
         try:
             os.unlink(path)  # while still holding the lock; waiters then retry
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def _write_record(fd, job):
+    record = {"pid": os.getpid(), **({"job": job} if job else {})}
+    line = (json.dumps(record) + "\n").encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, line, 0)
+
+
+def note_job(job_dir):
+    """Record (None: clear) the job directory where this thread's innermost held
+    transformation now runs; nothing when it holds no lock file."""
+    fds = getattr(_held, "fds", None)
+    if fds:
+        try:
+            _write_record(fds[-1], job_dir)
+        except OSError:  # only seamless-cancel reads it: never fail the job over it
+            pass
+
+
+def holder(lock_dir, key):
+    """The record of the lock file of `key` ({"pid", "job"?}), or None. It may be stale
+    (a holder killed with -9): whoever acts on it checks that the job still runs."""
+    try:
+        with open(os.path.join(lock_dir, key + ".lock"), "rb") as f:
+            record = json.loads(f.read(4096) or b"null")
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _wait_flock(fd, canceled):

@@ -1,0 +1,148 @@
+"""seamless-fingertip and seamless-resolve on a real cache (SEAMLESS_CACHE=tmpdir): a
+result buffer deleted from the cache is recomputed from the transformation that made
+it; clear errors when it cannot be."""
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+
+import pytest
+
+from conftest import tool
+
+
+@pytest.fixture
+def cache(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    env["SEAMLESS_CACHE"] = str(tmp_path / "cache")
+    return work, env, tmp_path / "cache"
+
+
+def call(name, *argv, cwd, env):
+    return subprocess.run([tool(name), *argv], cwd=cwd, env=env, capture_output=True, timeout=120)
+
+
+def printed(work, env, command):
+    """Run a command whose result is what it prints; that result's checksum."""
+    proc = call("seamless-run", command, cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return hashlib.sha256(proc.stdout).hexdigest()
+
+
+def only_result(cache_dir):
+    """The result checksum of the one transformation this cache has computed."""
+    db = next(cache_dir.rglob("seamless.db"))
+    with sqlite3.connect(db) as c:
+        ((result,),) = c.execute("SELECT result FROM transformation").fetchall()
+    return result
+
+
+def stored(cache_dir, cs):
+    return [p for p in cache_dir.rglob(cs) if p.is_file()]
+
+
+def forget(cache_dir, cs):
+    """Delete a buffer's file from the cache (as an eviction or a lost disk would)."""
+    (path,) = stored(cache_dir, cs)
+    path.chmod(0o644)
+    path.unlink()
+
+
+def test_a_deleted_result_is_recomputed_stored_and_delivered(cache):
+    work, env, cache_dir = cache
+    (work / "data.txt").write_text("b\na\nc\n")
+    cs = printed(work, env, "sort data.txt")
+    assert cs == hashlib.sha256(b"a\nb\nc\n").hexdigest()
+    (work / "out.txt.CHECKSUM").write_text(cs + "\n")
+    forget(cache_dir, cs)
+    gone = call("seamless-resolve", cs, cwd=work, env=env)
+    assert gone.returncode == 1 and gone.stdout == b""
+    assert gone.stderr.decode().startswith(f"seamless-resolve: error: buffer {cs} is not in any store")
+    again = call("seamless-fingertip", "out.txt", cwd=work, env=env)  # the file's sidecar names it
+    assert again.returncode == 0 and again.stdout == b"a\nb\nc\n", again.stderr
+    assert stored(cache_dir, cs)  # kept: resolve finds it now
+    assert call("seamless-resolve", "out.txt.CHECKSUM", cwd=work, env=env).stdout == b"a\nb\nc\n"
+    out = work / "copy.txt"
+    assert call("seamless-resolve", cs, "-o", str(out), cwd=work, env=env).returncode == 0
+    assert out.read_bytes() == b"a\nb\nc\n" and not (work / "copy.txt.CHECKSUM").exists()
+
+
+def test_a_present_buffer_is_just_delivered_and_a_lost_result_directory_comes_back(cache):
+    work, env, cache_dir = cache
+    made = call("seamless-run", "-cp", "res", "mkdir -p res; seq 3 > res/a; echo hi > res/b", cwd=work, env=env)
+    assert made.returncode == 0, made.stderr
+    index = only_result(cache_dir)  # the index of its result files, res/a and res/b
+    member = hashlib.sha256(b"hi\n").hexdigest()
+    present = call("seamless-fingertip", "-v", member, cwd=work, env=env)
+    assert present.returncode == 0 and present.stdout == b"hi\n" and b"recomputing" not in present.stderr
+    forget(cache_dir, index)
+    forget(cache_dir, member)
+    out = work / "index.json"
+    back = call("seamless-fingertip", "-v", index, "-o", str(out), cwd=work, env=env)
+    assert back.returncode == 0 and back.stdout == b"" and b"recomputing" in back.stderr, back.stderr
+    assert json.loads(out.read_bytes()) == {"res/a": hashlib.sha256(b"1\n2\n3\n").hexdigest(), "res/b": member}
+    assert stored(cache_dir, index) and stored(cache_dir, member)  # the re-run put its files back too
+    # one file of result files is not found by itself: the error says what to do
+    forget(cache_dir, member)
+    alone = call("seamless-fingertip", member, cwd=work, env=env)
+    assert alone.returncode == 1 and b"run that seamless-run command again" in alone.stderr
+
+
+def test_a_python_result_is_recomputed_and_stored(cache):
+    work, env, cache_dir = cache
+    script = work / "script.py"
+    script.write_text("""
+import seamless.config
+from seamless.transformer import delayed
+seamless.config.init()
+
+@delayed
+def square(x):
+    return x * x
+
+t = square(12)
+t.compute()
+print(t.result_checksum.hex())
+""")
+    python = os.path.join(os.path.dirname(tool("seamless-run")), "python")
+    proc = subprocess.run([python, str(script)], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    cs = proc.stdout.strip()
+    forget(cache_dir, cs)
+    back = call("seamless-fingertip", cs, cwd=work, env=env)
+    assert back.returncode == 0 and back.stdout.strip() == b"144", back.stderr
+    assert stored(cache_dir, cs)
+
+
+def test_clear_errors_when_it_cannot_be_recomputed(cache):
+    work, env, cache_dir = cache
+    unknown = call("seamless-fingertip", "ab" * 32, cwd=work, env=env)
+    assert unknown.returncode == 1 and unknown.stdout == b""
+    assert b"no known transformation made it" in unknown.stderr and unknown.stderr.count(b"\n") == 1
+
+    cs = printed(work, env, "date +%s%N")  # not deterministic
+    forget(cache_dir, cs)
+    changed = call("seamless-fingertip", cs, cwd=work, env=env)
+    assert changed.returncode == 1 and changed.stdout == b""
+    assert b"it is not deterministic" in changed.stderr, changed.stderr
+    assert not stored(cache_dir, cs)
+
+    (work / "x.txt").write_text("x\n")
+    cs = printed(work, env, "cat x.txt x.txt")
+    db = next(cache_dir.rglob("seamless.db"))
+    with sqlite3.connect(db) as c:
+        (tf,) = c.execute("SELECT checksum FROM transformation WHERE result = ?", (cs,)).fetchone()
+    forget(cache_dir, cs)
+    forget(cache_dir, tf)  # the transformation dict is gone too
+    lost = call("seamless-fingertip", cs, cwd=work, env=env)
+    assert lost.returncode == 1 and b"its transformation dict is gone from the stores too" in lost.stderr, lost.stderr
+
+    assert call("seamless-fingertip", "nothing", cwd=work, env=env).stderr == \
+        b"seamless-fingertip: error: nothing: neither a checksum (64 hex digits) nor a file holding one\n"
+    (work / "junk").write_text("not a checksum\n")
+    assert call("seamless-resolve", "junk", cwd=work, env=env).stderr == \
+        b"seamless-resolve: error: junk does not hold a checksum (64 hex digits)\n"
