@@ -299,16 +299,19 @@ def _unlink(path):
 
 def sweep_trash(root, max_age=86400):
     """Delete what a killed gc moved aside: its process is gone (on this host), or a day passed."""
+    import re
+
     host = socket.gethostname()
+    moved = re.compile(r"^[0-9a-f]{64}(\.gz|\.zst|\.BUFFERLENGTH)?" + re.escape(TRASH) + r"(.+)-(\d+)$")
     for directory in inventory._dirs(root):
         try:
-            entries = [e for e in os.scandir(directory) if TRASH in e.name]
+            entries = [(e, m) for e in os.scandir(directory) if (m := moved.match(e.name))]
         except OSError:
             continue
-        for entry in entries:
-            owner, _, pid = entry.name.rpartition(TRASH)[2].rpartition("-")
+        for entry, m in entries:
+            owner, pid = m.group(2), m.group(3)
             try:
-                stale = (owner == host and pid.isdigit() and not _alive(int(pid))) or \
+                stale = (owner == host and not _alive(int(pid))) or \
                     time.time() - entry.stat(follow_symlinks=False).st_ctime > max_age
             except OSError:
                 continue
