@@ -437,9 +437,13 @@ def test_a_configurations_local_storage_and_a_remote_one(work, env, tmp_path):
         f"local_cluster: laptop\nlaptop:\n  type: local\n  frontends:\n"
         f"    - hashserver: {{bufferdir: {tmp_path / 'bufs'}}}\n      database: {{database_dir: {tmp_path / 'dbs'}}}\n"
         "hpc:\n  type: slurm\n  queues: {q: {cores: 1}}\n  frontends:\n"
-        "    - hostname: login.hpc\n      hashserver: {bufferdir: ~/bufs}\n      database: {database_dir: ~/dbs}\n")
+        "    - hostname: login.hpc\n      hashserver: {bufferdir: ~/bufs}\n      database: {database_dir: ~/dbs}\n"
+        "served:\n  type: slurm\n  queues: {q: {cores: 1}}\n  frontends:\n"
+        f"    - hostname: localhost\n      hashserver: {{bufferdir: {tmp_path / 'served'}}}\n"
+        f"      database: {{database_dir: {tmp_path / 'served'}}}\n")
     (work / "seamless.yaml").write_text("- project: demo\n- cluster: laptop\n- execution: process\n"
-                                        "- stage elsewhere:\n  - cluster: hpc\n")
+                                        "- stage elsewhere:\n  - cluster: hpc\n"
+                                        "- stage here:\n  - cluster: served\n  - execution: process\n")
     e = {k: v for k, v in env.items() if k != "SEAMLESS_CACHE"}
     e.update(HOME=str(home), XDG_CACHE_HOME=str(tmp_path / "xdg"))
     run(["cat", "data.txt"], work, e)
@@ -450,5 +454,8 @@ def test_a_configurations_local_storage_and_a_remote_one(work, env, tmp_path):
     assert [json.loads(line)["command"] for line in listed] == ["cat data.txt"]
     elsewhere = cache(["stats", "--stage", "elsewhere"], e, cwd=work, check=False)
     assert elsewhere.returncode == 1 and "frontend" in elsewhere.stderr and "hpc" in elsewhere.stderr
+    # a cluster whose servers run on this host: their directory and database file, directly
+    here = json.loads(cache(["stats", "--json", "--stage", "here"], e, cwd=work).stdout)
+    assert here["buffer_directory"].startswith(str(tmp_path / "served")) and here["results"] == 0
     clients = cache(["stats"], dict(e, SEAMLESS_REMOTE_CLIENTS='{"buffer": []}'), cwd=work, check=False)
     assert clients.returncode == 1 and "SEAMLESS_REMOTE_CLIENTS" in clients.stderr

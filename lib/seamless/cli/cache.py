@@ -66,16 +66,32 @@ class Local:
         try:
             resolved = resolve_config(**selection(args))
             where = resolved.store_in or resolved
-            if not where.local:
-                raise UserError(f"the storage of cluster '{where.cluster}' is on its frontend, not here: run "
-                                "seamless-cache there (or select a local cluster)")
-            stores = stores_for(resolved)
+            stores = stores_for(resolved) if where.local else _served_here(where)
             self.max_size = max_size(resolved)
         except ValueError as exc:  # a configuration error
             raise UserError(str(exc)) from None
         self.stores = stores
         self.store = next(s for s in stores.buffer_write if isinstance(s, DirectoryStore))
         self.db = next(d for d in stores.db_write if isinstance(d, ResultDB))
+
+
+def _served_here(resolved):
+    """The directory and database file behind a cluster's hashserver and seamless-db,
+    when they run on this host (their servers may be running: both are opened as they are)."""
+    from seamless.config import storage
+    from seamless.launch.executor import LOCAL_HOSTS
+    from seamless.store.clients import StoreSet
+
+    for service in ("hashserver", "database"):
+        frontend = storage.frontend_for(resolved, service) or {}
+        if frontend.get("ssh_hostname") or frontend.get("hostname", "localhost") not in LOCAL_HOSTS:
+            host = frontend.get("ssh_hostname") or frontend.get("hostname") or "?"
+            raise UserError(f"the storage of cluster '{resolved.cluster}' is on its frontend {host}, not here: "
+                            "run seamless-cache there")
+    buffers, database = storage.bufferdir(resolved), storage.database_file(resolved)
+    if buffers is None or database is None:
+        raise UserError(f"cluster '{resolved.cluster}' has no hashserver (bufferdir) and database (database_dir)")
+    return StoreSet.local_store(storage.local_path(buffers), storage.local_path(database))
 
 
 # --- verbs ------------------------------------------------------------------------------------
