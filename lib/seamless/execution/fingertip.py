@@ -62,7 +62,8 @@ def recompute(cs, stores, get_buffer, quiet=True, _busy=frozenset()):
             continue
         entry = _entry(get_buffer(index), path)
         if entry != cs:  # the index is the authority: a row that says otherwise is not followed
-            errors.append(f"{where}: the recomputed index says that file is {entry}, not {cs}")
+            errors.append(f"{where}: the recomputed index " +
+                          (f"says that file is {entry}, not {cs}" if entry else "has no such file"))
         elif stores.has_buffer(cs):
             return None
         else:
