@@ -334,6 +334,11 @@ class StoreSet:
 
         from seamless.store.sqlitedb import INDEX_ENTRY, Malformed
 
+        # a database file takes them all at once; a client without the request, none
+        writers = [db for db in self._db_writers() if hasattr(db, "set_index_expressions") or
+                   hasattr(db, "set_expression")]
+        if not writers:
+            return
         data = self.get_buffer(index)
         try:
             entries = json.loads(data) if data is not None else None
@@ -341,14 +346,13 @@ class StoreSet:
             return
         if not isinstance(entries, dict):
             return
-        for db in self._db_writers():
+        for db in writers:
             if hasattr(db, "set_index_expressions"):
                 db.set_index_expressions(index, entries)
                 continue
-            set_expression = getattr(db, "set_expression", None)  # a client without the request: none
-            for path, cs in entries.items() if set_expression is not None else ():
+            for path, cs in entries.items():
                 try:
-                    set_expression(index, [path], *INDEX_ENTRY, cs)
+                    db.set_expression(index, [path], *INDEX_ENTRY, cs)
                 except Malformed:  # a path upstream's columns cannot hold
                     continue
 
