@@ -519,15 +519,15 @@ COUNTERS = 'CREATE TABLE IF NOT EXISTS "seamless_counter" ("name" TEXT NOT NULL 
 def forget_rows(c, rows):
     """Delete result rows and what hangs on them (reverse rows, execution records, and the
     expression rows of a result index that no other row has as its result, so that none
-    points into a deleted index). A stray expression pair (index, file) goes too."""
+    points into a deleted index); given a stray pair (index, file), the stray rows of that
+    index go too."""
     for tf, result in rows:
         c.execute('DELETE FROM "transformation" WHERE checksum=? AND result=?', (tf, result))
         c.execute('DELETE FROM "rev_transformation" WHERE checksum=? AND result=?', (tf, result))
         c.execute('DELETE FROM "meta_data" WHERE checksum=? AND result=?', (tf, result))
-        c.execute('DELETE FROM "expression" WHERE input_checksum=? AND NOT EXISTS '
-                  '(SELECT 1 FROM "transformation" WHERE result=?)', (result, result))
-        c.execute('DELETE FROM "expression" WHERE input_checksum=? AND result=? AND NOT EXISTS '
-                  '(SELECT 1 FROM "transformation" WHERE result=?)', (tf, result, tf))
+    inputs = {cs for row in rows for cs in row}  # a stray pair's index is in the first place
+    c.executemany('DELETE FROM "expression" WHERE input_checksum=? AND NOT EXISTS '
+                  '(SELECT 1 FROM "transformation" WHERE result=?)', ((cs, cs) for cs in inputs))
 
 
 def _set_transformation(c, tf, result):
