@@ -459,3 +459,51 @@ def test_a_configurations_local_storage_and_a_remote_one(work, env, tmp_path):
     assert here["buffer_directory"].startswith(str(tmp_path / "served")) and here["results"] == 0
     clients = cache(["stats"], dict(e, SEAMLESS_REMOTE_CLIENTS='{"buffer": []}'), cwd=work, check=False)
     assert clients.returncode == 1 and "SEAMLESS_REMOTE_CLIENTS" in clients.stderr
+
+
+# --- expression rows: the entries of result indexes ---------------------------------------
+
+
+def expressions(env):
+    with sqlite3.connect(os.path.join(root(env), "seamless.db")) as conn:
+        return conn.execute("SELECT input_checksum, path, result FROM expression ORDER BY path").fetchall()
+
+
+def test_gc_evicting_a_result_index_leaves_no_expression_row_pointing_into_it(work, env):
+    run(["-cp", "out", "mkdir out; echo A > out/a; echo B > out/b"], work, env)
+    (_, index), = rows(env)
+    assert [(i, p) for i, p, _ in expressions(env)] == [(index, '["out/a"]'), (index, '["out/b"]')]
+    age_everything(env)
+    report = json.loads(cache(["gc", "--older-than", "1h", "--json"], env).stdout)
+    assert report["evicted_results"] == 1 and rows(env) == [] and expressions(env) == []
+    assert cache(["verify"], env).returncode == 0
+
+
+def test_forgetting_one_of_two_rows_with_the_same_index_keeps_its_expression_rows(tmp_path):
+    from seamless.store.sqlitedb import ResultDB
+
+    db = ResultDB(tmp_path / "seamless.db", writable=True)
+    tf1, tf2, index, a = (c * 64 for c in "1234")
+    db.set_transformation(tf1, index)
+    db.set_transformation(tf2, index)  # another command that gave the same files
+    assert db.set_index_expressions(index, {"out/a": a, "x" * 100: a}) == 1  # too long for upstream's column
+    assert db.forget([(tf1, index)]) == [(tf1, index)]
+    assert db.get_rev_expression(a) == [{"checksum": index, "path": ["out/a"], "celltype": "plain",
+                                         "target_celltype": "bytes", "result": a}]
+    assert db.stray_records() == []
+    db.forget([(tf2, index)])
+    assert db.get_rev_expression(a) is None and db.stray_records() == []
+
+
+def test_verify_flags_an_expression_row_whose_index_is_no_result_and_repair_removes_it(work, env):
+    run(["-cp", "out", "mkdir out; echo A > out/a"], work, env)
+    kept = expressions(env)
+    with sqlite3.connect(os.path.join(root(env), "seamless.db")) as conn:
+        conn.execute("INSERT INTO expression (input_checksum, path, celltype, target_celltype, result) "
+                     "VALUES (?, '[\"f\"]', 'plain', 'bytes', ?)", ("1" * 64, "2" * 64))
+    found = cache(["verify", "--json"], env, check=False)
+    assert found.returncode == 1
+    assert json.loads(found.stdout)["stray_records"] == [{"transformation": "1" * 64, "result": "2" * 64}]
+    assert cache(["verify", "--repair"], env, check=False).returncode == 0
+    assert expressions(env) == kept and len(kept) == 1  # the real entry's row stays
+    assert cache(["verify"], env).returncode == 0

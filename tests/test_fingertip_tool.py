@@ -86,10 +86,11 @@ def test_a_present_buffer_is_just_delivered_and_a_lost_result_directory_comes_ba
     assert back.returncode == 0 and back.stdout == b"" and b"recomputing" in back.stderr, back.stderr
     assert json.loads(out.read_bytes()) == {"res/a": hashlib.sha256(b"1\n2\n3\n").hexdigest(), "res/b": member}
     assert stored(cache_dir, index) and stored(cache_dir, member)  # the re-run put its files back too
-    # one file of result files is not found by itself: the error says what to do
+    # one file of the result files, by itself: found through its entry in the index
     forget(cache_dir, member)
     alone = call("seamless-fingertip", member, cwd=work, env=env)
-    assert alone.returncode == 1 and b"run that seamless-run command again" in alone.stderr
+    assert alone.returncode == 0 and alone.stdout == b"hi\n", alone.stderr
+    assert stored(cache_dir, member)
 
 
 def test_a_python_result_is_recomputed_and_stored(cache):
@@ -146,3 +147,104 @@ def test_clear_errors_when_it_cannot_be_recomputed(cache):
     (work / "junk").write_text("not a checksum\n")
     assert call("seamless-resolve", "junk", cwd=work, env=env).stderr == \
         b"seamless-resolve: error: junk does not hold a checksum (64 hex digits)\n"
+
+
+def expressions(cache_dir):
+    db = next(cache_dir.rglob("seamless.db"))
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT input_checksum, path, celltype, target_celltype, result FROM expression "
+                         "ORDER BY path").fetchall()
+
+
+def test_a_result_target_file_is_recomputed_through_its_index_even_when_the_index_is_gone(cache):
+    work, env, cache_dir = cache
+    (work / "data.txt").write_text("b\na\nc\n")
+    made = call("seamless-run", "-cp", "out.txt", "sort data.txt > out.txt", cwd=work, env=env)
+    assert made.returncode == 0, made.stderr
+    cs = (work / "out.txt.CHECKSUM").read_text().strip()
+    assert cs == hashlib.sha256(b"a\nb\nc\n").hexdigest()
+    index = only_result(cache_dir)
+    # one row per entry: path ["out.txt"] of the (plain) deep index is the file's bytes
+    assert expressions(cache_dir) == [(index, '["out.txt"]', "plain", "bytes", cs)]
+    forget(cache_dir, cs)
+    again = call("seamless-fingertip", "out.txt", cwd=work, env=env)  # the sidecar names it
+    assert again.returncode == 0 and again.stdout == b"a\nb\nc\n", again.stderr
+    assert stored(cache_dir, cs)
+    forget(cache_dir, cs)
+    forget(cache_dir, index)  # the index is gone too: recomputed first, then its entry is read
+    out = work / "copy.txt"
+    back = call("seamless-fingertip", "-v", cs, "-o", str(out), cwd=work, env=env)
+    assert back.returncode == 0 and out.read_bytes() == b"a\nb\nc\n", back.stderr
+    assert stored(cache_dir, cs) and stored(cache_dir, index)
+
+
+def test_seamless_run_fingertip_recomputes_an_input_that_was_a_result_file(cache):
+    work, env, cache_dir = cache
+    (work / "data.txt").write_text("b\na\nc\n")
+    made = call("seamless-run", "-cp", "res", "mkdir res; sort data.txt > res/sorted; wc -l < data.txt > res/n",
+                cwd=work, env=env)
+    assert made.returncode == 0, made.stderr
+    index = only_result(cache_dir)
+    sorted_cs = hashlib.sha256(b"a\nb\nc\n").hexdigest()
+    assert [row[1:] for row in expressions(cache_dir)] == [
+        ('["res/n"]', "plain", "bytes", hashlib.sha256(b"3\n").hexdigest()),
+        ('["res/sorted"]', "plain", "bytes", sorted_cs)]
+    (work / "sorted.CHECKSUM").write_text(sorted_cs + "\n")  # the input is known by its checksum only
+    forget(cache_dir, sorted_cs)
+    forget(cache_dir, index)
+    missing = call("seamless-run", "tr a-z A-Z < sorted", cwd=work, env=env)
+    assert missing.returncode == 1 and b"--fingertip recomputes" in missing.stderr, missing.stderr
+    run = call("seamless-run", "--fingertip", "tr a-z A-Z < sorted", cwd=work, env=env)
+    assert run.returncode == 0 and run.stdout == b"A\nB\nC\n", run.stderr
+    assert stored(cache_dir, sorted_cs)
+
+
+def test_an_entry_is_taken_only_when_the_recomputed_index_says_so(cache):
+    work, env, cache_dir = cache
+    made = call("seamless-run", "-cp", "out.txt", "echo one > out.txt", cwd=work, env=env)
+    assert made.returncode == 0, made.stderr
+    index = only_result(cache_dir)
+    # a row that claims another file for the same entry (written by anyone): never believed
+    claimed = hashlib.sha256(b"two\n").hexdigest()
+    db = next(cache_dir.rglob("seamless.db"))
+    with sqlite3.connect(db) as c:
+        c.execute("INSERT INTO expression (input_checksum, path, celltype, target_celltype, result) "
+                  "VALUES (?, ?, 'plain', 'bytes', ?)", (index, '["elsewhere"]', claimed))
+    wrong = call("seamless-fingertip", claimed, cwd=work, env=env)
+    assert wrong.returncode == 1 and wrong.stdout == b"", wrong.stderr
+    assert f"file 'elsewhere' of result index {index}: the recomputed index has no such file".encode() \
+        in wrong.stderr, wrong.stderr
+    with sqlite3.connect(db) as c:  # the real entry's row, rewritten to claim another file
+        c.execute("UPDATE expression SET result=? WHERE path='[\"out.txt\"]'", (claimed,))
+    real = hashlib.sha256(b"one\n").hexdigest()
+    wrong = call("seamless-fingertip", claimed, cwd=work, env=env)
+    assert wrong.returncode == 1 and f"says that file is {real}, not {claimed}".encode() in wrong.stderr
+    assert not stored(cache_dir, claimed)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(os.environ.get("SEAMLESS_UPSTREAM_VENV", "/nonexistent"),
+                                                    "bin", "seamless-database")),
+                    reason="no upstream virtualenv (SEAMLESS_UPSTREAM_VENV)")
+def test_upstream_database_serves_and_accepts_the_entry_rows(cache, start_service):
+    import urllib.request
+
+    work, env, cache_dir = cache
+    made = call("seamless-run", "-cp", "out.txt", "echo one > out.txt", cwd=work, env=env)
+    assert made.returncode == 0, made.stderr
+    index, cs = only_result(cache_dir), hashlib.sha256(b"one\n").hexdigest()
+    db = next(cache_dir.rglob("seamless.db"))
+    upstream = os.path.join(os.environ["SEAMLESS_UPSTREAM_VENV"], "bin", "seamless-database")
+    server = start_service(upstream, db, "--writable", "--host", "127.0.0.1", "--port-range", 20000, 40000)
+
+    def ask(method, request):
+        rq = urllib.request.Request(server.url, data=json.dumps(request).encode(), method=method)
+        with urllib.request.urlopen(rq, timeout=30) as response:
+            return response.read().decode()
+
+    row = {"checksum": index, "path": ["out.txt"], "celltype": "plain", "target_celltype": "bytes", "result": cs}
+    assert json.loads(ask("GET", {"type": "rev_expression", "checksum": cs})) == [row]
+    assert ask("GET", {"type": "expression", "checksum": index, "path": ["out.txt"], "celltype": "plain",
+                       "target_celltype": "bytes"}) == cs
+    # upstream's own constraint check accepts what we write (a non-empty path needs plain, mixed or binary)
+    assert ask("PUT", {"type": "expression", "checksum": index, "path": ["out.txt"], "celltype": "plain",
+                       "target_celltype": "bytes", "value": cs}) == "OK"

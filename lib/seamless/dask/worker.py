@@ -247,4 +247,9 @@ class _Kept:
             self.stores.set_metadata(job.tf, result.checksum, execution_record(job.tf, result.checksum, "remote", usage))
         except Exception:  # provenance only: never fail a computed result over it
             pass
+        if job.command and job.transformation["__output__"][1] == "deepfolder":  # an index of result files
+            try:
+                self.stores.keep_index(result.checksum)
+            except Exception:  # only a fingertip of one file needs them
+                pass
         result.usage, result.kept = usage, True

@@ -126,6 +126,12 @@ class InStores:
         except Exception as exc:  # provenance only: never fail a computed result over it
             if self.say is not None:
                 self.say(f"execution record not written: {exc}")
+        if job.command and job.transformation["__output__"][1] == "deepfolder":  # an index of result files
+            try:
+                self.stores.keep_index(result.checksum)
+            except Exception as exc:  # only a fingertip of one file needs them
+                if self.say is not None:
+                    self.say(f"result file entries not written: {exc}")
 
 
 IN_MEMORY = InMemory()

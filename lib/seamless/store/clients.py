@@ -325,6 +325,48 @@ class StoreSet:
                     found.append(tf)
         return found
 
+    def keep_index(self, index):
+        """Note in every writable database that each entry {path: file checksum} of the
+        result index `index` (in the stores) is that file: expression rows, what a
+        fingertip of one result file follows back to its index. A database file writes
+        them in one transaction; a server gets one request per entry."""
+        import json
+
+        from seamless.store.sqlitedb import INDEX_ENTRY, Malformed
+
+        # a database file takes them all at once; a client without the request, none
+        writers = [db for db in self._db_writers() if hasattr(db, "set_index_expressions") or
+                   hasattr(db, "set_expression")]
+        if not writers:
+            return
+        data = self.get_buffer(index)
+        try:
+            entries = json.loads(data) if data is not None else None
+        except ValueError:
+            return
+        if not isinstance(entries, dict):
+            return
+        for db in writers:
+            if hasattr(db, "set_index_expressions"):
+                db.set_index_expressions(index, entries)
+                continue
+            for path, cs in entries.items():
+                try:
+                    db.set_expression(index, [path], *INDEX_ENTRY, cs)
+                except Malformed:  # a path upstream's columns cannot hold
+                    continue
+
+    def get_rev_expression(self, result):
+        """The expression rows (dicts as upstream's rev_expression) whose result is `result`,
+        from every database."""
+        found = []
+        for db in self.db_read:
+            get = getattr(db, "get_rev_expression", None)
+            for row in (get(result) if get is not None else None) or []:
+                if row not in found:
+                    found.append(row)
+        return found
+
     def producers(self, result):
         """(checksum, transformation dict or None if it is not stored) of each transformation
         known to have produced buffer `result`: what a fingertip can re-run."""

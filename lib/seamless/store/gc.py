@@ -336,7 +336,8 @@ class Findings:
         self.checked = 0
         self.corrupt = []  # (path, why)
         self.dangling = []  # (tf, result, missing checksums)
-        self.stray = []  # (tf, result) of reverse rows / records without their row
+        self.stray = []  # (tf, result) of reverse rows / records without their row; (index, file) of
+        #                  expression rows whose index is no row's result
         self.orphans = []  # checksums no row reaches
         self.orphan_bytes = 0
         self.repaired = 0

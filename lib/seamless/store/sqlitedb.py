@@ -40,6 +40,11 @@ SCHEMA = [
     'CREATE INDEX "transformation_result" ON "transformation" ("result")',
 ]
 BUCKET_KINDS = ("node", "environment", "node_env", "queue", "queue_node")
+# An entry of a command's result index as an expression row, "path [P] of the deep cell
+# INDEX is FILE": celltype plain, since upstream serializes a deepfolder as plain (and
+# its database takes a non-empty path only for mixed, plain or binary); target celltype
+# bytes, since an entry is the checksum of the file's exact bytes, as a deepfolder's are.
+INDEX_ENTRY = ("plain", "bytes")
 METADATA_CONFLICT = "Execution record already exists with different metadata"
 
 
@@ -331,13 +336,17 @@ class ResultDB:
                 "irreproducible": one("irreproducible_transformation")}
 
     def stray_records(self):
-        """Reverse rows and execution records whose transformation row is gone."""
+        """Reverse rows and execution records whose transformation row is gone, and
+        expression rows (input, result) whose input is no row's result: pairs that
+        forget() removes."""
         conn = self.connection()
         rev = conn.execute('SELECT DISTINCT r.checksum, r.result FROM "rev_transformation" r WHERE NOT EXISTS '
                            '(SELECT 1 FROM "transformation" t WHERE t.checksum = r.checksum AND t.result = r.result)')
         meta = conn.execute('SELECT m.checksum, m.result FROM "meta_data" m WHERE NOT EXISTS '
                             '(SELECT 1 FROM "transformation" t WHERE t.checksum = m.checksum)')
-        return rev.fetchall() + meta.fetchall()
+        expression = conn.execute('SELECT DISTINCT e.input_checksum, e.result FROM "expression" e WHERE NOT EXISTS '
+                                  '(SELECT 1 FROM "transformation" t WHERE t.result = e.input_checksum)')
+        return rev.fetchall() + meta.fetchall() + expression.fetchall()
 
     def forget(self, rows, keep=None):
         """Delete result rows [(transformation, result)] with their reverse rows and
@@ -442,6 +451,22 @@ class ResultDB:
             c.execute('INSERT OR REPLACE INTO "expression" (input_checksum, path, celltype, target_celltype, result) '
                       "VALUES (?, ?, ?, ?, ?)", (*key, result))
 
+    def set_index_expressions(self, index, entries):
+        """One expression row per entry {path: file checksum} of result index `index`, in
+        one transaction; entries upstream's columns cannot hold (a path over 100
+        characters) are left out. Returns how many rows were written."""
+        rows = []
+        for path, cs in entries.items():
+            try:
+                rows.append((*_expression_key(index, [path], *INDEX_ENTRY), checksum_arg(cs, "value")))
+            except Malformed:
+                continue
+        if rows:
+            with self.transaction() as c:
+                c.executemany('INSERT OR REPLACE INTO "expression" (input_checksum, path, celltype, target_celltype, '
+                              "result) VALUES (?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
     def get_rev_expression(self, result):
         rows = self.connection().execute(
             'SELECT input_checksum, path, celltype, target_celltype, result FROM "expression" WHERE result=?',
@@ -492,11 +517,17 @@ COUNTERS = 'CREATE TABLE IF NOT EXISTS "seamless_counter" ("name" TEXT NOT NULL 
 
 
 def forget_rows(c, rows):
-    """Delete result rows and what hangs on them (reverse rows, execution records)."""
+    """Delete result rows and what hangs on them (reverse rows, execution records, and the
+    expression rows of a result index that no other row has as its result, so that none
+    points into a deleted index); given a stray pair (index, file), the stray rows of that
+    index go too."""
     for tf, result in rows:
         c.execute('DELETE FROM "transformation" WHERE checksum=? AND result=?', (tf, result))
         c.execute('DELETE FROM "rev_transformation" WHERE checksum=? AND result=?', (tf, result))
         c.execute('DELETE FROM "meta_data" WHERE checksum=? AND result=?', (tf, result))
+    inputs = {cs for row in rows for cs in row}  # a stray pair's index is in the first place
+    c.executemany('DELETE FROM "expression" WHERE input_checksum=? AND NOT EXISTS '
+                  '(SELECT 1 FROM "transformation" WHERE result=?)', ((cs, cs) for cs in inputs))
 
 
 def _set_transformation(c, tf, result):
