@@ -172,9 +172,13 @@ needs_dask = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from test_dask_execution import Lab
+    from test_dask_execution import CLUSTERS, Lab
 
     lab = Lab(tmp_path_factory.mktemp("cancellab"))
+    # and a queue of one Seamless slot (exclusive), where a second task waits for the first
+    one = '    one: {{memory: 1GB, walltime: "01:00:00", cores: 1, maximum_jobs: 1, exclusive: true}}\n'
+    (lab.base / "home" / ".seamless" / "clusters.yaml").write_text(
+        CLUSTERS.replace("  queues:\n", "  queues:\n" + one).format(base=lab.base))
     yield lab
     lab.stop()
 
@@ -199,3 +203,38 @@ def test_a_task_on_a_dask_cluster_is_canceled_for_every_client(lab):
     assert gone("sleep 32.25")
     time.sleep(0.5)
     assert not late.exists() and lab.record(tf) is None
+
+
+@needs_dask
+def test_a_dask_task_canceled_before_it_starts_fails_as_canceled(lab):
+    started = lab.base / "started-first"
+    first, second = f"touch {started}; sleep 33.75", "echo second"
+    queue = ("--queue", "one")
+    tfs = [lab.run(*queue, "--dry", command).stdout.decode().strip() for command in (first, second)]
+    procs = []
+    try:
+        for command in (first, second):
+            procs.append(subprocess.Popen([tool("seamless-run"), *queue, command], cwd=lab.work, env=lab.env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            if command == first:
+                wait_for(started, procs[0])  # the only slot is taken: the second task will wait at the scheduler
+        deadline = time.monotonic() + 60
+        while (answer := cancel(*queue, tfs[1], cwd=lab.work, env=lab.env)).returncode == 2:
+            assert time.monotonic() < deadline and procs[1].poll() is None, procs[1].communicate()
+            time.sleep(0.2)
+        assert answer.returncode == 0 and answer.stdout == "process: not-running\ndask: canceled\n", answer
+        out, err = procs[1].communicate(timeout=30)
+        assert procs[1].returncode == 130 and out == b"", err  # not "the Dask scheduler went away"
+        assert err.decode().strip().splitlines()[-1] == CANCELED_LINE
+        assert lab.record(tfs[1]) is None and procs[0].poll() is None  # the running one goes on
+        answer = cancel(*queue, tfs[0], cwd=lab.work, env=lab.env)  # and is canceled where it runs
+        assert answer.returncode == 0 and answer.stdout == "process: not-running\ndask: canceled\n", answer
+        out, err = procs[0].communicate(timeout=30)
+        assert procs[0].returncode == 130 and err.decode().strip().splitlines()[-1] == CANCELED_LINE, err
+        assert gone("sleep 33.75")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert lab.run(*queue, second).stdout == b"second\n"  # nothing remembered the cancel
