@@ -8,11 +8,10 @@ the scheduler, for all clients (force), with REASON: their client.py tells it fr
 scheduler that went away.
 """
 
-from seamless.dask.client import connect
+from seamless.dask.client import REASON, connect
 from seamless.dask.tasks import CANCELED, PLUGIN
 
 ACTIVE = ("waiting", "no-worker", "queued", "processing")
-REASON = "seamless-cancel"
 
 
 def cancel(address, tf) -> bool:

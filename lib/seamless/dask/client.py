@@ -24,6 +24,7 @@ from seamless.execution.job import JobError, Result, TransformationFailure
 from seamless.execution.places import stores_in_force
 
 WAIT_STEP = 0.5  # seconds between looks at job.canceled() while a task runs
+REASON = "seamless-cancel"  # why seamless-cancel (cancel.py) cancels a task that has not started
 
 
 class Daskserver:
@@ -117,8 +118,6 @@ class Daskserver:
 
     def _failure(self, exc, job):
         """What a task's exception means for the user (it is never a result)."""
-        from seamless.dask.cancel import REASON  # cancel.py connects through this module
-
         name = type(exc).__name__
         if name == "FutureCancelledError" and getattr(exc, "reason", None) == REASON:
             # seamless-cancel cancelled it at the scheduler before it ran: the scheduler is fine
