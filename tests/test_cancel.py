@@ -14,6 +14,9 @@ from conftest import tool
 from test_jobserver import jobserver_of, post, records, remote, run as remote_run  # noqa: F401 (fixture)
 
 
+CANCELED_LINE = "seamless-run: error: the command was canceled; nothing was kept"
+
+
 def cancel(*argv, cwd, env):
     return subprocess.run([tool("seamless-cancel"), *argv], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)
@@ -72,7 +75,7 @@ def test_a_local_run_is_canceled_from_another_process_and_keeps_nothing(local):
     out, err = proc.communicate(timeout=30)
     assert time.monotonic() - begun < 15
     assert proc.returncode == 130, err
-    assert err.decode().strip().splitlines()[-1] == "seamless-run: error: the command was canceled; nothing was kept"
+    assert err.decode().strip().splitlines()[-1] == CANCELED_LINE
     assert gone("sleep 30.75") and not late.exists()
     assert rows(tmp / "cache", tf) == [] and not (work / "out.txt").exists()
     assert not (work / "out.txt.FUTURE").exists()
@@ -154,7 +157,8 @@ def test_a_job_on_the_job_server_is_canceled_and_none_is_started_to_cancel(remot
     answer = cancel(tf, cwd=work, env=env)
     assert answer.returncode == 0 and answer.stdout == "process: not-running\njobserver: canceled\n", answer
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode != 0 and out == b"" and b"canceled" in err.strip().splitlines()[-1], err
+    assert proc.returncode == 130 and out == b"", err  # as a canceled local run
+    assert err.decode().strip().splitlines()[-1] == CANCELED_LINE
     assert gone("sleep 30.5")
     assert [r for r in records(db) if r["tf_checksum"] == tf] == []
 
@@ -168,9 +172,13 @@ needs_dask = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from test_dask_execution import Lab
+    from test_dask_execution import CLUSTERS, Lab
 
     lab = Lab(tmp_path_factory.mktemp("cancellab"))
+    # and a queue of one Seamless slot (exclusive), where a second task waits for the first
+    one = '    one: {{memory: 1GB, walltime: "01:00:00", cores: 1, maximum_jobs: 1, exclusive: true}}\n'
+    (lab.base / "home" / ".seamless" / "clusters.yaml").write_text(
+        CLUSTERS.replace("  queues:\n", "  queues:\n" + one).format(base=lab.base))
     yield lab
     lab.stop()
 
@@ -191,7 +199,42 @@ def test_a_task_on_a_dask_cluster_is_canceled_for_every_client(lab):
     assert answer.returncode == 0 and answer.stdout == "process: not-running\ndask: canceled\n", answer
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and out == b"", err
-    assert err.decode().strip().splitlines()[-1] == "seamless-run: error: the command was canceled; nothing was kept"
+    assert err.decode().strip().splitlines()[-1] == CANCELED_LINE
     assert gone("sleep 32.25")
     time.sleep(0.5)
     assert not late.exists() and lab.record(tf) is None
+
+
+@needs_dask
+def test_a_dask_task_canceled_before_it_starts_fails_as_canceled(lab):
+    started = lab.base / "started-first"
+    first, second = f"touch {started}; sleep 33.75", "echo second"
+    queue = ("--queue", "one")
+    tfs = [lab.run(*queue, "--dry", command).stdout.decode().strip() for command in (first, second)]
+    procs = []
+    try:
+        for command in (first, second):
+            procs.append(subprocess.Popen([tool("seamless-run"), *queue, command], cwd=lab.work, env=lab.env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            if command == first:
+                wait_for(started, procs[0])  # the only slot is taken: the second task will wait at the scheduler
+        deadline = time.monotonic() + 60
+        while (answer := cancel(*queue, tfs[1], cwd=lab.work, env=lab.env)).returncode == 2:
+            assert time.monotonic() < deadline and procs[1].poll() is None, procs[1].communicate()
+            time.sleep(0.2)
+        assert answer.returncode == 0 and answer.stdout == "process: not-running\ndask: canceled\n", answer
+        out, err = procs[1].communicate(timeout=30)
+        assert procs[1].returncode == 130 and out == b"", err  # not "the Dask scheduler went away"
+        assert err.decode().strip().splitlines()[-1] == CANCELED_LINE
+        assert lab.record(tfs[1]) is None and procs[0].poll() is None  # the running one goes on
+        answer = cancel(*queue, tfs[0], cwd=lab.work, env=lab.env)  # and is canceled where it runs
+        assert answer.returncode == 0 and answer.stdout == "process: not-running\ndask: canceled\n", answer
+        out, err = procs[0].communicate(timeout=30)
+        assert procs[0].returncode == 130 and err.decode().strip().splitlines()[-1] == CANCELED_LINE, err
+        assert gone("sleep 33.75")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert lab.run(*queue, second).stdout == b"second\n"  # nothing remembered the cancel

@@ -131,20 +131,8 @@ def dask_cancel(resolved, tf) -> bool:
 
 
 def running(tool, resolved):
-    """The connection to the configuration's `tool` if it runs (never started): its
-    recorded connection if it answers, else the status file on its host."""
+    """The connection to the configuration's `tool` if it runs (it is never started)."""
     from seamless.config import tools
-    from seamless.launch import client
-    from seamless.launch.executor import executor_for
+    from seamless.launch.client import find
 
-    spec = tools.render(tool, resolved, "rw")
-    key = spec["key"]
-    handshake = (spec.get("handshake") or "healthcheck", spec.get("handshake_port") or "port")
-    found = client.read_client(key)
-    if found and client.answers_here(found, handshake, client.token_of(found)):
-        return found
-    executor = executor_for(spec)
-    status = executor.call("inspect", key)
-    if status and client._usable(executor, status, key, handshake):
-        return client._connect(spec, status, executor, handshake)
-    return None
+    return find(tools.render(tool, resolved, "rw"))

@@ -71,6 +71,18 @@ def why_missing(stores, cs):
     return f"{cs} is not in any store"
 
 
+def to_stdout(stores, cs) -> bool:
+    """Write buffer `cs` to stdout, verified before its first byte (seamless-resolve's
+    too); False when no store has a good copy."""
+    f = stores.open_verified(cs)
+    if f is None:
+        return False
+    with f:
+        shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+    sys.stdout.flush()
+    return True
+
+
 def main(argv):
     args = parse_args(argv)
     if len(args.output) > len(args.items):
@@ -98,12 +110,8 @@ def main(argv):
         item, kind, cs, _, _, _ = plans[0]
         if kind != "file":
             raise UserError(f"{item} is a directory: --stdout needs a file")
-        f = stores.open_verified(cs)
-        if f is None:
+        if not to_stdout(stores, cs):
             raise UserError(f"{item}: buffer {why_missing(stores, cs)}")
-        with f:
-            shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
-        sys.stdout.flush()
         return 0
     count = sum(len(index) if kind == "directory" else 1 for _, kind, _, index, _, _ in plans)
     if remote(stores.buffer_read) and not confirm("download", count, 0, args.answer, PROG):

@@ -3,15 +3,15 @@
 Its tasks are those whose key is base[_<code checksum>]-<tf>[-scratch] (tasks.key), in
 any active state. A running one is canceled by its worker's Seamless plugin, as when
 its last client lets go of it: its job is killed, and the task answers "canceled" to
-every client waiting for it. One not yet running is cancelled at the scheduler, for
-all clients (force).
+every client waiting for it (SeamlessWorker.cancel). One not yet running is cancelled at
+the scheduler, for all clients (force), with REASON: their client.py tells it from a
+scheduler that went away.
 """
 
-from seamless.dask.client import connect
+from seamless.dask.client import REASON, connect
 from seamless.dask.tasks import CANCELED, PLUGIN
 
 ACTIVE = ("waiting", "no-worker", "queued", "processing")
-REASON = "seamless-cancel"
 
 
 def cancel(address, tf) -> bool:
@@ -44,15 +44,6 @@ def _tasks_of(tf, dask_scheduler=None):
 def _stop_running(keys, dask_worker=None):
     """On each worker: cancel the jobs of those tasks that run there; their keys."""
     plugin = dask_worker.plugins.get(PLUGIN)
-    if plugin is None or not hasattr(plugin, "running"):
+    if not hasattr(plugin, "cancel"):  # none yet, or another version's
         return []
-    stopped = []
-    for key in keys:
-        with plugin.lock:
-            entry = plugin.running.get(key)
-            if entry is not None:
-                plugin.canceled.add(key)  # its answer: canceled (worker.py)
-        if entry is not None:
-            entry[0].cancel()
-            stopped.append(key)
-    return stopped
+    return [key for key in keys if plugin.cancel(key)]

@@ -10,18 +10,21 @@ run(job) puts the buffers the job needs in the hashserver (a command's inputs ar
 uploaded by its face first), submits its task (tasks.py) and waits; the worker keeps
 the result, its row and its execution record, so the answer is a checksum (and small
 result bytes). A Ctrl-C, or cancel(), lets go of the task: when no other client wants it,
-its job is killed where it runs. compute() looked in the database before ensure() was
+its job is killed where it runs; one canceled by seamless-cancel (dask/cancel.py), running
+or not yet, fails as canceled (a command: exit 130). compute() looked in the database before ensure() was
 called: a cache hit never wakes the cluster.
 """
 
 import os
 import threading
 
-from seamless.dask.tasks import PLUGIN, answer, submit
-from seamless.execution.job import Result, TransformationFailure
+from seamless.dask.tasks import CANCELED, PLUGIN, answer, submit
+from seamless.execution import jobdir
+from seamless.execution.job import JobError, Result, TransformationFailure
 from seamless.execution.places import stores_in_force
 
 WAIT_STEP = 0.5  # seconds between looks at job.canceled() while a task runs
+REASON = "seamless-cancel"  # why seamless-cancel (cancel.py) cancels a task that has not started
 
 
 class Daskserver:
@@ -105,17 +108,22 @@ class Daskserver:
         while not done.wait(WAIT_STEP):
             if job.canceled is not None and job.canceled():
                 future.cancel()
-                raise TransformationFailure("Transformation was canceled")
+                raise TransformationFailure(CANCELED)
         try:
             return future.result()
         except Exception as exc:
             if job.canceled is not None and job.canceled():  # cancel(): its future was let go here
-                raise TransformationFailure("Transformation was canceled") from None
-            raise self._failure(exc) from None
+                raise TransformationFailure(CANCELED) from None
+            raise self._failure(exc, job) from None
 
-    def _failure(self, exc):
+    def _failure(self, exc, job):
         """What a task's exception means for the user (it is never a result)."""
         name = type(exc).__name__
+        if name == "FutureCancelledError" and getattr(exc, "reason", None) == REASON:
+            # seamless-cancel cancelled it at the scheduler before it ran: the scheduler is fine
+            if job.command:  # as a command canceled where it runs (worker.py), or here (jobdir.py)
+                return JobError(jobdir.CANCELED, jobdir.CANCEL_EXIT, shown=False)
+            return TransformationFailure(CANCELED)
         if name in ("CancelledError", "FutureCancelledError") or self.client is None or \
                 self.client.status != "running":
             client, self.client = self.client, None  # the next job connects again (or launches a new daskserver)

@@ -19,7 +19,8 @@ A transformation that calls others (nested) is offered to this process by its Se
 worker: a result in the database is the answer; with permission (permissions.py) it is
 submitted to the same cluster with a higher priority, and runs beyond the pool's
 throttle wherever it lands (its parent waits, idle); without, the Seamless worker that
-asked runs it itself. Canceling a task (its last client let go of it) kills its job.
+asked runs it itself. Canceling a task (its last client let go of it, or seamless-cancel
+asked: cancel(key)) kills its job.
 """
 
 import asyncio
@@ -84,10 +85,18 @@ class SeamlessWorker(WorkerPlugin):
 
     def transition(self, key, start, finish, **kwargs):
         if finish in ("cancelled", "released", "forgotten") and start in ("executing", "long-running"):
+            self.cancel(key)  # every client let go of it: stop its job where it runs
+
+    def cancel(self, key) -> bool:
+        """Kill the job of task `key` if it runs here (its answer: canceled); did it?"""
+        with self.lock:
             entry = self.running.get(key)
-            if entry is not None:  # every client let go of it: stop its job where it runs
+            if entry is not None:
                 self.canceled.add(key)
-                entry[0].cancel()
+        if entry is None:
+            return False
+        entry[0].cancel()
+        return True
 
     def _advertise(self, slots):
         asyncio.run_coroutine_threadsafe(self.worker.set_resources(S=float(slots)), self.worker.loop.asyncio_loop)

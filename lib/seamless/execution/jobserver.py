@@ -75,7 +75,11 @@ class Jobserver:
             raise JobError(message, int(code), tail.encode(), shown=False)
         if status != 200:
             raise TransformationFailure(f"the job server {self.url} answered {status}: {text.strip()[:2000]}")
-        if text.strip() == CANCELED:
+        if text.strip() == CANCELED:  # by seamless-cancel: a command ends as a canceled local one does (130)
+            if command:
+                from seamless.execution import jobdir
+
+                raise JobError(jobdir.CANCELED, jobdir.CANCEL_EXIT, shown=False)
             raise TransformationFailure(CANCELED)
         try:
             outcome = json.loads(text)

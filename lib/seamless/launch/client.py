@@ -1,6 +1,7 @@
 """Find a running service or start it, here or on a frontend, and remember how to reach it.
 
     connection = ensure(spec)    # {"key", "url", "hostname", "port", ...}
+    connection = find(spec)      # the same if it runs, else None: steps 1 and 2, nothing stopped
 
 1. A recorded connection (client/<key>.json, 0600) whose handshake answers is reused.
 2. Otherwise the service host's status file is inspected: a live service that answers
@@ -72,18 +73,36 @@ def token_of(connection):
     return host.read_token(connection["token_file"]) if connection.get("token_file") else None
 
 
-def ensure(spec):
+def find(spec):
+    """The connection to the running service of `spec`, or None; nothing is started or
+    stopped (a recorded connection that does not serve it is forgotten)."""
+    return _find(spec)[0]
+
+
+def _find(spec):
+    """find()'s answer, and the executor and status file that ensure() goes on from."""
     key = host.check_key(spec["key"])
-    handshake = (spec.get("handshake") or "healthcheck", spec.get("handshake_port") or "port")
+    handshake = _handshake(spec)
     client = read_client(key)
     token = token_of(client) if client else None
     if client and client.get("workdir", spec["workdir"]) == spec["workdir"] and bool(token) == wants_token(spec) \
             and _same_parameters(client, spec) and answers_here(client, handshake, token):
-        return client
+        return client, None, None
     if client:
         drop_client(key, client)
     executor = executor_for(spec)
     status = executor.call("inspect", key)
+    if status and _same_setup(status, spec) and _usable(executor, status, key, handshake):
+        remember_host(key, executor)
+        return _connect(spec, status, executor, handshake), executor, status
+    return None, executor, status
+
+
+def ensure(spec):
+    found, executor, status = _find(spec)
+    if found is not None:
+        return found
+    key, handshake = spec["key"], _handshake(spec)
     remember_host(key, executor)  # the frontend answers: stop, logs and rm will find the key there
     if status and status.get("alive") and not _same_setup(status, spec):
         # the configuration moved this service (another bufferdir, say), or changed its
@@ -91,9 +110,8 @@ def ensure(spec):
         executor.call("stop", key, status.get("pid"))
         status = None
     if status and status.get("alive") and status.get("status") in ("starting", "running"):
-        if _usable(executor, status, key, handshake):
-            return _connect(spec, status, executor, handshake)
-        # someone else is starting it, or it is busy: give it time before calling it silent
+        # not usable yet (find): someone else is starting it, or it is busy; give it time
+        # before calling it silent
         patience = SILENT_RUNNING if status["status"] == "running" else STALE_STARTING - status.get("age", 0)
         if patience > 0:
             try:
@@ -110,6 +128,10 @@ def ensure(spec):
             executor.call("stop", key, started.get("pid"))  # nothing half-started stays behind
         raise
     return _connect(spec, status, executor, handshake)
+
+
+def _handshake(spec):
+    return spec.get("handshake") or "healthcheck", spec.get("handshake_port") or "port"
 
 
 def _same_setup(status, spec):
