@@ -8,12 +8,10 @@ content is a checksum (checksum_of, shared with seamless-fingertip and seamless-
 
 import argparse
 import os
-import shutil
-import sys
 
 from seamless.checksum import is_checksum, parse_checksum
 from seamless.cli import UserError, add_version, open_stores, selection
-from seamless.cli.download import why_missing
+from seamless.cli.download import to_stdout, why_missing
 
 PROG = "seamless-resolve"
 
@@ -36,15 +34,7 @@ def checksum_of(arg) -> str:
 def deliver(stores, cs, output=None) -> bool:
     """Write buffer `cs` to stdout (verified before its first byte) or to the file
     `output` (atomically, verified); False when no store has a good copy."""
-    if output is not None:
-        return stores.get_to_file(cs, output)
-    f = stores.open_verified(cs)
-    if f is None:
-        return False
-    with f:
-        shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
-    sys.stdout.flush()
-    return True
+    return stores.get_to_file(cs, output) if output is not None else to_stdout(stores, cs)
 
 
 def add_arguments(p):
