@@ -13,7 +13,7 @@ import pytest
 
 from conftest import tool
 
-OLD = 10_000  # seconds: how long ago "old" buffers were last used
+OLD = 8 * 86400  # seconds: how long ago "old" buffers were last used (beyond gc's ORPHAN_AGE too)
 
 
 @pytest.fixture
@@ -48,6 +48,11 @@ def cache(argv, env, cwd=None, check=True):
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def disk(path):
+    """Bytes on disk, what seamless-cache counts (a small buffer takes a whole block)."""
+    return os.stat(path).st_blocks * 512
 
 
 def stats(env):
@@ -92,7 +97,7 @@ def test_stats_counts_buffers_results_hits_and_misses(work, env):
     assert info["results"] == 2 and info["records"] == 2
     assert info["hits"] == 1 and info["misses"] == 2
     files = buffer_files(env)
-    assert info["buffers"] == len(files) and info["bytes"] == sum(os.path.getsize(p) for p in files)
+    assert info["buffers"] == len(files) and info["bytes"] == sum(disk(p) for p in files)
     assert info["buffer_directory"] == root(env) and info["max_size"] is None
     text = cache(["stats"], env).stdout
     assert "hit rate:" in text and "33.3%" in text
@@ -182,9 +187,10 @@ def test_gc_evicts_inputs_first_then_results_with_their_buffers(work, env, tmp_p
     age_everything(env)
     before = stats(env)["bytes"]
     # room for everything but the 50 kB input: only it goes, no result
+    big = [p for p in buffer_files(env) if os.path.getsize(p) == 50_000]
     report = json.loads(cache(["gc", "--max-size", str(before - 40_000), "--json"], env).stdout)
-    assert report["evicted_results"] == 0 and len(rows(env)) == 2
-    assert 50_000 <= report["evicted_bytes"] < 50_100  # the big input (and maybe data.txt), no result
+    assert report["evicted_results"] == 0 and len(rows(env)) == 2  # the big input (and maybe data.txt)
+    assert not os.path.exists(big[0]) and report["evicted_bytes"] >= disk(work / "big.txt")
     run([*meta, 'wc -c big.txt; echo x >> "$COUNT"'], work, env)
     assert count() == 1  # still a hit: its result did not need the input
     age_everything(env)
@@ -419,13 +425,14 @@ def test_the_python_api_trims_the_cache_to_max_size_too(work, env, tmp_path):
     script.write_text("import seamless.config\nseamless.config.init()\nfrom seamless.transformer import direct\n"
                       "@direct\ndef double(x):\n    return 2 * x\n"
                       "print(double(21))\n")
-    limited = dict(env, SEAMLESS_CACHE_MAX_SIZE="20KB")
+    limited = dict(env, SEAMLESS_CACHE_MAX_SIZE="40KB")
     proc = subprocess.run([os.environ.get("PYTHON", "python3"), str(script)], env=limited, capture_output=True,
                           text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "42", proc.stderr
     info = stats(env)
-    # the inputs were enough to go (lone buffers go first): every result stays
-    assert info["bytes"] <= 18_000 and info["results"] == 5 and dangling(env) == []
+    assert info["bytes"] <= 36_000 and dangling(env) == []
+    listed = [json.loads(line) for line in cache(["ls", "--json"], env).stdout.splitlines()]
+    assert [e["command"] for e in listed if e["language"] == "python"] == ["double()"]
 
 
 def test_a_configurations_local_storage_and_a_remote_one(work, env, tmp_path):
@@ -507,3 +514,62 @@ def test_verify_flags_an_expression_row_whose_index_is_no_result_and_repair_remo
     assert cache(["verify", "--repair"], env, check=False).returncode == 0
     assert expressions(env) == kept and len(kept) == 1  # the real entry's row stays
     assert cache(["verify"], env).returncode == 0
+
+
+def test_gc_keeps_uploads_and_what_no_result_reaches_and_ages_rows_by_their_own_use(work, env, tmp_path):
+    """What seamless-upload stored is the user's data (after --move, the only copy); what no
+    result reaches yet (a queued job's inputs) waits a week; a row's age is its result's
+    and its transformation's last use, not its code's (which other rows share)."""
+    (work / "precious.txt").write_text("precious\n" * 1000)
+    up = subprocess.run([tool("seamless-upload"), "--move", "precious.txt"], cwd=work, env=env, capture_output=True,
+                        text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    run(["--dry", "--upload", "wc", "-l", "data.txt"], work, env)  # stored for later: reached by no result
+    for i in range(2):
+        (work / f"in{i}.txt").write_text(f"{i}\n")
+        run(["wc", "-l", f"in{i}.txt"], work, env)  # two rows, one code buffer
+    queued = {os.path.basename(p) for p in buffer_files(env)}
+    age_everything(env, 2 * 86400)
+    (work / "in0.txt").write_text("0\n")
+    run(["wc", "-l", "in0.txt"], work, env)  # a hit: row 0 is in use, and the shared code with it
+    cache(["gc", "--max-size", "0"], env)
+    assert len(rows(env)) == 1  # row 1 went, although its code was just used by row 0
+    assert (work / "precious.txt.CHECKSUM").exists()
+    down = subprocess.run([tool("seamless-download"), "precious.txt"], cwd=work, env=env, capture_output=True,
+                          timeout=60)
+    assert down.returncode == 0 and (work / "precious.txt").read_text() == "precious\n" * 1000
+    dry = run(["--dry", "wc", "-l", "data.txt"], work, env).stdout.decode().strip()
+    assert dry in {os.path.basename(p) for p in buffer_files(env)}  # the uploaded transformation waits
+    age_everything(env)  # a week and more: what no result reaches goes
+    cache(["gc", "--max-size", "0"], env)
+    left = {os.path.basename(p) for p in buffer_files(env)}
+    assert dry not in left and left and left <= queued  # only the upload stays
+    assert cache(["gc", "--max-size", "0", "--kept"], env).returncode == 0 and buffer_files(env) == []
+
+
+def test_a_directory_where_a_buffer_belongs_is_reported_never_removed_and_does_not_block(work, env):
+    run(["cat", "data.txt"], work, env)
+    (tf, result), = rows(env)
+    path = os.path.join(root(env), result[:2], result)
+    os.unlink(path)
+    os.mkdir(path)
+    (open(os.path.join(path, "mine.txt"), "w")).write("not yours\n")
+    found = cache(["verify"], env, check=False)
+    assert found.returncode == 1 and f"not a buffer: {path}" in found.stdout
+    assert cache(["verify", "--repair"], env, check=False).returncode == 1  # the directory is not ours
+    assert os.path.isdir(path) and rows(env) == []  # the row that needed it is gone
+    proc = run(["cat", "data.txt"], work, env, check=False)
+    assert proc.returncode == 1 and f"{path} is a directory where a buffer belongs: remove it" in proc.stderr.decode()
+    assert proc.stderr.decode().count("\n") <= 3
+    os.unlink(os.path.join(path, "mine.txt"))
+    os.rmdir(path)
+    assert run(["cat", "data.txt"], work, env).stdout == b"a\nb\nc\n"
+
+
+def test_ls_gives_the_size_of_a_commands_result_files(work, env):
+    (work / "big.txt").write_text("x" * 30_000)
+    run(["-cp", "copy.txt", "cp big.txt copy.txt"], work, env)
+    entry, = [json.loads(line) for line in cache(["ls", "--json"], env).stdout.splitlines()]
+    assert entry["result_bytes"] == 30_000
+    assert cache(["gc", "--max-size", "inf"], env, check=False).stderr.strip() == \
+        "seamless-cache: error: --max-size: 'inf' is not a size (use e.g. 500MB, 2G, 1.5TiB)"

@@ -8,15 +8,19 @@ UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 
 def parse_size(text) -> int:
     """Bytes from "500MB", "2G", "1.5TiB", "100 kB" or a plain number."""
-    text = str(text).strip().upper().replace(" ", "")
+    written = str(text).strip()
+    text = written.upper().replace(" ", "")
     number = text.rstrip("KMGTIB")
     unit = text[len(number):]
     if unit not in UNITS:
-        raise ValueError(f"unknown size unit in {text!r} (use e.g. 500MB, 2G, 1.5TiB)")
+        raise ValueError(f"unknown size unit in {written!r} (use e.g. 500MB, 2G, 1.5TiB)")
     try:
-        return int(float(number) * UNITS[unit])
+        value = float(number)
+        if not 0 <= value < 1e30:  # also nan, inf
+            raise ValueError
+        return int(value * UNITS[unit])
     except ValueError:
-        raise ValueError(f"{text!r} is not a size (use e.g. 500MB, 2G, 1.5TiB)") from None
+        raise ValueError(f"{written!r} is not a size (use e.g. 500MB, 2G, 1.5TiB)") from None
 
 
 def human(size) -> str:

@@ -45,6 +45,7 @@ def parser():
                     "default: the configured max_size")
     gc.add_argument("--older-than", metavar="T", help="evict everything unused for T (30d, 12h, 90m, 45s)")
     gc.add_argument("--dry-run", "-n", action="store_true", help="say what would be evicted; evict nothing")
+    gc.add_argument("--kept", action="store_true", help="evict kept buffers too (what seamless-upload stored)")
     verify = verbs.add_parser("verify", parents=[common], help="re-hash every buffer; find dangling results")
     verify.add_argument("--repair", action="store_true", help="remove corrupt buffers and dangling results")
     return p
@@ -111,7 +112,8 @@ def stats(args, cache):
 
     asked = info["hits"] + info["misses"]
     limit = f"{human(cache.max_size)} ({100 * size / cache.max_size:.0f}% used)" if cache.max_size else \
-        "none (set SEAMLESS_CACHE_MAX_SIZE or `- max_size: 5G` in seamless.yaml)"
+        "none (set SEAMLESS_CACHE_MAX_SIZE" + (")" if os.environ.get("SEAMLESS_CACHE") else
+                                               " or `- max_size: 5G` in seamless.yaml)")
     lines = [("buffers", f"{buffers} in {info['buffer_directory']}"), ("size", human(size)), ("max size", limit),
              ("results", f"{info['results']} in {info['database']}"), ("execution records", info["records"]),
              ("hits", info["hits"]), ("misses", info["misses"]),
@@ -126,6 +128,18 @@ def describe(read, tf):
     tfdict = _json(read(tf))
     if not isinstance(tfdict, dict):
         return "?", "(transformation not stored)"
+    return _describe(read, tfdict)
+
+
+def _deep(tfdict) -> bool:
+    """Is the result an index of files (a command's result targets)?"""
+    from seamless.store.gc import DEEP
+
+    output = tfdict.get("__output__") if isinstance(tfdict, dict) else None
+    return isinstance(output, list) and len(output) > 1 and output[1] in DEEP
+
+
+def _describe(read, tfdict):
     language = tfdict.get("__language__", "?")
     code = tfdict.get("code")
     text = read(code[2]) if isinstance(code, list) and len(code) == 3 and isinstance(code[2], str) else None
@@ -194,15 +208,26 @@ def listing(cache):
     for tf, result, record in rows:
         record = _json(record) if record else None
         record = record if isinstance(record, dict) else {}
-        language, what = describe(read, tf)
-        buf = sizes.get(result)
+        tfdict = _json(read(tf))
+        language, what = _describe(read, tfdict) if isinstance(tfdict, dict) else ("?", "(transformation not stored)")
         out.append({"transformation": tf, "result": result, "language": language, "command": what,
-                    "result_bytes": buf.bytes if buf else None, "finished_at": record.get("finished_at"),
+                    "result_bytes": _result_size(read, sizes, result, _deep(tfdict)),
+                    "finished_at": record.get("finished_at"),
                     "wall_time_seconds": record.get("wall_time_seconds"),
                     "cpu_time_seconds": _cpu(record), "memory_peak_bytes": record.get("memory_peak_bytes"),
                     "execution_mode": record.get("execution_mode")})
     out.sort(key=lambda e: e["finished_at"] or "", reverse=True)
     return out
+
+
+def _result_size(read, sizes, result, deep):
+    """The result's length; for a command's result files, theirs together (None: gone)."""
+    buf = sizes.get(result)
+    if buf is None or not deep:
+        return buf.size if buf else None
+    index = _json(read(result))
+    entries = [sizes.get(cs) for cs in index.values()] if isinstance(index, dict) else [None]
+    return None if None in entries else sum(entry.size for entry in entries)
 
 
 def _cpu(record):
@@ -287,7 +312,8 @@ def gc(args, cache):
             raise UserError("nothing to bound the cache by: give --max-size SIZE or --older-than T "
                             "(or set SEAMLESS_CACHE_MAX_SIZE / `- max_size: 5G` in seamless.yaml)")
     try:
-        report = collect_garbage(cache.store, cache.db, max_size=max_size, older_than=older, dry_run=args.dry_run)
+        report = collect_garbage(cache.store, cache.db, max_size=max_size, older_than=older, dry_run=args.dry_run,
+                                 kept=args.kept)
     except Busy as exc:
         raise UserError(str(exc)) from None
     if args.json:
@@ -296,6 +322,8 @@ def gc(args, cache):
     verb = "would evict" if args.dry_run else "evicted"
     extra = f"; {report.dangling} results without their bytes dropped" if report.dangling else ""
     busy = f"; {report.kept_busy} kept (in use)" if report.kept_busy else ""
+    if report.spared:
+        busy += f"; {report.spared} left alone (used in the last 5 minutes, or reached by no result and used this week)"
     print(f"{verb} {report.buffers} buffers ({human(report.bytes)}) and {report.rows} results{extra}{busy}; "
           f"{human(report.before)} -> {human(report.after)}")
     return 0
@@ -322,7 +350,9 @@ def verify(args, cache):
             print(f"corrupt: {path} {problem}")
         for tf, result, missing in findings.dangling:
             print(f"dangling: result {result} of transformation {tf}: missing {', '.join(missing)}")
-        for tf, result in findings.stray:
+        for path in findings.strange:
+            print(f"not a buffer: {path} is a directory where a buffer belongs (remove it yourself)")
+        for tf, result in dict.fromkeys(findings.stray):  # a reverse row and a record: one line
             print(f"stray record: transformation {tf} (result {result}) has no result row")
         print(f"{findings.checked} buffers checked: {len(findings.corrupt)} corrupt, {len(findings.dangling)} "
               f"dangling results, {len(findings.stray)} stray records; {len(findings.orphans)} buffers "

@@ -65,6 +65,7 @@ def main(argv):
     try:
         for (path, item), size in zip(items, sizes, strict=True):
             store_input(stores, item)
+            stores.mark_kept(_checksums(item))  # what the user stored is data: gc leaves it
             if item.kind == "directory":
                 base = path.rstrip("/")
                 atomic_write(base + ".INDEX", serialize(item.index, "plain"))
@@ -81,10 +82,13 @@ def main(argv):
     return 1 if failed else 0
 
 
+def _checksums(item):
+    return list(item.index.values()) + [item.checksum] if item.kind == "directory" else [item.checksum]
+
+
 def _remove_stored(stores, item):
     """--move: delete the original only once every store holds a verified copy of it."""
-    checksums = list(item.index.values()) + [item.checksum] if item.kind == "directory" else [item.checksum]
-    bad = [cs for cs in checksums if not stores.stored_everywhere(cs)]
+    bad = [cs for cs in _checksums(item) if not stores.stored_everywhere(cs)]
     if bad:
         raise UserError(f"{item.source}: kept, not deleted: the stored copy of {bad[0]} could not be verified")
     shutil.rmtree(item.source) if item.kind == "directory" else os.unlink(item.source)

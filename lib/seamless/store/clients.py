@@ -203,6 +203,14 @@ class StoreSet:
             cs = store.put_file(path, cs)
         return cs
 
+    def mark_kept(self, checksums):
+        """Mark buffers to be kept by gc (what a user uploads is data, not cache), in the
+        buffer directories written directly; a server cannot be told."""
+        for store in self.buffer_write:
+            if isinstance(store, DirectoryStore):
+                for cs in checksums:
+                    store.mark_kept(cs)
+
     def _writers(self):
         if not self.buffer_write:
             raise StoreError("no writable buffer store is configured")

@@ -23,6 +23,7 @@ from seamless.store import ChecksumMismatch, CorruptBuffer, NoSpace, ReadOnlySto
 
 PREFIX_SENTINEL = ".HASHSERVER_PREFIX"
 LENGTH_SUFFIX = ".BUFFERLENGTH"
+KEEP_SUFFIX = ".KEEP"  # an empty mark: a buffer the user stored, which gc leaves alone
 DIR_MODE = 0o3775
 FILE_MODE = 0o444
 # a temp file untouched this long belongs to a killed writer (live ones write continuously)
@@ -76,7 +77,7 @@ class DirectoryStore:
 
     def stored(self, cs: str) -> bool:
         """Is any form of cs here? Without touching it (gc must not count its own looks as use)."""
-        return any(os.path.exists(base + suffix) for base in self._bases(cs) for suffix in SUFFIXES.values())
+        return any(os.path.isfile(base + suffix) for base in self._bases(cs) for suffix in SUFFIXES.values())
 
     def find(self, cs: str, encodings=(None, "zstd", "gzip")):
         """(path, encoding) of the first stored form, in the preferred encoding order.
@@ -165,6 +166,8 @@ class DirectoryStore:
                 data = f.read()
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise CorruptBuffer(_not_a_buffer(path), path) from None
         except decode_errors() as exc:
             raise CorruptBuffer(f"{path}: cannot decompress: {exc}", path) from None
         if verify and calculate_checksum(data) != cs:
@@ -197,6 +200,8 @@ class DirectoryStore:
                 actual, length = checksum_stream(f)
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise CorruptBuffer(_not_a_buffer(path), path) from None
         except decode_errors() as exc:
             raise CorruptBuffer(f"{path}: cannot decompress: {exc}", path) from None
         if actual != cs:
@@ -343,6 +348,19 @@ class DirectoryStore:
             pass  # the buffer is stored; a sidecar only saves decompressing it to learn its length
         return cs, final, length
 
+    def mark_kept(self, cs):
+        """Leave <cs>.KEEP beside the buffer: seamless-cache gc does not evict it."""
+        self._check_writable()
+        cs = parse_checksum(cs)
+        path = os.path.join(self.target_dir(cs), cs + KEEP_SUFFIX)
+        try:
+            fd = self._in_dir(os.path.dirname(path), lambda: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise _write_error(self.directory, exc) from None
+        os.close(fd)
+
     def sweep_temp(self, max_age=STALE_TEMP_SECONDS) -> int:
         """Delete temp files left by killed writers (untouched for max_age seconds)."""
         import re
@@ -407,9 +425,15 @@ def _makedir(path):
         pass
 
 
+def _not_a_buffer(path):
+    return f"{path} is a directory where a buffer belongs: remove it"
+
+
 def _write_error(directory, exc):
     if not isinstance(exc, OSError) or exc.errno is None:
         return exc
+    if exc.errno == errno.EISDIR and exc.filename2:
+        return WriteFailed(f"{_not_a_buffer(exc.filename2)}; nothing was stored")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return NoSpace(f"no space left to store the buffer in {directory}; nothing was stored")
     if exc.errno == errno.ENOENT and not os.path.isdir(directory):

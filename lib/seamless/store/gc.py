@@ -3,13 +3,18 @@
 A result row (transformation -> result) *needs* its result buffer and, when the result
 is an index (a directory of results), every buffer the index names: without them it is
 useless. It also *holds* its transformation buffer and that one's code buffer, so what
-was computed can still be listed, shown and re-run. Every other buffer (inputs, which
-the user's files can give again) stands alone.
+was computed can still be listed, shown and re-run. The buffers its transformation
+names (its *inputs*) stand alone: the user's files can give them again.
 
-gc evicts least recently used first (a buffer's mtime: DirectoryStore.find() sets it
-on every use), lone buffers before result rows, and a row together with the buffers
-that only it needs or holds, so no row ever points at a missing buffer. Rows whose
-needed buffers are already gone are dropped first.
+gc evicts least recently used first (a buffer's mtime: DirectoryStore.find() sets it on
+every use): inputs first, then result rows, each with the buffers that only it needs or
+holds, so no row ever points at a missing buffer. A row was last used when its result
+or its transformation was (not its code, which other rows share). Rows whose needed
+buffers are already gone are dropped first. Left alone:
+- *kept* buffers (a <cs>.KEEP mark: what seamless-upload stored; the user's only copy,
+  after --move), unless gc is told to take them too;
+- buffers no row reaches (a queued job's inputs and transformation, a running job's,
+  an upload through a server), until unused for ORPHAN_AGE.
 
 Safe while others read and write the same cache:
 - nothing used in the last GRACE seconds (5 minutes) is evicted, whatever the bounds:
@@ -36,6 +41,7 @@ from seamless.store import inventory
 from seamless.store.compression import decode_errors, open_decoded
 
 GRACE = 300.0  # seconds ($SEAMLESS_GC_GRACE: the tests make it short)
+ORPHAN_AGE = 7 * 86400.0  # seconds unused before gc takes a buffer that no row reaches
 BATCH = 5000  # evictions per transaction (a writer waits for one at most)
 LOCK = ".seamless-gc.lock"
 TRASH = ".gc-"  # <name>.gc-<host>-<pid>: moved aside, not yet deleted
@@ -73,7 +79,7 @@ def tried_recently(directory, interval=60.0) -> bool:
 # --- what the cache holds --------------------------------------------------------------
 
 class Row:
-    __slots__ = ("key", "needs", "holds", "mtime_ns")
+    __slots__ = ("key", "needs", "holds", "mtime_ns")  # mtime_ns: its last use
 
     def __init__(self, key, needs, holds):
         self.key, self.needs, self.holds = key, needs, holds
@@ -86,9 +92,11 @@ class Contents:
     def __init__(self, store, db):
         self.store = store
         rows = db.result_rows()  # first: see the module docstring
-        self.buffers = inventory.scan(store.directory)
+        self.strange = []  # directories where a buffer should be: not ours to remove
+        self.buffers = inventory.scan(store.directory, self.strange)
         self.rows = []
         self.dangling = []
+        self.inputs = set()  # what the rows' transformations name (and the files of directory inputs)
         for tf, result in rows:
             needs, holds = {result}, {tf}
             tfdict = self.json(tf)
@@ -103,11 +111,28 @@ class Contents:
                         needs.update(v for v in index.values() if _is_checksum(v))
             holds -= needs
             row = Row((tf, result), needs, holds)
+            self.inputs |= self._inputs(tfdict)
             if any(cs not in self.buffers for cs in needs):
                 self.dangling.append(row)
                 continue
-            row.mtime_ns = max(self.buffers[cs].mtime_ns for cs in needs | holds if cs in self.buffers)
+            row.mtime_ns = max(self.buffers[cs].mtime_ns for cs in needs | {tf} if cs in self.buffers)
             self.rows.append(row)
+
+    def _inputs(self, tfdict):
+        """The buffers a transformation's pins name, and the files of its directory inputs."""
+        found = set()
+        if not isinstance(tfdict, dict):
+            return found
+        for name, value in tfdict.items():
+            cs = _pin(value) if not name.startswith("__") and name != "code" else None
+            if cs is None:
+                continue
+            found.add(cs)
+            if value[0] == "mixed":  # a directory input: its index names the files
+                index = self.json(cs)
+                if isinstance(index, dict):
+                    found.update(v for v in index.values() if _is_checksum(v))
+        return found
 
     def json(self, cs):
         """A small JSON buffer's value, read without touching it (None if unreadable)."""
@@ -145,18 +170,20 @@ class Report:
     def __init__(self):
         self.buffers = self.bytes = self.rows = self.dangling = 0
         self.kept_busy = 0  # candidates found in use at the last moment
+        self.spared = 0  # candidates used too recently (GRACE; ORPHAN_AGE for what no row reaches)
         self.before = self.after = 0
 
     def as_dict(self):
         return {"evicted_buffers": self.buffers, "evicted_bytes": self.bytes, "evicted_results": self.rows,
                 "dangling_results_dropped": self.dangling, "kept_in_use": self.kept_busy,
+                "spared_recent": self.spared,
                 "bytes_before": self.before, "bytes_after": self.after}
 
 
-def collect_garbage(store, db, max_size=None, older_than=None, dry_run=False, grace=None) -> Report:
+def collect_garbage(store, db, max_size=None, older_than=None, dry_run=False, grace=None, kept=False) -> Report:
     """Evict least recently used buffers (and the rows that need them) until the directory
-    holds at most max_size bytes, and everything unused for older_than seconds. Returns
-    what was (or, with dry_run, would be) evicted."""
+    holds at most max_size bytes, and everything unused for older_than seconds; `kept`:
+    kept buffers too. Returns what was (or, with dry_run, would be) evicted."""
     if grace is None:
         try:
             grace = float(os.environ.get("SEAMLESS_GC_GRACE") or GRACE)
@@ -176,25 +203,35 @@ def collect_garbage(store, db, max_size=None, older_than=None, dry_run=False, gr
         def old(mtime_ns, limit):
             return limit is not None and now - mtime_ns > limit * 1e9
 
-        # (what, buffers it frees): dangling rows first, then lone buffers, then rows, oldest first
+        def evictable(cs):
+            buf = contents.buffers.get(cs)
+            return buf is not None and (kept or not buf.kept)
+
+        # (what, buffers it frees): dangling rows first, then inputs, then rows, oldest first
         plan, freed = [], set()
         for row in contents.dangling:
-            frees = [cs for cs in row.holds if cs in contents.buffers and cs not in holders and cs not in freed]
+            frees = [cs for cs in row.holds if evictable(cs) and cs not in holders and cs not in freed
+                     and old(contents.buffers[cs].mtime_ns, grace)]
             freed.update(frees)
             total -= sum(contents.buffers[cs].bytes for cs in frees)
             plan.append((row, frees))
-        candidates = [(b.mtime_ns, 0, b) for cs, b in contents.buffers.items() if cs not in holders and cs not in freed]
+        candidates = [(b.mtime_ns, 0, b) for cs, b in contents.buffers.items()
+                      if cs not in holders and cs not in freed and evictable(cs)]
         candidates += [(row.mtime_ns, 1, row) for row in contents.rows]
         candidates.sort(key=lambda c: (c[1], c[0]))
         for mtime_ns, _, item in candidates:
             over = max_size is not None and total > max_size
-            if not (over or old(mtime_ns, older_than)) or not old(mtime_ns, grace):
+            if not (over or old(mtime_ns, older_than)):
+                continue
+            orphan = not isinstance(item, Row) and item.checksum not in contents.inputs
+            if not old(mtime_ns, max(grace, ORPHAN_AGE) if orphan else grace):
+                report.spared += 1
                 continue
             if isinstance(item, Row):
                 frees = []
                 for cs in item.needs | item.holds:
                     holders[cs] -= 1
-                    if holders[cs] == 0 and cs in contents.buffers:
+                    if holders[cs] == 0 and evictable(cs):
                         frees.append(cs)
             else:
                 frees = [item.checksum]
@@ -302,7 +339,7 @@ def sweep_trash(root, max_age=86400):
     import re
 
     host = socket.gethostname()
-    moved = re.compile(r"^[0-9a-f]{64}(\.gz|\.zst|\.BUFFERLENGTH)?" + re.escape(TRASH) + r"(.+)-(\d+)$")
+    moved = re.compile(r"^[0-9a-f]{64}(\.gz|\.zst|\.BUFFERLENGTH|\.KEEP)?" + re.escape(TRASH) + r"(.+)-(\d+)$")
     for directory in inventory._dirs(root):
         try:
             entries = [(e, m) for e in os.scandir(directory) if (m := moved.match(e.name))]
@@ -340,18 +377,20 @@ class Findings:
         #                  expression rows whose index is no row's result
         self.orphans = []  # checksums no row reaches
         self.orphan_bytes = 0
+        self.strange = []  # directories where a buffer should be: reported, never removed
         self.repaired = 0
         self.unrepaired = 0
 
     @property
     def wrong(self):
-        return bool(self.corrupt or self.dangling or self.stray)
+        return bool(self.corrupt or self.dangling or self.stray or self.strange)
 
     def as_dict(self):
         return {"checked_buffers": self.checked,
                 "corrupt": [{"path": p, "problem": why} for p, why in self.corrupt],
                 "dangling_results": [{"transformation": tf, "result": r, "missing": m} for tf, r, m in self.dangling],
                 "stray_records": [{"transformation": tf, "result": r} for tf, r in self.stray],
+                "not_buffers": self.strange,
                 "orphan_buffers": len(self.orphans), "orphan_bytes": self.orphan_bytes,
                 "repaired": self.repaired, "unrepaired": self.unrepaired}
 
@@ -373,16 +412,16 @@ def verify(store, db, repair=False, progress=None) -> Findings:
                 progress(findings.checked, len(contents.buffers))
         corrupt = {path for path, _ in findings.corrupt}
         bad = {cs for cs, buf in contents.buffers.items() if all(p in corrupt for p in _forms(buf))}
+        findings.strange = list(contents.strange)
         for row in contents.dangling + contents.rows:
             missing = sorted(cs for cs in row.needs if cs not in contents.buffers or cs in bad)
             if missing:
                 findings.dangling.append((*row.key, missing))
         findings.stray = [tuple(r) for r in db.stray_records()]
-        reached = set()
+        reached = set(contents.inputs)
         for row in contents.rows + contents.dangling:
             reached |= row.needs | row.holds
-            reached |= _inputs(contents, row.key[0])
-        findings.orphans = sorted(cs for cs in contents.buffers if cs not in reached)
+        findings.orphans = sorted(cs for cs, buf in contents.buffers.items() if cs not in reached and not buf.kept)
         findings.orphan_bytes = sum(contents.buffers[cs].bytes for cs in findings.orphans)
         if repair:
             _repair(store, db, findings)
@@ -390,7 +429,7 @@ def verify(store, db, repair=False, progress=None) -> Findings:
 
 
 def _forms(buf):
-    return [p for p in buf.paths if not p.endswith(".BUFFERLENGTH")]
+    return [p for p in buf.paths if not p.endswith(inventory.SIDECARS)]
 
 
 @contextmanager
@@ -398,29 +437,11 @@ def _nothing():
     yield
 
 
-def _inputs(contents, tf):
-    """The buffers a transformation's pins name, and the entries of directory inputs."""
-    tfdict = contents.json(tf)
-    found = set()
-    if not isinstance(tfdict, dict):
-        return found
-    for name, value in tfdict.items():
-        cs = _pin(value) if not name.startswith("__") else None
-        if cs is None:
-            continue
-        found.add(cs)
-        if value[0] == "mixed":  # a directory input: its index names the files
-            index = contents.json(cs)
-            if isinstance(index, dict):
-                found.update(v for v in index.values() if _is_checksum(v))
-    return found
-
-
 def _check_file(path, cs):
     """Why the file does not hold buffer cs (None if it does)."""
     import hashlib
 
-    if path.endswith(".BUFFERLENGTH"):
+    if path.endswith(inventory.SIDECARS):
         return None
     encoding = "gzip" if path.endswith(".gz") else "zstd" if path.endswith(".zst") else None
     h = hashlib.sha256()
@@ -440,6 +461,7 @@ def _check_file(path, cs):
 
 
 def _repair(store, db, findings):
+    findings.unrepaired += len(findings.strange)  # someone else's directory: for them to remove
     for path, _ in findings.corrupt:
         try:
             os.unlink(path)

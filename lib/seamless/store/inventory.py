@@ -1,7 +1,8 @@
 """What a buffer directory holds: every buffer's files, bytes and last use.
 
-scan() walks the directory (prefix and flat layouts, every stored form and its length
-sidecar). totals() answers "how many buffers, how many bytes" without walking it all:
+Bytes are bytes on disk (allocated blocks), what a disk quota and max_size are about:
+a 10-byte buffer takes a 4 KiB block. scan() walks the directory (prefix and flat
+layouts, every stored form, its length sidecar and its .KEEP mark). totals() answers "how many buffers, how many bytes" without walking it all:
 a prefix directory's entries only change when its own mtime does, so each one's count
 and bytes are kept in <dir>/.seamless-summary.json with that mtime and only changed
 ones are walked again. A directory changed within the last SETTLE seconds is not
@@ -11,28 +12,33 @@ remembered (a file added in the same clock tick would not move its mtime).
 import json
 import os
 import re
+import stat
 import time
 
 from seamless.files import atomic_write
+from seamless.store.directory import KEEP_SUFFIX as KEEP, LENGTH_SUFFIX
 
 SUMMARY = ".seamless-summary.json"
 SETTLE = 2.0
-# <cs>, <cs>.gz, <cs>.zst, <cs>.BUFFERLENGTH
-_NAME = re.compile(r"^([0-9a-f]{64})(\.gz|\.zst|\.BUFFERLENGTH)?$")
+# <cs>, <cs>.gz, <cs>.zst, <cs>.BUFFERLENGTH, <cs>.KEEP
+_NAME = re.compile(r"^([0-9a-f]{64})(\.gz|\.zst|\.BUFFERLENGTH|\.KEEP)?$")
+SIDECARS = (LENGTH_SUFFIX, KEEP)  # files of a buffer that are not a stored form of it
 _PREFIX = re.compile(r"^[0-9a-f]{2}$")
 
 
 class Buffer:
     """One checksum's files in the directory."""
 
-    __slots__ = ("checksum", "paths", "bytes", "mtime_ns", "mtimes")
+    __slots__ = ("checksum", "paths", "bytes", "size", "mtime_ns", "mtimes", "kept")
 
     def __init__(self, checksum):
         self.checksum = checksum
-        self.paths = []  # every file of it (forms and sidecar)
+        self.paths = []  # every file of it (forms and sidecars)
         self.mtimes = []  # their mtimes, in the same order (gc checks them again)
-        self.bytes = 0
+        self.bytes = 0  # on disk, every file of it
+        self.size = 0  # of its largest stored form (the buffer's length, if it is stored plain)
         self.mtime_ns = 0  # last use: the latest mtime of its forms
+        self.kept = False  # marked to be kept (seamless-upload): gc leaves it
 
     @property
     def age(self):
@@ -51,8 +57,9 @@ def _dirs(root):
         yield os.path.join(root, name)
 
 
-def _entries(directory):
-    """(checksum, suffix, path, stat) of each buffer file directly in `directory`."""
+def _entries(directory, strange=None):
+    """(checksum, suffix, path, stat) of each buffer file directly in `directory`; what
+    has a buffer's name but is no file (a directory) goes to `strange`."""
     try:
         with os.scandir(directory) as it:
             for entry in it:
@@ -63,28 +70,40 @@ def _entries(directory):
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
+                if stat.S_ISDIR(st.st_mode):
+                    if strange is not None:
+                        strange.append(entry.path)
+                    continue
                 yield m.group(1), m.group(2), entry.path, st
     except (FileNotFoundError, NotADirectoryError):
         return
 
 
-def scan(root) -> dict:
-    """{checksum: Buffer} of everything stored under root."""
+def disk_bytes(st) -> int:
+    return st.st_blocks * 512
+
+
+def scan(root, strange=None) -> dict:
+    """{checksum: Buffer} of everything stored under root (directories with a buffer's
+    name go to `strange`: they are not ours to remove)."""
     found = {}
     for directory in _dirs(root):
-        for cs, suffix, path, st in _entries(directory):
+        for cs, suffix, path, st in _entries(directory, strange):
             buf = found.get(cs)
             if buf is None:
                 buf = found[cs] = Buffer(cs)
             buf.paths.append(path)
             buf.mtimes.append(st.st_mtime_ns)
-            buf.bytes += st.st_size
-            if suffix != ".BUFFERLENGTH" and st.st_mtime_ns > buf.mtime_ns:
-                buf.mtime_ns = st.st_mtime_ns
+            buf.bytes += disk_bytes(st)
+            if suffix == KEEP:
+                buf.kept = True
+            elif suffix not in SIDECARS:
+                buf.mtime_ns = max(buf.mtime_ns, st.st_mtime_ns)
+                buf.size = max(buf.size, st.st_size)
     return found
 
 
-_FORMS = {"": True, ".gz": True, ".zst": True, ".BUFFERLENGTH": False}  # suffix -> is a form of the buffer
+_FORMS = {"": True, ".gz": True, ".zst": True, ".BUFFERLENGTH": False, ".KEEP": False}  # suffix -> a form?
 
 
 def _count(directory):
@@ -99,7 +118,7 @@ def _count(directory):
                 if form is None or len(name) < 64:
                     continue
                 try:
-                    total += entry.stat(follow_symlinks=False).st_size
+                    total += disk_bytes(entry.stat(follow_symlinks=False))
                 except FileNotFoundError:
                     continue
                 if form:
