@@ -89,6 +89,36 @@ def test_a_local_run_is_canceled_from_another_process_and_keeps_nothing(local):
     assert cancel(tf, cwd=work, env=env).returncode == 2
 
 
+def test_the_survivor_of_two_identical_runs_keeps_the_future_marker(local):
+    """Canceling the run that holds the work leaves the marker to the identical run that
+    takes it over, so a later step still waits for its result."""
+    work, env, tmp = local
+    started, late = tmp / "started", tmp / "late"
+    env.update(STARTED=str(started), LATE=str(late))
+    command = 'touch "$STARTED"; sleep 3.125; touch "$LATE"; seq 10 > out.txt'
+    argv = [tool("seamless-run"), "-cp", "out.txt", command]
+    first = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(started, first)
+    started.unlink()
+    second = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    marker = work / "out.txt.FUTURE"
+    time.sleep(1.0)  # the second one waits for the first (a latch waiter)
+    assert second.poll() is None and marker.exists()
+    text = marker.read_text()
+    assert cancel("out.txt", cwd=work, env=env).stdout == "process: canceled\n"
+    assert first.communicate(timeout=30)[1].decode().strip().splitlines()[-1] == CANCELED_LINE
+    assert first.returncode == 130
+    wait_for(started, second)  # it has taken the work over ...
+    assert marker.read_text() == text and second.poll() is None  # ... and its marker is still there
+    assert cancel("out.txt.FUTURE", cwd=work, env=env).returncode == 0  # so it can be canceled in turn
+    assert second.communicate(timeout=30)[1].decode().strip().splitlines()[-1] == CANCELED_LINE
+    assert second.returncode == 130 and not marker.exists() and not late.exists()
+    # a run that ends removes it
+    done = subprocess.run(argv, cwd=work, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0 and (work / "out.txt").read_text() == "".join(f"{i}\n" for i in range(1, 11))
+    assert not marker.exists()
+
+
 def test_unknown_or_finished_transformations_are_not_running(local, tmp_path):
     work, env, _ = local
     answer = cancel("0" * 64, cwd=work, env=env)
