@@ -134,6 +134,17 @@ def test_unknown_or_finished_transformations_are_not_running(local, tmp_path):
     assert stale.returncode == 1 and "no such marker" in stale.stderr
 
 
+def test_a_cache_that_is_a_file_is_one_clean_error_line_as_for_the_other_tools(local, tmp_path):
+    work, env, _ = local
+    (tmp_path / "a-file").write_text("")
+    env["SEAMLESS_CACHE"] = str(tmp_path / "a-file")
+    answer = cancel("0" * 64, cwd=work, env=env)
+    run = subprocess.run([tool("seamless-run"), "true"], cwd=work, env=env, capture_output=True, text=True)
+    assert answer.returncode == run.returncode == 1 and answer.stdout == ""
+    assert answer.stderr == run.stderr.replace("seamless-run:", "seamless-cancel:"), (answer, run)
+    assert answer.stderr.startswith("seamless-cancel: error: Not a directory: ") and "Errno" not in answer.stderr
+
+
 def test_a_python_api_bash_transformation_is_canceled_too(local):
     work, env, tmp = local
     started = tmp / "started"
