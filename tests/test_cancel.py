@@ -3,6 +3,7 @@ process, a job on a running job server, a task on a Dask LocalCluster daskserver
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -279,3 +280,33 @@ def test_a_dask_task_canceled_before_it_starts_fails_as_canceled(lab):
                 proc.kill()
                 proc.communicate()
     assert lab.run(*queue, second).stdout == b"second\n"  # nothing remembered the cancel
+
+
+@needs_dask
+def test_a_queued_command_canceled_on_dask_ends_as_a_canceled_command(lab):
+    """job.canceled() (seamless-queue's stop) while the task runs on Dask: a command's
+    cancel, as where it runs (jobdir.CANCELED, exit 130), not a Python transformation's."""
+    from seamless.execution import jobdir
+
+    started = lab.base / "started-queued"
+    command = f"touch {started}; sleep 34.25; echo late > late.txt"
+    submitted = subprocess.run([tool("seamless-run"), "--qsubmit", "-cp", "late.txt", command], cwd=lab.work,
+                               env=lab.env, capture_output=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    log = lab.base / "queue.err"
+    with open(log, "wb") as f:
+        queue = subprocess.Popen([tool("seamless-queue")], cwd=lab.work, env=lab.env, stdout=subprocess.DEVNULL,
+                                 stderr=f)
+    try:
+        wait_for(started, queue, timeout=90)
+        queue.send_signal(signal.SIGTERM)
+        assert queue.wait(60) == 130
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+            queue.wait()
+    lines = log.read_text().splitlines()
+    assert [line for line in lines if line.startswith("seamless-queue: error: job 1 (")] == \
+        [line for line in lines if line.endswith(f"): {jobdir.CANCELED}")] != [], lines
+    assert gone("sleep 34.25") and not (lab.work / "late.txt").exists()
+    assert not (lab.work / "late.txt.FUTURE").exists()
