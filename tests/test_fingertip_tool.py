@@ -146,7 +146,30 @@ def test_clear_errors_when_it_cannot_be_recomputed(cache):
         b"seamless-fingertip: error: nothing: neither a checksum (64 hex digits) nor a file holding one\n"
     (work / "junk").write_text("not a checksum\n")
     assert call("seamless-resolve", "junk", cwd=work, env=env).stderr == \
-        b"seamless-resolve: error: junk does not hold a checksum (64 hex digits)\n"
+        b"seamless-resolve: error: junk does not hold a checksum (64 hex digits, alone or as the first word of " \
+        b"a seamless-checksum line)\n"
+
+
+def test_a_seamless_checksum_line_names_its_checksum_as_the_man_page_example_does(cache):
+    work, env, cache_dir = cache
+    (work / "data.txt").write_text("b\na\nc\n")
+    sort = call("seamless-run", "sort data.txt", cwd=work, env=env)
+    (work / "sorted.txt").write_bytes(sort.stdout)
+    line = call("seamless-checksum", "sorted.txt", cwd=work, env=env).stdout
+    (work / "sorted.CHECKSUM").write_bytes(line)
+    cs = hashlib.sha256(b"a\nb\nc\n").hexdigest()
+    assert line == f"{cs}  sorted.txt\n".encode()
+    assert call("seamless-resolve", "sorted.CHECKSUM", cwd=work, env=env).stdout == b"a\nb\nc\n"
+    forget(cache_dir, cs)
+    again = call("seamless-fingertip", "sorted.CHECKSUM", cwd=work, env=env)
+    assert again.returncode == 0 and again.stdout == b"a\nb\nc\n", again.stderr
+    (work / "escaped").write_text(f"\\{cs.upper()}  odd\\nname\n")  # sha256sum escapes such a name
+    assert call("seamless-resolve", "escaped", cwd=work, env=env).stdout == b"a\nb\nc\n"
+    assert call("seamless-cancel", "sorted.CHECKSUM", cwd=work, env=env).stdout == b"process: not-running\n"
+    # several lines (sha256sum of several files) do not name one checksum
+    (work / "two").write_text(f"{cs}  sorted.txt\n{'ab' * 32}  other.txt\n")
+    two = call("seamless-resolve", "two", cwd=work, env=env)
+    assert two.returncode == 1 and two.stderr.startswith(b"seamless-resolve: error: two does not hold a checksum")
 
 
 def expressions(cache_dir):
