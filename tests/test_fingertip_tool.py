@@ -271,3 +271,11 @@ def test_upstream_database_serves_and_accepts_the_entry_rows(cache, start_servic
     # upstream's own constraint check accepts what we write (a non-empty path needs plain, mixed or binary)
     assert ask("PUT", {"type": "expression", "checksum": index, "path": ["out.txt"], "celltype": "plain",
                        "target_celltype": "bytes", "value": cs}) == "OK"
+    # and our HTTP client speaks it to upstream's server
+    from seamless.store.httpdb import HttpResultDB
+
+    client = HttpResultDB(server.url, writable=True)
+    client.set_expression(index, ["out.txt"], "plain", "bytes", cs)
+    assert client.get_expression(index, ["out.txt"], "plain", "bytes") == cs
+    assert client.get_rev_expression(cs) == [row]
+    assert client.get_expression(index, ["nothing"], "plain", "bytes") is None
