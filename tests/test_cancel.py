@@ -3,6 +3,7 @@ process, a job on a running job server, a task on a Dask LocalCluster daskserver
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -89,6 +90,36 @@ def test_a_local_run_is_canceled_from_another_process_and_keeps_nothing(local):
     assert cancel(tf, cwd=work, env=env).returncode == 2
 
 
+def test_the_survivor_of_two_identical_runs_keeps_the_future_marker(local):
+    """Canceling the run that holds the work leaves the marker to the identical run that
+    takes it over, so a later step still waits for its result."""
+    work, env, tmp = local
+    started, late = tmp / "started", tmp / "late"
+    env.update(STARTED=str(started), LATE=str(late))
+    command = 'touch "$STARTED"; sleep 3.125; touch "$LATE"; seq 10 > out.txt'
+    argv = [tool("seamless-run"), "-cp", "out.txt", command]
+    first = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(started, first)
+    started.unlink()
+    second = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    marker = work / "out.txt.FUTURE"
+    time.sleep(1.0)  # the second one waits for the first (a latch waiter)
+    assert second.poll() is None and marker.exists()
+    text = marker.read_text()
+    assert cancel("out.txt", cwd=work, env=env).stdout == "process: canceled\n"
+    assert first.communicate(timeout=30)[1].decode().strip().splitlines()[-1] == CANCELED_LINE
+    assert first.returncode == 130
+    wait_for(started, second)  # it has taken the work over ...
+    assert marker.read_text() == text and second.poll() is None  # ... and its marker is still there
+    assert cancel("out.txt.FUTURE", cwd=work, env=env).returncode == 0  # so it can be canceled in turn
+    assert second.communicate(timeout=30)[1].decode().strip().splitlines()[-1] == CANCELED_LINE
+    assert second.returncode == 130 and not marker.exists() and not late.exists()
+    # a run that ends removes it
+    done = subprocess.run(argv, cwd=work, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0 and (work / "out.txt").read_text() == "".join(f"{i}\n" for i in range(1, 11))
+    assert not marker.exists()
+
+
 def test_unknown_or_finished_transformations_are_not_running(local, tmp_path):
     work, env, _ = local
     answer = cancel("0" * 64, cwd=work, env=env)
@@ -102,6 +133,17 @@ def test_unknown_or_finished_transformations_are_not_running(local, tmp_path):
         bad.stderr == "seamless-cancel: error: nothing-here: neither a checksum (64 hex digits) nor a file holding one\n"
     stale = cancel("x.FUTURE", cwd=work, env=env)
     assert stale.returncode == 1 and "no such marker" in stale.stderr
+
+
+def test_a_cache_that_is_a_file_is_one_clean_error_line_as_for_the_other_tools(local, tmp_path):
+    work, env, _ = local
+    (tmp_path / "a-file").write_text("")
+    env["SEAMLESS_CACHE"] = str(tmp_path / "a-file")
+    answer = cancel("0" * 64, cwd=work, env=env)
+    run = subprocess.run([tool("seamless-run"), "true"], cwd=work, env=env, capture_output=True, text=True)
+    assert answer.returncode == run.returncode == 1 and answer.stdout == ""
+    assert answer.stderr == run.stderr.replace("seamless-run:", "seamless-cancel:"), (answer, run)
+    assert answer.stderr.startswith("seamless-cancel: error: Not a directory: ") and "Errno" not in answer.stderr
 
 
 def test_a_python_api_bash_transformation_is_canceled_too(local):
@@ -238,3 +280,33 @@ def test_a_dask_task_canceled_before_it_starts_fails_as_canceled(lab):
                 proc.kill()
                 proc.communicate()
     assert lab.run(*queue, second).stdout == b"second\n"  # nothing remembered the cancel
+
+
+@needs_dask
+def test_a_queued_command_canceled_on_dask_ends_as_a_canceled_command(lab):
+    """job.canceled() (seamless-queue's stop) while the task runs on Dask: a command's
+    cancel, as where it runs (jobdir.CANCELED, exit 130), not a Python transformation's."""
+    from seamless.execution import jobdir
+
+    started = lab.base / "started-queued"
+    command = f"touch {started}; sleep 34.25; echo late > late.txt"
+    submitted = subprocess.run([tool("seamless-run"), "--qsubmit", "-cp", "late.txt", command], cwd=lab.work,
+                               env=lab.env, capture_output=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    log = lab.base / "queue.err"
+    with open(log, "wb") as f:
+        queue = subprocess.Popen([tool("seamless-queue")], cwd=lab.work, env=lab.env, stdout=subprocess.DEVNULL,
+                                 stderr=f)
+    try:
+        wait_for(started, queue, timeout=90)
+        queue.send_signal(signal.SIGTERM)
+        assert queue.wait(60) == 130
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+            queue.wait()
+    lines = log.read_text().splitlines()
+    assert [line for line in lines if line.startswith("seamless-queue: error: job 1 (")] == \
+        [line for line in lines if line.endswith(f"): {jobdir.CANCELED}")] != [], lines
+    assert gone("sleep 34.25") and not (lab.work / "late.txt").exists()
+    assert not (lab.work / "late.txt.FUTURE").exists()

@@ -308,3 +308,47 @@ def test_readonly_never_reads_a_crashed_writers_journal(tmp_path):
     ResultDB(path, writable=True).close()  # now WAL, no journal
     (tmp_path / "rollback.db-journal").unlink(missing_ok=True)  # recovery removed it
     assert db._quiescent_wal() is True
+
+
+# --- expression rows: a result file's entry in its result index ------------------------
+
+
+def test_expression_rows(db):
+    index, entry = h("index"), h("one\n")
+    assert db.get_expression(index, ["out.txt"], "plain", "bytes") is None
+    assert db.get_rev_expression(entry) is None
+    db.set_expression(index, ["out.txt"], "plain", "bytes", entry)
+    assert db.get_expression(index, ["out.txt"], "plain", "bytes") == entry
+    assert db.get_expression(index, ["other.txt"], "plain", "bytes") is None
+    assert db.get_rev_expression(entry) == [{"checksum": index, "path": ["out.txt"], "celltype": "plain",
+                                             "target_celltype": "bytes", "result": entry}]
+    with pytest.raises(Malformed, match="constraint violation"):  # upstream's column holds 100 characters
+        db.set_expression(index, ["x" * 100], "plain", "bytes", entry)
+
+
+def test_a_result_file_kept_through_a_database_server_is_fingertipped(dbserver, bufferdir, tmp_path):
+    """seamless-run -cp writes the entry rows through the server; seamless-fingertip
+    follows them back to the result index when the file's buffer is gone."""
+    import os
+
+    from conftest import tool
+
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    env["SEAMLESS_REMOTE_CLIENTS"] = json.dumps({"buffer": [{"directory": str(bufferdir), "readonly": False}],
+                                                 "database": [{"url": dbserver.url, "readonly": False}]})
+    made = subprocess.run([tool("seamless-run"), "-cp", "out.txt", "echo one > out.txt"], cwd=work, env=env,
+                          capture_output=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    cs = h("one\n")
+    assert (work / "out.txt.CHECKSUM").read_text().strip() == cs
+    rows = HttpResultDB(dbserver.url).get_rev_expression(cs)
+    assert [(r["path"], r["celltype"], r["target_celltype"]) for r in rows] == [(["out.txt"], "plain", "bytes")]
+    (buffer,) = [p for p in bufferdir.rglob(cs) if p.is_file()]
+    buffer.chmod(0o644)
+    buffer.unlink()
+    again = subprocess.run([tool("seamless-fingertip"), "out.txt"], cwd=work, env=env, capture_output=True,
+                           timeout=120)
+    assert again.returncode == 0 and again.stdout == b"one\n", again.stderr
+    assert [p for p in bufferdir.rglob(cs) if p.is_file()]  # stored again

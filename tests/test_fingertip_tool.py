@@ -146,7 +146,30 @@ def test_clear_errors_when_it_cannot_be_recomputed(cache):
         b"seamless-fingertip: error: nothing: neither a checksum (64 hex digits) nor a file holding one\n"
     (work / "junk").write_text("not a checksum\n")
     assert call("seamless-resolve", "junk", cwd=work, env=env).stderr == \
-        b"seamless-resolve: error: junk does not hold a checksum (64 hex digits)\n"
+        b"seamless-resolve: error: junk does not hold a checksum (64 hex digits, alone or as the first word of " \
+        b"a seamless-checksum line)\n"
+
+
+def test_a_seamless_checksum_line_names_its_checksum_as_the_man_page_example_does(cache):
+    work, env, cache_dir = cache
+    (work / "data.txt").write_text("b\na\nc\n")
+    sort = call("seamless-run", "sort data.txt", cwd=work, env=env)
+    (work / "sorted.txt").write_bytes(sort.stdout)
+    line = call("seamless-checksum", "sorted.txt", cwd=work, env=env).stdout
+    (work / "sorted.CHECKSUM").write_bytes(line)
+    cs = hashlib.sha256(b"a\nb\nc\n").hexdigest()
+    assert line == f"{cs}  sorted.txt\n".encode()
+    assert call("seamless-resolve", "sorted.CHECKSUM", cwd=work, env=env).stdout == b"a\nb\nc\n"
+    forget(cache_dir, cs)
+    again = call("seamless-fingertip", "sorted.CHECKSUM", cwd=work, env=env)
+    assert again.returncode == 0 and again.stdout == b"a\nb\nc\n", again.stderr
+    (work / "escaped").write_text(f"\\{cs.upper()}  odd\\nname\n")  # sha256sum escapes such a name
+    assert call("seamless-resolve", "escaped", cwd=work, env=env).stdout == b"a\nb\nc\n"
+    assert call("seamless-cancel", "sorted.CHECKSUM", cwd=work, env=env).stdout == b"process: not-running\n"
+    # several lines (sha256sum of several files) do not name one checksum
+    (work / "two").write_text(f"{cs}  sorted.txt\n{'ab' * 32}  other.txt\n")
+    two = call("seamless-resolve", "two", cwd=work, env=env)
+    assert two.returncode == 1 and two.stderr.startswith(b"seamless-resolve: error: two does not hold a checksum")
 
 
 def expressions(cache_dir):
@@ -248,3 +271,11 @@ def test_upstream_database_serves_and_accepts_the_entry_rows(cache, start_servic
     # upstream's own constraint check accepts what we write (a non-empty path needs plain, mixed or binary)
     assert ask("PUT", {"type": "expression", "checksum": index, "path": ["out.txt"], "celltype": "plain",
                        "target_celltype": "bytes", "value": cs}) == "OK"
+    # and our HTTP client speaks it to upstream's server
+    from seamless.store.httpdb import HttpResultDB
+
+    client = HttpResultDB(server.url, writable=True)
+    client.set_expression(index, ["out.txt"], "plain", "bytes", cs)
+    assert client.get_expression(index, ["out.txt"], "plain", "bytes") == cs
+    assert client.get_rev_expression(cs) == [row]
+    assert client.get_expression(index, ["nothing"], "plain", "bytes") is None

@@ -61,13 +61,17 @@ def main(argv):
         resolved = resolve_config(**selection(args))
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    backends = [("process", local_cancel)]
+    locks = lock_dir(resolved)  # the stores in force: their trouble (not a backend's) is the error line
+    backends = [("process", lambda: local_cancel(locks, tf))]
     if resolved.execution == "remote" and not resolved.pure_dask:  # pure Dask: transformations run in process
-        backends.append(("jobserver", jobserver_cancel) if resolved.remote == "jobserver" else ("dask", dask_cancel))
+        if resolved.remote == "jobserver":
+            backends.append(("jobserver", lambda: jobserver_cancel(resolved, tf)))
+        else:
+            backends.append(("dask", lambda: dask_cancel(resolved, tf)))
     canceled = failed = False
     for name, cancel in backends:
         try:
-            done = cancel(resolved, tf)
+            done = cancel()
         except Exception as exc:  # one backend's trouble: said on its line, the others still tried
             print(f"{name}: error: {exc}", flush=True)
             failed = True
@@ -83,13 +87,13 @@ def main(argv):
 # --- the backends ------------------------------------------------------------------------
 
 
-def local_cancel(resolved, tf) -> bool:
+def local_cancel(locks, tf) -> bool:
     """A job of this machine: the latch lock file of tf in the lock directory that
     seamless-run and the Python API use with these stores names its job directory."""
     from seamless.execution.jobdir import cancel_job
     from seamless.execution.latch import holder
 
-    record = holder(lock_dir(resolved), tf)
+    record = holder(locks, tf)
     job = record.get("job") if record else None
     return isinstance(job, str) and cancel_job(job)
 

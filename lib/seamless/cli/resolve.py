@@ -2,8 +2,9 @@
 
 It is seamless-download's single-buffer form, kept for upstream's users: the same
 stores, the same checks and error lines, and no sidecar beside -o OUT. CHECKSUM|FILE is
-64 hex digits, or a file: X.CHECKSUM, a path X with that sidecar, or a file whose
-content is a checksum (checksum_of, shared with seamless-fingertip and seamless-cancel).
+64 hex digits, or a file: X.CHECKSUM, a path X with that sidecar, or a file holding a
+checksum, alone or as the one line seamless-checksum / sha256sum write ("CHECKSUM  NAME")
+(checksum_of, shared with seamless-fingertip and seamless-cancel).
 """
 
 import argparse
@@ -24,11 +25,15 @@ def checksum_of(arg) -> str:
     if not os.path.isfile(path):
         raise UserError(f"{arg}: neither a checksum (64 hex digits) nor a file holding one")
     with open(path, "rb") as f:
-        text = f.read(1024)
+        text = f.read(1 << 16)
     try:
-        return parse_checksum(text.decode().strip())
+        (line,) = text.decode().strip().splitlines()
+        # the checksum alone, or one line as seamless-checksum and sha256sum write it:
+        # "CHECKSUM  NAME" ("\\CHECKSUM ..." when NAME has escapes)
+        return parse_checksum(line.split()[0].removeprefix("\\"))
     except (UnicodeDecodeError, ValueError):
-        raise UserError(f"{path} does not hold a checksum (64 hex digits)") from None
+        raise UserError(f"{path} does not hold a checksum (64 hex digits, alone or as the first word of "
+                        "a seamless-checksum line)") from None
 
 
 def deliver(stores, cs, output=None) -> bool:

@@ -108,12 +108,12 @@ class Daskserver:
         while not done.wait(WAIT_STEP):
             if job.canceled is not None and job.canceled():
                 future.cancel()
-                raise TransformationFailure(CANCELED)
+                raise _canceled(job)
         try:
             return future.result()
         except Exception as exc:
             if job.canceled is not None and job.canceled():  # cancel(): its future was let go here
-                raise TransformationFailure(CANCELED) from None
+                raise _canceled(job) from None
             raise self._failure(exc, job) from None
 
     def _failure(self, exc, job):
@@ -142,6 +142,14 @@ class Daskserver:
             return False
         future.cancel()
         return True
+
+
+def _canceled(job):
+    """Canceled here (job.canceled(): seamless-queue, the Python API): a command ends as
+    one canceled where it runs (exit 130), a Python transformation as canceled."""
+    if job.command:
+        return JobError(jobdir.CANCELED, jobdir.CANCEL_EXIT, shown=False)
+    return TransformationFailure(CANCELED)
 
 
 def _quiet():

@@ -100,19 +100,29 @@ def _inside(local, rel):
 
 
 class Futures:
-    """LOCAL.FUTURE markers for every target while the job runs; refreshed, then removed."""
+    """LOCAL.FUTURE markers for every target while the job runs; refreshed, then removed.
+
+    Identical runs share a marker (its text names their transformation): each holds a
+    shared flock on it, and only the last one out, the one that gets it exclusively,
+    removes it. A run canceled while another waits to take its work over thus leaves the
+    marker to the survivor; a run killed with -9 holds no lock any more.
+    """
 
     def __init__(self, targets, tf_checksum):
         self.paths = {}
         for target in targets:
             self.paths[target.local + ".FUTURE"] = f"{tf_checksum}.{target.server}\n"
+        self._fds = {}
         self._stop = threading.Event()
 
     def __enter__(self):
-        for path, text in self.paths.items():
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w") as f:
-                f.write(text)
+        try:
+            for path, text in self.paths.items():
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                self._fds[path] = _hold_marker(path, text)
+        except BaseException:
+            self.__exit__()
+            raise
         if self.paths:
             threading.Thread(target=self._refresh, daemon=True).start()
         return self
@@ -126,13 +136,45 @@ class Futures:
                     pass
 
     def __exit__(self, *exc):
+        import fcntl
+
         self._stop.set()
-        for path in self.paths:
+        for path, fd in self._fds.items():
             try:
-                os.unlink(path)
-            except FileNotFoundError:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while another run holds it
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:  # still ours, not a newer marker
+                    os.unlink(path)
+            except OSError:  # BlockingIOError (in use), or gone already
                 pass
+            finally:
+                os.close(fd)
+        self._fds = {}
         return False
+
+
+def _hold_marker(path, text):
+    """A shared flock on the live marker file at `path`, which says `text` (the latest run
+    that writes a target names itself in it, as before)."""
+    import fcntl
+
+    data = text.encode()
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a last holder removes it
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed by its last holder meanwhile: make a new one
+    try:
+        if os.pread(fd, len(data) + 1, 0) != data:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_index(stores, cs):

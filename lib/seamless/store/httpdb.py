@@ -50,9 +50,13 @@ class HttpResultDB:
         if found != PROTOCOL:
             raise DBError(f"{self.url} speaks {found}, not the seamless database protocol {PROTOCOL}")
 
-    def get_transformation(self, tf):
-        text = self._request("GET", {"type": "transformation", "checksum": tf})
+    def _get_hex(self, request):
+        """A checksum answered as bare hex (upstream's transformation, expression)."""
+        text = self._request("GET", request)
         return None if text is None else text.strip().strip('"')
+
+    def get_transformation(self, tf):
+        return self._get_hex({"type": "transformation", "checksum": tf})
 
     def set_transformation(self, tf, result):
         self._request("PUT", {"type": "transformation", "checksum": tf, "value": result})
@@ -95,3 +99,20 @@ class HttpResultDB:
 
     def set_buffer_info(self, cs, value):
         self._request("PUT", {"type": "buffer_info", "checksum": cs, "value": value})
+
+    # expression rows: what a fingertip of one result file follows back to its result index
+    # (store/clients.py keep_index writes them, one request per entry)
+
+    @staticmethod
+    def _expression(cs, path, celltype, target_celltype):
+        return {"type": "expression", "checksum": cs, "path": path, "celltype": celltype,
+                "target_celltype": target_celltype}
+
+    def get_expression(self, cs, path, celltype, target_celltype):
+        return self._get_hex(self._expression(cs, path, celltype, target_celltype))
+
+    def set_expression(self, cs, path, celltype, target_celltype, result):
+        self._request("PUT", {**self._expression(cs, path, celltype, target_celltype), "value": result})
+
+    def get_rev_expression(self, result):
+        return self._get_json({"type": "rev_expression", "checksum": result})
