@@ -120,10 +120,7 @@ class Daskserver:
         """What a task's exception means for the user (it is never a result)."""
         name = type(exc).__name__
         if name == "FutureCancelledError" and getattr(exc, "reason", None) == REASON:
-            # seamless-cancel cancelled it at the scheduler before it ran: the scheduler is fine
-            if job.command:  # as a command canceled where it runs (worker.py), or here (jobdir.py)
-                return JobError(jobdir.CANCELED, jobdir.CANCEL_EXIT, shown=False)
-            return TransformationFailure(CANCELED)
+            return _canceled(job)  # seamless-cancel cancelled it at the scheduler before it ran: that is fine
         if name in ("CancelledError", "FutureCancelledError") or self.client is None or \
                 self.client.status != "running":
             client, self.client = self.client, None  # the next job connects again (or launches a new daskserver)
@@ -145,7 +142,7 @@ class Daskserver:
 
 
 def _canceled(job):
-    """Canceled here (job.canceled(): seamless-queue, the Python API): a command ends as
+    """A cancel (job.canceled(): seamless-queue, the Python API; seamless-cancel): a command ends as
     one canceled where it runs (exit 130), a Python transformation as canceled."""
     if job.command:
         return JobError(jobdir.CANCELED, jobdir.CANCEL_EXIT, shown=False)
