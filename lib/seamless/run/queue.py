@@ -330,16 +330,16 @@ def _unlink_if(root, relpath, text) -> bool:
     """Unlink root/relpath if it is a regular file holding exactly `text`. Its directory is
     resolved, must be inside root, and is then opened one part at a time with O_NOFOLLOW:
     a symlink swapped in meanwhile fails the walk, it is never followed out of root."""
-    real_root = os.path.realpath(root)
-    parent = os.path.realpath(os.path.join(root, os.path.dirname(relpath)))
-    if not within(real_root, parent):
+    try:
+        real_root = os.path.realpath(root)
+        parent = os.path.realpath(os.path.join(root, os.path.dirname(relpath)))
+        if not within(real_root, parent):
+            return False
+        fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, ValueError):  # ValueError: a NUL byte in the record's workdir
         return False
     parts = [p for p in os.path.relpath(parent, real_root).split(os.sep) if p != "."]
     nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
     try:
         for part in parts:
             sub = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fd)
