@@ -125,11 +125,17 @@ def test_cache_hit_through_the_queue(work, env, tmp_path):
 def test_a_failing_job_fails_the_queue_not_the_others(work, env):
     queue = Queue(work, env, "--workers", "2")
     submit(["-cp", "bad.txt", "sleep 0.5; exit 3"], work, env)
+    # upstream's key joins the argv unquoted (§1.8); ours keeps the words, and messages quote them
+    records = [json.loads(c) for c in (work / ".seamless-queue").read_bytes().split(b"\0") if c.strip()]
+    assert records[0]["original_command"] == "seamless-run --qsubmit -cp bad.txt sleep 0.5; exit 3"
+    assert records[0]["original_argv"] == ["seamless-run", "--qsubmit", "-cp", "bad.txt", "sleep 0.5; exit 3"]
     submit(["-cp", "good.txt", "sleep 1; echo ok > good.txt"], work, env)
     fin, code, log = queue.finish()
-    assert code == 1 and fin.returncode == 1 and b"1 of 2 queued jobs failed" in fin.stderr
+    assert code == 1 and fin.returncode == 1, fin.stderr
+    assert b"2 records: 2 jobs run (1 failed), 0 refused" in fin.stderr
     errors = [line for line in log.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and "exit 3" in errors[0] and "exit code 3" in errors[0], log
+    assert len(errors) == 1 and "exit code 3" in errors[0], log
+    assert errors[0].startswith("seamless-queue: error: job 1 (seamless-run --qsubmit -cp bad.txt 'sleep 0.5; exit 3'): ")
     assert (work / "good.txt").read_text() == "ok\n"
     assert not list(work.glob("*.FUTURE"))
 
@@ -151,7 +157,7 @@ def test_upstream_format_and_malformed_records(work, env):
     assert not (work / "lie.txt").exists() and "is not that of its transformation_dict" in log
     assert "not valid JSON" in log and "not valid text" in log and "not a queue command" in log
     assert "params is missing" in log
-    assert "not run, submitted after seamless-queue-finish" in log and not (work / "late.txt").exists()
+    assert "refused: submitted after seamless-queue-finish, not run" in log and not (work / "late.txt").exists()
     assert not queue_file.exists()
 
 
@@ -162,17 +168,91 @@ def test_targets_must_stay_inside_the_workdir(work, env, tmp_path):
     code = "mkdir -p RESULT/\necho evil > x.txt\nmv x.txt RESULT/\n"
     records = [upstream_record(work, env, code, targets) for targets in
                ({"x.txt": "../outside/x.txt"}, {"x.txt": str(outside / "x.txt")}, {"x.txt": "link/x.txt"},
-                {"../x.txt": "x.txt"})]
+                {"../x.txt": "x.txt"}, {"": None}, {".": None}, {"x.txt": "."}, {"x.txt": "./"}, {"x.txt": ""})]
     record_file(work / ".seamless-queue", *records, {"queue_command": "EOF"})
     proc = run("seamless-queue", [], work, env, timeout=60)
     log = proc.stderr.decode()
     assert proc.returncode == 1
     assert log.count("outside the workdir") == 3 and log.count("through a symlink") == 1, log
+    # an empty target or the workdir itself is not "outside": it is no file at all
+    assert log.count("an empty path, not a file in it, cannot be a result target") == 2, log
+    assert log.count("is the workdir itself, not a file in it, cannot be a result target") == 3, log
+    assert "9 records: 0 jobs run (0 failed), 9 refused" in log
     assert not list(outside.iterdir()) and not (work / "x.txt").exists()
     # and --qsubmit refuses them before anything is queued
     refused = run("seamless-run", ["--qsubmit", "-cp", f"x.txt:{outside}/y.txt", "echo y > x.txt"], work, env)
     assert refused.returncode == 1 and b"outside the current directory" in refused.stderr
     assert not (work / ".seamless-queue").exists()
+
+
+def test_refused_records_leave_no_future_markers(work, env, tmp_path):
+    """A record the queue refuses removes the .FUTURE markers --qsubmit wrote for it, so a
+    later step does not wait for it; only its own (their text names its transformation),
+    only inside its workdir, never through a symlink out of it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("victim\n")
+    submit(["-cp", "g2.txt", "echo overwritten > g2.txt"], work, env)
+    assert (work / "g2.txt.FUTURE").exists()
+    (work / "g2.txt").symlink_to(outside / "victim.txt")  # after --qsubmit, which refuses it (below)
+    (work / "sub").mkdir()
+    (work / "inner").symlink_to("sub")  # a link that stays inside the workdir
+    (work / "link").symlink_to(outside)
+    lying = upstream_record(work, env, "mkdir -p RESULT/\necho x > y.txt\nmv y.txt RESULT/\n",
+                            {"y.txt": None, "z.txt": None, "s.txt": None, "i.txt": "inner/i.txt",
+                             "o.txt": "link/o.txt", "STDOUT": "out.txt"})
+    claimed = lying["transformation_checksum"] = "0" * 64  # refused: not its transformation's checksum
+    for name in ("y.txt", "inner/i.txt", "out.txt"):  # as --qsubmit writes them for this record
+        (work / f"{name}.FUTURE").write_text(f"{claimed}.{name.split('/')[-1]}\n")
+    (work / "out.txt.FUTURE").write_text(f"{claimed}.STDOUT\n")
+    (work / "z.txt.FUTURE").write_text("1" * 64 + ".z.txt\n")  # another job's marker at the same place
+    (outside / "s.txt.FUTURE").write_text(f"{claimed}.s.txt\n")
+    (work / "s.txt.FUTURE").symlink_to(outside / "s.txt.FUTURE")  # a marker that is a link out
+    (outside / "o.txt.FUTURE").write_text(f"{claimed}.o.txt\n")  # reached through a link out
+    record_file(work / ".seamless-queue", lying, {"queue_command": "EOF"})
+    submit(["-cp", "late.txt", "echo late > late.txt"], work, env)  # after the EOF: refused, not run
+    assert (work / "late.txt.FUTURE").exists()
+    proc = run("seamless-queue", [], work, env, timeout=60)
+    log = proc.stderr.decode()
+    assert proc.returncode == 1, log
+    assert "record 1 (seamless-run --qsubmit -cp g2.txt 'echo overwritten > g2.txt') refused: " in log
+    assert log.count("through a symlink") == 2, log
+    assert "record 3 (seamless-run --qsubmit -cp late.txt 'echo late > late.txt') refused: submitted after" in log
+    assert "3 records: 0 jobs run (0 failed), 3 refused" in log
+    assert (outside / "victim.txt").read_text() == "victim\n"
+    for gone in ("g2.txt", "y.txt", "sub/i.txt", "out.txt", "late.txt"):
+        assert not os.path.lexists(work / f"{gone}.FUTURE"), gone
+    assert (work / "z.txt.FUTURE").read_text() == "1" * 64 + ".z.txt\n"
+    assert os.path.islink(work / "s.txt.FUTURE") and (outside / "s.txt.FUTURE").exists()
+    assert (outside / "o.txt.FUTURE").exists()
+    later = run("seamless-run", ["cat g2.txt"], work, env, timeout=30)  # does not wait for the refused job
+    assert later.returncode == 0 and later.stdout == b"victim\n", later.stderr
+    # --qsubmit itself refuses a result reached through a symlink out of the directory
+    refused = run("seamless-run", ["--qsubmit", "-cp", "g2.txt", "echo overwritten > g2.txt"], work, env)
+    assert refused.returncode == 1 and b"through a symlink that leaves the current directory" in refused.stderr
+    assert not (work / "g2.txt.FUTURE").exists() and not (work / ".seamless-queue").exists()
+
+
+def test_counts_of_records_jobs_refusals_and_failures(work, env):
+    """18 records, 5 malformed, 3 failing: each count on its own, the same in both tools."""
+    good = upstream_record(work, env, "mkdir -p RESULT/\necho hi > out.txt\nmv out.txt RESULT/\n",
+                           {"out.txt": None})
+    bad = upstream_record(work, env, "exit 3\n", {"bad.txt": None})
+    queue_file = work / ".seamless-queue"
+    with open(queue_file, "wb") as f:
+        f.write(b"not json\0" + b"\xff\xfe\0" + json.dumps({"no": "command"}).encode() + b"\0")
+    record_file(queue_file, {"queue_command": "BOGUS"}, {"queue_command": "SUBMIT"},
+                *({**good, "result_targets": {"out.txt": f"out{i}.txt"}} for i in range(10)),
+                *({**bad, "result_targets": {"bad.txt": f"bad{i}.txt"}} for i in range(3)))
+    queue = Queue(work, env, "--workers", "2")
+    fin, code, log = queue.finish()
+    assert code == 1 and fin.returncode == 1, log
+    assert "seamless-queue: 18 records: 13 jobs run (3 failed), 5 refused" in log.splitlines(), log
+    assert b"18 records: 13 jobs run (3 failed), 5 refused" in fin.stderr, fin.stderr
+    assert sum(" refused: " in line for line in log.splitlines()) == 5, log
+    assert sum(line.startswith("seamless-queue: error: job ") for line in log.splitlines()) == 3, log
+    assert [(work / f"out{i}.txt").read_text() for i in range(10)] == ["hi\n"] * 10
+    assert not list(work.glob("*.FUTURE"))
 
 
 def test_qsubmit_refuses_stdout_and_dry(work, env):

@@ -152,6 +152,40 @@ def test_summary_goes_to_the_scripts_log_and_counts_failures(work, env, tmp_path
     assert re.fullmatch(r"seamless: 2 steps: 1 executed \(\d+\.\d s\), 1 failed", lines[-1]), lines
 
 
+def test_a_last_step_the_shell_execs_prints_the_scripts_line(work, env):
+    """`bash -c 'a; b; c'` execs c in place: c is the job's leader itself, finds the steps
+    before it and prints the script's line at its end, even with -q (which silences the
+    step's own messages, not the script's summary)."""
+    proc = subprocess.run(["bash", "-c", "seamless-run 'echo h4'; seamless-run 'echo h4'; seamless-run -q 'echo h4'"],
+                          cwd=work, env={**env, "SEAMLESS_SUMMARY": "1"}, capture_output=True, timeout=60,
+                          start_new_session=True)  # as setsid -w bash -c '...' does
+    assert proc.returncode == 0 and proc.stdout == b"h4\n" * 3, proc.stderr
+    assert re.fullmatch(r"seamless: 3 steps: 2 cached, 1 executed \(\d+\.\d s\); about \d+\.\d s saved\n",
+                        proc.stderr.decode()), proc.stderr
+    assert os.listdir(os.path.join(env["XDG_RUNTIME_DIR"], "seamless-summary")) == []
+
+
+def test_nested_scripts_without_job_control_merge_into_the_outer_line(work, env):
+    """A script that runs `bash inner.sh 2>log` makes no job of inner.sh (a non-interactive
+    shell has no job control): the inner steps count in the outer script's one line, on the
+    outer script's stderr, and nothing goes to the inner logs."""
+    (work / "inner.sh").write_text("seamless-run 'sort data.txt'\nseamless-run 'wc -l data.txt'\n")
+    text = ("".join(f"bash inner.sh 2>log{i}\n" for i in range(3)) + "echo outer done >&2\n"
+            "setsid -w bash inner.sh 2>job.log\n")  # a job of its own: its line in its log, not counted above
+    proc = script(work, text, {**env, "SEAMLESS_SUMMARY": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert [(work / f"log{i}").read_bytes() for i in range(3)] == [b""] * 3
+    for _ in range(200):  # the inner job's watcher writes just after it ends
+        if summaries((work / "job.log").read_bytes()):
+            break
+        time.sleep(0.05)
+    assert re.fullmatch(r"seamless: 2 steps: 2 cached; about \d+\.\d s saved\n", (work / "job.log").read_text())
+    lines = proc.stderr.decode().splitlines()
+    assert lines[0] == "outer done" and len(lines) == 2, lines
+    assert re.fullmatch(r"seamless: 6 steps: 4 cached, 2 executed \(\d+\.\d s\); about \d+\.\d s saved",
+                        lines[1]), lines
+
+
 def test_a_single_run_that_is_its_own_job_prints_its_own_line(work, env):
     e = {**env, "SEAMLESS_SUMMARY": "1"}
     first = run(["sleep 0.2; sort data.txt"], work, e, start_new_session=True)
@@ -196,14 +230,19 @@ def test_waiting_for_a_future_is_said_under_verbose(work, env):
     assert said == ["seamless-run: waiting for mid.txt.FUTURE (another seamless-run is still producing mid.txt)"]
 
 
-def test_summary_at_the_end_of_an_sbatch_job(slurm, work, env, tmp_path):
+@pytest.mark.parametrize("how", ["script", "wrap"])
+def test_summary_at_the_end_of_an_sbatch_job(slurm, work, env, tmp_path, how):
     """An sbatch script is its own job (slurmstepd makes it a session leader without a
     terminal): its summary line ends the job's output file, even though SLURM ends what
-    the job leaves running as soon as the script exits."""
+    the job leaves running as soon as the script exits; so does `sbatch --wrap`'s, its
+    last step -q."""
     (work / "job.sh").write_text("#!/bin/bash\nseamless-run 'sort data.txt'\nseamless-run 'sort data.txt'\n"
                                  "echo job done >&2\n")
+    job = (["job.sh"] if how == "script" else
+           ["--wrap", "seamless-run 'sort data.txt'; seamless-run 'sort data.txt'; echo job done >&2; "
+                      "seamless-run -q 'sort data.txt' > /dev/null"])
     out = tmp_path / "job.out"
-    proc = slurm.run(["sbatch", "--parsable", "-o", str(out), "job.sh"], cwd=work, capture_output=True, text=True,
+    proc = slurm.run(["sbatch", "--parsable", "-o", str(out), *job], cwd=work, capture_output=True, text=True,
                      env={**env, "SEAMLESS_SUMMARY": "1"}, check=True)
     job_id = proc.stdout.strip().split(";")[0]
     assert slurm.wait_until(lambda: (slurm.job(job_id) or {}).get("JobState") == "COMPLETED", 60)
@@ -214,7 +253,9 @@ def test_summary_at_the_end_of_an_sbatch_job(slurm, work, env, tmp_path):
 
     lines = slurm.wait_until(summarised, 30, what="the summary line in the job's output")
     assert lines[:-1] == ["a", "b", "c", "a", "b", "c", "job done"]
-    assert re.fullmatch(r"seamless: 2 steps: 1 cached, 1 executed \(\d+\.\d s\); about \d+\.\d s saved", lines[-1])
+    steps = 2 if how == "script" else 3
+    assert re.fullmatch(rf"seamless: {steps} steps: {steps - 1} cached, 1 executed \(\d+\.\d s\); "
+                        r"about \d+\.\d s saved", lines[-1]), lines
 
 
 def test_verbose_says_where_it_ran_on_a_job_server(remote):  # noqa: F811

@@ -5,9 +5,12 @@
 
 seamless-queue tails the queue file (run/queue.py: $SEAMLESS_QUEUE_FILE, default
 .seamless-queue) and runs each SUBMIT record through seamless-run's own execution path,
-up to N at a time, writing the results into the record's workdir. At an EOF record it
-waits for the running jobs, deletes the queue file and exits: 0 if every job succeeded,
-1 if any failed (one stderr line each), 130 when interrupted (its jobs are canceled).
+up to N at a time, writing the results into the record's workdir. A record it cannot run
+is refused (one stderr line), and the .FUTURE markers --qsubmit wrote for it are removed.
+At an EOF record it waits for the running jobs, deletes the queue file and exits: 0 if
+every record ran and succeeded, 1 if one was refused or failed, 130 when interrupted
+(its jobs are canceled). Records, jobs run, refused records and failed jobs are counted
+apart: records = jobs + refused, failed <= jobs.
 seamless-queue-finish appends the EOF record and waits for the queue to drain.
 """
 
@@ -57,8 +60,8 @@ def main(argv):
 class Queue:
     def __init__(self, path, args):
         self.path, self.args = path, args
-        self.jobs = []  # Jobs in order
-        self.failed = 0
+        self.jobs = []  # the Jobs started, in order
+        self.records = self.refused = self.failed = 0  # records other than EOF; not run; run and failed
         self.stop = threading.Event()
         self.slots = None
         self.lock = threading.Lock()
@@ -68,9 +71,23 @@ class Queue:
             sys.stderr.write(f"{PROG}: {message}\n")
 
     def fail(self, message):
+        """A job that ran (or was to run) and failed."""
         with self.lock:
             self.failed += 1
         error_line(PROG, message)
+
+    def refuse(self, why, record=None):
+        """A record that is not run: its markers go, so that no later step waits for it."""
+        self.refused += 1
+        label = f"record {self.records}"
+        if record is not None:
+            sub = queue.Submission(record)
+            sub.remove_futures()
+            label += f" ({sub.command})"
+        error_line(PROG, f"{label} refused: {why}")
+
+    def outcome(self) -> dict:
+        return {"records": self.records, "jobs": len(self.jobs), "refused": self.refused, "failed": self.failed}
 
     def serve(self) -> int:
         from seamless.run import cli
@@ -90,17 +107,16 @@ class Queue:
                     job.thread.join()
             with queue.holding(self.path):  # nothing is appended between the last read and the delete
                 replies += self.after_eof(tail)
-                outcome = {"jobs": len(self.jobs), "failed": self.failed}
                 for pid in replies:
-                    atomic_write(queue.reply_path(self.path, pid), json.dumps(outcome))
+                    atomic_write(queue.reply_path(self.path, pid), json.dumps(self.outcome()))
                 os.unlink(self.path)
         except KeyboardInterrupt:
             self.cancel()
             return 130
         finally:
             tail.close()
-        self.say(f"{len(self.jobs)} jobs, {self.failed} failed")
-        return 1 if self.failed else 0
+        self.say(summary(self.outcome()))
+        return 1 if self.failed or self.refused else 0
 
     def read_until_eof(self, tail) -> list:
         """Start every SUBMIT up to the first EOF record; the pid that EOF wants told."""
@@ -125,32 +141,34 @@ class Queue:
         records = [r for r in map(self.decode, tail.read()) if r is not None]
         for record in records:
             if record["queue_command"] == "SUBMIT":
-                self.fail(f"not run, submitted after seamless-queue-finish: {_command(record)}")
+                self.refuse("submitted after seamless-queue-finish, not run", record)
         return _reply_pids([r for r in records if r["queue_command"] == "EOF"])
 
     def decode(self, chunk):
+        """The record in chunk, or None when it is refused (counted and said here)."""
         try:
             record = queue.decode(chunk)
         except queue.QueueError as exc:
-            self.fail(f"{exc}: skipped")
+            self.records += 1
+            self.refuse(exc)
             return None
-        if record["queue_command"] not in ("SUBMIT", "EOF"):
-            self.fail(f"unknown queue_command {record['queue_command']!r}: skipped")
-            return None
+        if record["queue_command"] != "EOF":
+            self.records += 1
+            if record["queue_command"] != "SUBMIT":
+                self.refuse(f"unknown queue_command {record['queue_command']!r}")
+                return None
         return record
 
     def submit(self, record):
-        number = len(self.jobs) + 1
         sub = queue.Submission(record)
-        job = Job(self, number, sub)
-        self.jobs.append(job)
         try:
             sub.check()
         except Exception as exc:  # whatever the record holds, it is this record's error only
-            _remove_own_futures(sub)
-            why = exc if isinstance(exc, queue.QueueError) else f"malformed record ({type(exc).__name__}: {exc})"
-            self.fail(f"job {number} ({sub.command}): {why}")
+            self.refuse(exc if isinstance(exc, queue.QueueError) else
+                        f"malformed record ({type(exc).__name__}: {exc})", record)
             return
+        job = Job(self, len(self.jobs) + 1, sub)
+        self.jobs.append(job)
         job.start()
 
     def cancel(self):
@@ -235,32 +253,21 @@ def job_request(sub, queue_args):
     return args, spec
 
 
-def _remove_own_futures(sub):
-    """A rejected record's .FUTURE markers that --qsubmit wrote for it (their text names its
-    transformation), so no later step waits for results that will not come; others stay."""
-    from seamless.run.results import Futures
-
-    claimed = sub.record.get("transformation_checksum")
-    if not isinstance(claimed, str):
-        return
-    for path, text in Futures(sub.targets, claimed).paths.items():
-        try:
-            with open(path) as f:
-                if f.read() == text:
-                    os.unlink(path)
-        except (OSError, UnicodeDecodeError):
-            pass
-
-
 def _os_message(exc):
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
     return str(exc)
 
 
-def _command(record):
-    command = record.get("original_command")
-    return command if isinstance(command, str) else "(a record without original_command)"
+def summary(outcome) -> str:
+    """The queue's last line: '18 records: 13 jobs run (3 failed), 5 refused'."""
+    def n(key):
+        value = outcome.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    records, jobs = n("records"), n("jobs")
+    return (f"{records} record{'' if records == 1 else 's'}: {jobs} job{'' if jobs == 1 else 's'} run "
+            f"({n('failed')} failed), {n('refused')} refused")
 
 
 def _reply_pids(records) -> list:
@@ -311,10 +318,9 @@ def finish(argv):
         if outcome is not None:
             while os.path.exists(path) and queue.serving(path) is not None:
                 time.sleep(POLL)
-            failed = outcome.get("failed") if isinstance(outcome, dict) else None
-            if failed:
-                raise UserError(f"{failed} of {outcome.get('jobs', '?')} queued jobs failed "
-                                "(seamless-queue's stderr says which)")
+            outcome = outcome if isinstance(outcome, dict) else {}
+            if outcome.get("failed") or outcome.get("refused"):
+                raise UserError(f"{summary(outcome)} (seamless-queue's stderr says which)")
             return 0
         time.sleep(POLL)
 

@@ -4,6 +4,7 @@ A queue file ($SEAMLESS_QUEUE_FILE, default .seamless-queue) is a sequence of re
 each `json.dumps(record, indent=2)` followed by a NUL byte (JSON never contains one):
 
   {"queue_command": "SUBMIT", "original_command": "seamless-run ...",
+   "original_argv": ["seamless-run", ...],
    "transformation_checksum": CS, "transformation_dict": {...},
    "result_targets": {job path: local path or null (the same), "STDOUT": local path},
    "params": {"undo", "scratch", "workdir", "download", "auto_confirm": "yes"|"no",
@@ -11,8 +12,10 @@ each `json.dumps(record, indent=2)` followed by a NUL byte (JSON never contains 
    "seamless_options": {"local", "fingertip", "project", "stage", "queue"}}
   {"queue_command": "EOF", "reply_pid": PID}
 
-`seamless_options` and `reply_pid` are ours; readers ignore keys they do not know.
-Local paths are relative to the record's workdir and must stay inside it.
+`original_argv`, `seamless_options` and `reply_pid` are ours; readers ignore keys they do
+not know. `original_command` is upstream's, unquoted ("seamless-run " + " ".join(argv)), so
+messages name a command by its shlex-quoted original_argv when there is one. Local paths
+are relative to the record's workdir and must stay inside it.
 
 A writer appends a record in one write() while it holds an flock on the queue file
 (serializing our writers, released by the kernel if one dies) and QUEUEFILE.LOCK
@@ -25,7 +28,9 @@ has a reply_pid in QUEUEFILE.DONE.<pid>.
 import fcntl
 import json
 import os
+import shlex
 import socket
+import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -119,13 +124,17 @@ def submit_record(spec, argv, options, scratch=False, download=True, answer=None
         if rel == ".." or rel.startswith("../"):
             raise QueueError(f"the result {target.local!r} is outside the current directory, where the "
                              "queue writes results: run seamless-run --qsubmit from a directory above it")
+        if not all(within(workdir, p) for p in (target.local, target.local + ".FUTURE")):
+            raise QueueError(f"the result {target.local!r} is reached through a symlink that leaves the current "
+                             "directory, and the queue would refuse it: remove the link or name another file")
         if target.server == "STDOUT" and "STDOUT" in targets:
             raise QueueError("a queued command's stdout can be captured into one file only (one -cp :FILE)")
         targets[target.server] = None if rel == target.server else rel
     max_files, max_size = LIMITS["download"]
     return {
         "queue_command": "SUBMIT",
-        "original_command": "seamless-run " + " ".join(argv),
+        "original_command": "seamless-run " + " ".join(argv),  # upstream's key, as upstream writes it
+        "original_argv": ["seamless-run", *argv],
         "transformation_checksum": spec["checksum"],
         "transformation_dict": spec["transformation"],
         "result_targets": targets,
@@ -201,9 +210,7 @@ class Submission:
     """A SUBMIT record, checked: what to compute and where its results go."""
 
     def __init__(self, record):
-        self.command = record.get("original_command")
-        if not isinstance(self.command, str):
-            self.command = "(a record without original_command)"
+        self.command = command_of(record)
         self.record = record
         self.targets = []
 
@@ -227,6 +234,11 @@ class Submission:
         for server, local in targets.items():
             if not (local is None or isinstance(local, str)) or (server == "STDOUT" and local is None):
                 raise QueueError(f"result_targets {server!r}: the local path must be a string")
+            for name in (server, local):
+                if isinstance(name, str) and _names(name) == []:
+                    raise QueueError(f"result target {server!r} -> {local!r}: "
+                                     + ("an empty path" if name == "" else f"{name!r} is the workdir itself")
+                                     + ", not a file in it, cannot be a result target")
             try:
                 if server != "STDOUT":
                     inside(".", server)
@@ -265,6 +277,88 @@ class Submission:
         options = record.get("seamless_options")
         self.options = options if isinstance(options, dict) else {}
         return self
+
+
+    def remove_futures(self) -> int:
+        """Remove the .FUTURE markers that --qsubmit wrote for this record, which will not run,
+        so that no later step waits for its results; checked or not, whatever is wrong with it.
+        Only a regular file inside the record's workdir, reached without following a symlink
+        out of it, whose text names the record's transformation: a marker of another job at
+        the same place stays. Returns how many were removed."""
+        from seamless.run.command import Target
+        from seamless.run.results import Futures
+
+        record = self.record
+        params, targets = record.get("params"), record.get("result_targets")
+        workdir = params.get("workdir") if isinstance(params, dict) else None
+        claimed = record.get("transformation_checksum")  # what --qsubmit wrote into the markers
+        if not (isinstance(workdir, str) and os.path.isabs(workdir) and isinstance(targets, dict)
+                and isinstance(claimed, str)):
+            return 0
+        removed = 0
+        for server, local in targets.items():
+            names = _names(server if local is None else local)
+            if names:
+                marker = Futures([Target(server, "/".join(names))], claimed).paths
+                removed += sum(_unlink_if(workdir, path, text) for path, text in marker.items())
+        return removed
+
+
+def command_of(record) -> str:
+    """How messages name a record's command: its argv quoted for the shell when we wrote it."""
+    argv = record.get("original_argv")
+    if isinstance(argv, list) and argv and all(isinstance(word, str) for word in argv):
+        return shlex.join(argv)
+    command = record.get("original_command")
+    return command if isinstance(command, str) else "(a record without original_command)"
+
+
+def _names(relpath):
+    """The parts of a relative path from a record: [] for "" or "." (the root itself), None
+    for one that could leave its root (absolute, "..") or is not a path at all."""
+    try:
+        return inside("/", relpath)[1:].split("/")
+    except UnsafePath:
+        pass
+    if isinstance(relpath, str) and not relpath.startswith("/"):
+        if all(part in ("", ".") for part in relpath.replace("\\", "/").split("/")):
+            return []
+    return None
+
+
+def _unlink_if(root, relpath, text) -> bool:
+    """Unlink root/relpath if it is a regular file holding exactly `text`. Its directory is
+    resolved, must be inside root, and is then opened one part at a time with O_NOFOLLOW:
+    a symlink swapped in meanwhile fails the walk, it is never followed out of root."""
+    try:
+        real_root = os.path.realpath(root)
+        parent = os.path.realpath(os.path.join(root, os.path.dirname(relpath)))
+        if not within(real_root, parent):
+            return False
+        fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, ValueError):  # ValueError: a NUL byte in the record's workdir
+        return False
+    parts = [p for p in os.path.relpath(parent, real_root).split(os.sep) if p != "."]
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        for part in parts:
+            sub = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        name = os.path.basename(relpath)
+        marker = os.open(name, nofollow | os.O_NONBLOCK, dir_fd=fd)  # O_NONBLOCK: a FIFO does not hang us
+        try:
+            st = os.fstat(marker)
+            if not stat.S_ISREG(st.st_mode) or os.read(marker, len(text) + 2) != text.encode():
+                return False
+        finally:
+            os.close(marker)
+        os.unlink(name, dir_fd=fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _field(record, key, kind, default=None):

@@ -8,8 +8,13 @@ one), named by the group leader's pid and start time so that a recycled pid is n
 taken for it, in a private directory. The step that creates the file starts the
 watcher (watch(), this module's program), which waits for the leader to exit, prints
 the line on the leader's stderr and deletes the file. A seamless-run that leads its
-own job (typed at the prompt) prints its line itself, and so does one whose leader is
-an interactive shell (`$(seamless-run ...)` at the prompt): that shell ends too late.
+own job (typed at the prompt) prints its line itself (not with -q), and so does one
+whose leader is an interactive shell (`$(seamless-run ...)` at the prompt): that shell
+ends too late. A leader that finds earlier steps in its job's file is the end of a script
+whose shell exec'd its last command in place (`bash -c 'a; b'`, `sbatch --wrap`): it
+prints the script's line, even with -q (that silences the step, not the script).
+A nested non-interactive script (`bash inner.sh` inside a script) has no job of its own:
+its steps count in the outer job's one line.
 Only the standard library, and nothing at all when SEAMLESS_SUMMARY is unset.
 """
 
@@ -86,9 +91,11 @@ def record(step: dict, quiet=False):
         folder = _directory()
     if folder is None:  # its own job, an interactive shell's, no /proc, or no private place: say it now
         path = _path(_directory(), leader, info) if leader == os.getpid() and info is not None else None
-        steps = [step] + (_take(path) if path else [])  # a pipeline's steps that ended first
-        if not quiet:
-            sys.stderr.write(line(steps) + "\n")
+        # a leader with steps before it is a script's last step that the shell exec'd (`bash -c
+        # 'a; b'`, sbatch --wrap) or a pipeline's last: the line is the script's, -q or not
+        earlier = _take(path) if path else []
+        if earlier or not quiet:
+            sys.stderr.write(line(earlier + [step]) + "\n")
         return
     path = _path(folder, leader, info)
     data = (json.dumps(step) + "\n").encode()
