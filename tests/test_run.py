@@ -430,3 +430,12 @@ def test_conda_without_conda_is_a_clear_error(work, env):
     e.pop("CONDA_ROOT", None)
     proc = run(["--conda", "myenv", "echo", "hi"], work, e)
     assert proc.returncode == 1 and b"conda is not found" in proc.stderr
+
+
+def test_a_symlink_at_a_future_marker_is_never_written_through(work, env, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    os.symlink(victim, work / "out.txt.FUTURE")
+    proc = run(["-cp", "out.txt", "echo hi > out.txt"], work, env)
+    assert proc.returncode == 1 and victim.read_text() == "mine\n"
+    assert b"a symbolic link is where a .FUTURE marker belongs (remove it): out.txt.FUTURE" in proc.stderr

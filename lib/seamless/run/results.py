@@ -157,9 +157,16 @@ def _hold_marker(path, text):
     that writes a target names itself in it, as before)."""
     import fcntl
 
+    import errno
+
     data = text.encode()
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:  # never through a symbolic link planted at the marker's name
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise OSError(errno.ELOOP, "a symbolic link is where a .FUTURE marker belongs (remove it)", path) from None
         fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a last holder removes it
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:

@@ -146,7 +146,7 @@ class ResultDB:
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False)
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
+                _to_wal(conn, self.timeout)
         else:
             conn = self._open_readonly("?mode=ro")
             try:
@@ -539,6 +539,23 @@ def _set_transformation(c, tf, result):
         c.execute('DELETE FROM "rev_transformation" WHERE checksum=? AND result=?', (tf, row[0]))
     if not c.execute('SELECT 1 FROM "rev_transformation" WHERE result=? AND checksum=?', (result, tf)).fetchone():
         c.execute('INSERT INTO "rev_transformation" (result, checksum) VALUES (?, ?)', (result, tf))
+
+
+def _to_wal(conn, timeout):
+    """Switch a (new) database file to WAL. The switch needs the file to itself, and SQLite
+    may answer "database is locked" at once instead of waiting (another process is
+    creating the same file): wait for it here, up to the busy timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _no_space(path):
