@@ -24,6 +24,28 @@ def private_home(tmp_path_factory, monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+def cache_env(tmp_path):
+    """The environment for tools on a cache of their own in tmp_path (no SEAMLESS_* from outside)."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
+    e["SEAMLESS_CACHE"] = str(tmp_path / "cache")
+    return e
+
+
+@pytest.fixture
+def env(tmp_path):
+    """cache_env(tmp_path); test files with an environment of their own define `env` themselves."""
+    return cache_env(tmp_path)
+
+
+@pytest.fixture
+def work(tmp_path):
+    """A working directory with data.txt (a, b, c)."""
+    d = tmp_path / "work"
+    d.mkdir()
+    (d / "data.txt").write_text("a\nb\nc\n")
+    return d
+
+
 @pytest.fixture
 def fresh_python(tmp_path, monkeypatch):
     """The Python API with empty caches, no configuration, in tmp_path; closed afterwards."""

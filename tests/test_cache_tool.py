@@ -16,21 +16,6 @@ from conftest import tool
 OLD = 8 * 86400  # seconds: how long ago "old" buffers were last used (beyond gc's ORPHAN_AGE too)
 
 
-@pytest.fixture
-def env(tmp_path):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
-    e["SEAMLESS_CACHE"] = str(tmp_path / "cache")
-    return e
-
-
-@pytest.fixture
-def work(tmp_path):
-    d = tmp_path / "work"
-    d.mkdir()
-    (d / "data.txt").write_text("a\nb\nc\n")
-    return d
-
-
 def root(env):
     return os.path.join(env["SEAMLESS_CACHE"], "__TOPLEVEL__")
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import tool
+from conftest import cache_env, tool
 from test_jobserver import jobserver_of, post, records, remote, run as remote_run  # noqa: F401 (fixture)
 
 
@@ -46,9 +46,7 @@ def gone(pattern, timeout=20):
 def local(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
-    env["SEAMLESS_CACHE"] = str(tmp_path / "cache")
-    return work, env, tmp_path
+    return work, cache_env(tmp_path), tmp_path
 
 
 def rows(cache, tf):

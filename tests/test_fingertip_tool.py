@@ -10,16 +10,14 @@ import subprocess
 
 import pytest
 
-from conftest import tool
+from conftest import cache_env, tool
 
 
 @pytest.fixture
 def cache(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
-    env["SEAMLESS_CACHE"] = str(tmp_path / "cache")
-    return work, env, tmp_path / "cache"
+    return work, cache_env(tmp_path), tmp_path / "cache"
 
 
 def call(name, *argv, cwd, env):

@@ -14,21 +14,6 @@ from conftest import tool
 VENV = os.environ.get("SEAMLESS_UPSTREAM_VENV", "")
 
 
-@pytest.fixture
-def env(tmp_path):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
-    e["SEAMLESS_CACHE"] = str(tmp_path / "cache")
-    return e
-
-
-@pytest.fixture
-def work(tmp_path):
-    d = tmp_path / "work"
-    d.mkdir()
-    (d / "data.txt").write_text("a\nb\nc\n")
-    return d
-
-
 def run(name, argv, cwd, env, timeout=120):
     return subprocess.run([tool(name), *argv], cwd=cwd, env=env, capture_output=True, timeout=timeout)
 

@@ -19,14 +19,6 @@ def env(tmp_path):
     return e
 
 
-@pytest.fixture
-def work(tmp_path):
-    d = tmp_path / "work"
-    d.mkdir()
-    (d / "data.txt").write_text("a\nb\nc\n")
-    return d
-
-
 def run(argv, cwd, env, **kw):
     return subprocess.run([tool("seamless-run"), *argv], cwd=cwd, env=env, capture_output=True,
                           timeout=kw.pop("timeout", 120), **kw)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import tool
+from conftest import cache_env, tool
 from test_jobserver import remote  # noqa: F401 (the fixture: a project with execution: remote on a job server)
 
 SUMMARY = re.compile(r"^seamless: (\d+) steps?: (.*)$")
@@ -23,20 +23,11 @@ WATCHERS = (f"{sys.executable} -c \"import os; s = os.getsid(0); print('watchers
 
 @pytest.fixture
 def env(tmp_path):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SEAMLESS_")}
-    e["SEAMLESS_CACHE"] = str(tmp_path / "cache")
+    e = cache_env(tmp_path)
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
     e["XDG_RUNTIME_DIR"] = str(runtime)
     return e
-
-
-@pytest.fixture
-def work(tmp_path):
-    d = tmp_path / "work"
-    d.mkdir()
-    (d / "data.txt").write_text("a\nb\nc\n")
-    return d
 
 
 def run(argv, cwd, env, **kw):
