@@ -171,7 +171,9 @@ except Exception as exc:
     answer = cancel(tf, cwd=work, env=env)
     assert answer.returncode == 0 and answer.stdout == "process: canceled\n", answer
     out, err = proc.communicate(timeout=30)
-    assert "bash: the command was canceled; nothing was kept" in out and "Terminated" not in err, (out, err)
+    # (bash may still say "Terminated" for its killed child: the job's processes are frozen
+    # before they are signalled, which makes that rare, but a shell that handles SIGTERM can)
+    assert "bash: the command was canceled; nothing was kept" in out, (out, err)
     assert gone("sleep 31.25") and rows(tmp / "cache", tf) == []
 
 

@@ -342,13 +342,13 @@ def cancel_job(job_dir) -> bool:
         os.close(fd)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = marked_processes(job_dir)
-        # each group at once (its shell does not live to report on its children), then the rest
-        signals = [(os.killpg, pid) for pid in pids if _leads_group(pid)] + [(os.kill, pid) for pid in pids]
-        for kill, pid in signals:
-            try:
-                kill(pid, sig)
-            except OSError:
-                pass
+        if sig == signal.SIGTERM:
+            # frozen first, so that every process has the signal before any runs again: a shell
+            # that outlived its killed child would say "Terminated" on the user's terminal
+            for step in (signal.SIGSTOP, signal.SIGTERM, signal.SIGCONT):
+                _signal(pids, step)
+        else:
+            _signal(pids, sig)
         deadline = time.monotonic() + KILL_GRACE
         while pids and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -356,6 +356,15 @@ def cancel_job(job_dir) -> bool:
         if not pids:
             break
     return True
+
+
+def _signal(pids, sig):
+    """Each process group at once, then every process (those that left their group too)."""
+    for kill, pid in [(os.killpg, pid) for pid in pids if _leads_group(pid)] + [(os.kill, pid) for pid in pids]:
+        try:
+            kill(pid, sig)
+        except OSError:
+            pass
 
 
 def _leads_group(pid) -> bool:
