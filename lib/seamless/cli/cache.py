@@ -180,7 +180,7 @@ def _reader(cache):
     def read(cs):
         if cs not in memo:
             data = None
-            for base in cache.store._bases(cs):
+            for base in cache.store.plain_places(cs):
                 try:
                     with open(base, "rb") as f:
                         if os.fstat(f.fileno()).st_size > MAX_READ:

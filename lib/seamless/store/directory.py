@@ -75,6 +75,10 @@ class DirectoryStore:
         flat = os.path.join(self.directory, cs)
         return (prefix, flat) if self.layout == "prefix" else (flat, prefix)
 
+    def plain_places(self, cs: str):
+        """Where the uncompressed file of cs would be, preferred first (nothing is touched)."""
+        return self._bases(parse_checksum(cs))
+
     def stored(self, cs: str) -> bool:
         """Is any form of cs here? Without touching it (gc must not count its own looks as use)."""
         return any(os.path.isfile(base + suffix) for base in self._bases(cs) for suffix in SUFFIXES.values())
