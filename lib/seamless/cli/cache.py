@@ -71,7 +71,6 @@ class Local:
             self.max_size = max_size(resolved)
         except ValueError as exc:  # a configuration error
             raise UserError(str(exc)) from None
-        self.stores = stores
         self.store = next(s for s in stores.buffer_write if isinstance(s, DirectoryStore))
         self.db = next(d for d in stores.db_write if isinstance(d, ResultDB))
 

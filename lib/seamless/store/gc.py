@@ -251,12 +251,13 @@ def _evict(store, db, contents, batch, report, dry_run):
         return
     moved = {}  # item index -> [(trash, original)]
     busy = set()
+    trash_suffix = _trash_suffix()
     for i, (item, frees) in enumerate(batch):
         moved[i] = []
         for cs in frees:
             buf = contents.buffers[cs]
             for path, mtime_ns in zip(buf.paths, buf.mtimes):
-                trash = _trash_name(path)
+                trash = path + trash_suffix
                 try:
                     os.rename(path, trash)
                 except FileNotFoundError:
@@ -315,8 +316,9 @@ def _count(report, contents, item, frees):
     report.bytes += sum(contents.buffers[cs].bytes for cs in frees)
 
 
-def _trash_name(path):
-    return f"{path}{TRASH}{socket.gethostname()}-{os.getpid()}"
+def _trash_suffix():
+    """What a moved-aside file's name ends with: whose it is (sweep_trash reads it back)."""
+    return f"{TRASH}{socket.gethostname()}-{os.getpid()}"
 
 
 def _restore(pairs):
